@@ -1,0 +1,18 @@
+"""ReconBench: compare image-to-3D reconstruction methods on the same object.
+
+Entry point only: navigation over pages/ and the sidebar scene picker.
+"""
+import streamlit as st
+
+from core.ui import scene_picker
+
+st.set_page_config(page_title="ReconBench", page_icon="🧸", layout="wide")
+
+PAGES = [
+    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
+    st.Page("pages/metrics.py", title="Metrics", icon="📏"),
+]
+
+navigation = st.navigation(PAGES)
+scene_picker()
+navigation.run()

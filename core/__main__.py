@@ -1,0 +1,216 @@
+"""ReconBench command line: the same code paths as the pages.
+
+    python -m core evaluate --scene sample_data/toy --reconstruction FILE
+    python -m core run METHOD --scene sample_data/toy --views 0 8 16 [--option key=value ...]
+    python -m core runs --scene toy
+    python -m core bench metrics
+    python -m core weights list | fetch KEY...
+    python -m core synth toy --out sample_data/toy
+
+Results go to stdout as JSON; progress and errors to stderr; bad input exits with status 2
+and a one-line message.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from core.scene import to_json
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _parse_option_values(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise CliError(f"--option takes key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _load_scene(path: str):
+    from core.scene import Scene, SceneError
+
+    try:
+        return Scene.load(path)
+    except (SceneError, FileNotFoundError) as error:
+        raise CliError(str(error)) from None
+
+
+def cmd_evaluate(args) -> int:
+    from core import metrics
+    from core.cache import RunStore
+    from core.importers import ReconstructionFileError
+    from core.progress import to_stderr
+    from core.runner import import_file
+
+    scene = _load_scene(args.scene)
+    path = Path(args.reconstruction)
+    if not path.is_file():
+        raise CliError(f"no such file: {path}")
+    options = metrics.EvaluationOptions(sample_points=args.points, emd_points=args.emd_points, seed=args.seed)
+    store = RunStore(args.cache) if args.cache else RunStore()
+    try:
+        result, _ = import_file(scene, path.read_bytes(), path.name, args.views, store=store, options=options,
+                                progress=to_stderr() if args.verbose else None)
+    except (ReconstructionFileError, metrics.EvaluationError) as error:
+        raise CliError(str(error)) from None
+    print(to_json(result.evaluation))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from core.cache import RunStore
+    from core.models import registry
+    from core.progress import Stopped, to_stderr
+    from core.runner import run_method
+
+    scene = _load_scene(args.scene)
+    try:
+        method = registry.get(args.method)
+        options = registry.options_from_dict(method.options_type, _parse_option_values(args.option))
+    except (KeyError, ValueError, TypeError) as error:
+        raise CliError(str(error).strip('"')) from None
+    views = args.views if args.views else list(range(min(scene.num_views, method.max_views or scene.num_views)))
+    store = RunStore(args.cache) if args.cache else RunStore()
+    try:
+        result = run_method(scene, method.name, views, options, to_stderr(), store)
+    except (ValueError, RuntimeError, FileNotFoundError) as error:
+        raise CliError(str(error)) from None
+    except Stopped:
+        raise CliError("stopped; nothing was stored") from None
+    recon = result.recon
+    print(to_json({"method": method.name, "key": result.key, "cached": result.cached,
+                   "views": recon.view_ids, "points": int(len(recon.points)), "seconds": recon.seconds,
+                   "peak_memory_bytes": recon.peak_memory_bytes, "parameter_count": recon.parameter_count,
+                   "notes": recon.notes, "evaluation": result.evaluation,
+                   "path": str(store.run_dir(scene.name, method.name, result.key))}))
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from core.cache import RunStore
+    from core.runner import leaderboard
+
+    store = RunStore(args.cache) if args.cache else RunStore()
+    for row in leaderboard(store, args.scene):
+        print(json.dumps(row, default=str))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from core import bench
+
+    for row in bench.run(args.name, args.rest):
+        print(json.dumps(row, default=str), flush=True)
+    return 0
+
+
+def cmd_weights(args) -> int:
+    from core.models import registry, weights
+
+    for name in registry.METHOD_MODULES:  # importing a method registers its checkpoints
+        try:
+            registry.get(name)
+        except Exception as error:  # a broken optional method must not hide the others
+            logging.getLogger(__name__).warning("method %s failed to load: %s", name, error)
+    known = weights.registered()
+    if args.action == "list":
+        for key, checkpoint in sorted(known.items()):
+            print(json.dumps({"key": key, "file": checkpoint.filename, "repo": checkpoint.repo_id,
+                              "url": checkpoint.url, "size_mb": checkpoint.size_mb,
+                              "available": weights.is_available(checkpoint),
+                              "fetch": checkpoint.fetch_command}))
+        return 0
+    if not args.keys:
+        raise CliError("name what to fetch: " + ", ".join(sorted({c.fetch_key or c.key for c in known.values()})))
+    for key in args.keys:
+        matches = [c for c in known.values() if key in (c.key, c.fetch_key)]
+        if not matches:
+            raise CliError(f"unknown checkpoint {key!r}; known: {', '.join(sorted(known))}")
+        for checkpoint in matches:
+            try:
+                path = weights.fetch(checkpoint)
+            except Exception as error:
+                raise CliError(f"could not download {checkpoint.key}: {error}") from None
+            print(json.dumps({"key": checkpoint.key, "path": str(path)}))
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from core.progress import to_stderr
+    from core.synthetic import write_toy_sample
+
+    if args.kind != "toy":
+        raise CliError("only the 'toy' scene can be synthesised")
+    write_toy_sample(args.out, progress=to_stderr())
+    print(json.dumps({"scene": str(args.out)}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache", help="run store root (default: $RECONBENCH_CACHE or ./cache)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("evaluate", help="score a reconstruction file against a scene")
+    p.add_argument("--scene", required=True)
+    p.add_argument("--reconstruction", required=True, help="PLY, OBJ, GLB or VGGT predictions.npz")
+    p.add_argument("--views", type=int, nargs="*", help="scene view ids of the frames in predictions.npz")
+    p.add_argument("--points", type=int, default=10_000, help="query points per direction")
+    p.add_argument("--emd-points", type=int, default=2_048)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("run", help="run a registered method on a scene (cached)")
+    p.add_argument("method")
+    p.add_argument("--scene", required=True)
+    p.add_argument("--views", type=int, nargs="*")
+    p.add_argument("--option", action="append", help="key=value (JSON values allowed)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("runs", help="list stored runs of a scene with their scores (JSON lines)")
+    p.add_argument("--scene", required=True, help="scene name, e.g. toy")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("bench", help="benchmarks, JSON lines")
+    p.add_argument("name")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("weights", help="list or fetch model checkpoints")
+    p.add_argument("action", choices=("list", "fetch"))
+    p.add_argument("keys", nargs="*")
+    p.set_defaults(func=cmd_weights)
+
+    p = sub.add_parser("synth", help="render a sample scene with exact ground truth")
+    p.add_argument("kind", choices=("toy",))
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_synth)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Reconstructions made elsewhere: PLY point clouds or meshes, OBJ/GLB meshes, VGGT ``predictions.npz``.
+
+Every reader takes the file's bytes and its (user-given) name and returns a
+:class:`core.scene.Reconstruction` with ``method="imported"``, or raises :class:`ImportError_`
+with a one-line message that says what is wrong with the file.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from core.scene import Reconstruction
+
+log = logging.getLogger(__name__)
+
+MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+MESH_SAMPLE_POINTS = 100_000
+SUPPORTED_SUFFIXES = (".ply", ".obj", ".glb", ".npz")
+VGGT_POINT_KEYS = ("world_points", "world_points_from_depth")
+
+
+class ReconstructionFileError(ValueError):
+    """An imported file cannot be read as a reconstruction; the message says why."""
+
+
+def _trimesh_geometry(data: bytes, file_type: str, name: str):
+    import trimesh
+
+    try:
+        loaded = trimesh.load(io.BytesIO(data), file_type=file_type, process=False)
+    except Exception as error:  # trimesh raises many types on malformed files
+        raise ReconstructionFileError(f"{name} is not a readable {file_type.upper()} file ({error})") from None
+    if isinstance(loaded, trimesh.Scene):
+        geometries = list(loaded.dump()) if hasattr(loaded, "dump") else list(loaded.geometry.values())
+        meshes = [g for g in geometries if isinstance(g, trimesh.Trimesh)]
+        clouds = [g for g in geometries if isinstance(g, trimesh.PointCloud)]
+        if meshes:
+            return trimesh.util.concatenate(meshes)
+        if clouds:
+            return trimesh.PointCloud(np.concatenate([c.vertices for c in clouds]))
+        raise ReconstructionFileError(f"{name} contains no points (no mesh or point cloud in it)")
+    return loaded
+
+
+def _vertex_colors(geometry) -> np.ndarray | None:
+    try:
+        colors = np.asarray(geometry.visual.vertex_colors)[:, :3] if hasattr(geometry, "visual") else None
+    except Exception:
+        return None
+    if colors is None or len(colors) != len(geometry.vertices):
+        colors = getattr(geometry, "colors", None)
+        colors = None if colors is None or len(colors) != len(geometry.vertices) else np.asarray(colors)[:, :3]
+    return None if colors is None else colors.astype(np.uint8)
+
+
+def read_mesh_or_cloud(data: bytes, name: str) -> Reconstruction:
+    """PLY (points or mesh), OBJ or GLB. Meshes are sampled to 100k surface points (seeded)."""
+    import trimesh
+
+    suffix = Path(name).suffix.lower().lstrip(".")
+    geometry = _trimesh_geometry(data, suffix, name)
+    vertices = np.asarray(getattr(geometry, "vertices", np.zeros((0, 3))), dtype=np.float64)
+    if len(vertices) == 0:
+        raise ReconstructionFileError(f"{name} contains no points")
+    if isinstance(geometry, trimesh.Trimesh) and len(geometry.faces) > 0:
+        if not np.isfinite(vertices).all():
+            raise ReconstructionFileError(f"{name}: mesh vertices contain NaN or infinite values")
+        points, face_index = trimesh.sample.sample_surface(geometry, MESH_SAMPLE_POINTS, seed=0)
+        colors = _vertex_colors(geometry)
+        point_colors = None
+        if colors is not None:
+            point_colors = colors[geometry.faces[face_index, 0]]
+        return Reconstruction(method="imported", points=points, colors=point_colors,
+                              mesh_vertices=vertices, mesh_faces=np.asarray(geometry.faces),
+                              mesh_colors=colors, options={"file": name, "kind": "mesh"})
+    return Reconstruction(method="imported", points=vertices, colors=_vertex_colors(geometry),
+                          options={"file": name, "kind": "points"})
+
+
+def read_vggt_predictions(data: bytes, name: str, view_ids: list[int] | None = None,
+                          confidence_percentile: float = 50.0) -> Reconstruction:
+    """A ``predictions.npz`` as saved by the VGGT demos.
+
+    Uses ``world_points`` (or ``world_points_from_depth``) ``[S,H,W,3]`` with its confidence
+    ``world_points_conf`` ``[S,H,W]`` (points below the given percentile dropped, like the demo),
+    colours from ``images`` (``[S,3,H,W]`` or ``[S,H,W,3]`` in [0,1]) and cameras from
+    ``extrinsic [S,3,4]`` (camera-from-world). ``view_ids`` says which scene views the S frames
+    are; without it the cameras are not used for alignment.
+    """
+    try:
+        archive = np.load(io.BytesIO(data), allow_pickle=False)
+        keys = set(archive.files)
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
+        raise ReconstructionFileError(f"{name} is not a readable .npz archive ({error})") from None
+    point_key = next((k for k in VGGT_POINT_KEYS if k in keys), None)
+    if point_key is None:
+        raise ReconstructionFileError(
+            f"{name} lacks the point map: expected one of {', '.join(VGGT_POINT_KEYS)} "
+            f"(found: {', '.join(sorted(keys)) or 'nothing'})")
+    world = np.asarray(archive[point_key], dtype=np.float64)
+    if world.ndim == 5:  # [B,S,H,W,3]
+        world = world[0]
+    if world.ndim != 4 or world.shape[-1] != 3:
+        raise ReconstructionFileError(f"{name}: {point_key} must be [S,H,W,3], got {list(world.shape)}")
+    s, h, w, _ = world.shape
+    conf = None
+    conf_key = "world_points_conf" if point_key == "world_points" else "depth_conf"
+    if conf_key in keys:
+        conf = np.asarray(archive[conf_key], dtype=np.float64).reshape(s, h, w)
+    colors = None
+    if "images" in keys:
+        images = np.asarray(archive["images"], dtype=np.float64)
+        if images.ndim == 5:
+            images = images[0]
+        if images.shape[1] == 3:
+            images = images.transpose(0, 2, 3, 1)
+        if images.shape[:3] == (s, h, w):
+            colors = np.clip(images * (255 if images.max() <= 1.0 else 1), 0, 255).astype(np.uint8)
+    valid = np.isfinite(world).all(axis=-1)
+    if conf is not None and confidence_percentile > 0 and valid.any():
+        valid &= conf >= np.percentile(conf[valid], confidence_percentile)
+    source_view = np.broadcast_to(np.arange(s)[:, None, None], (s, h, w))
+    cams = None
+    if "extrinsic" in keys:
+        extrinsic = np.asarray(archive["extrinsic"], dtype=np.float64).reshape(s, 3, 4)
+        cams = np.tile(np.eye(4), (s, 1, 1))
+        cams[:, :3, :] = extrinsic
+    if view_ids is not None and len(view_ids) != s:
+        raise ReconstructionFileError(f"{name} has {s} frames but {len(view_ids)} view ids were given")
+    return Reconstruction(
+        method="imported", points=world[valid], colors=None if colors is None else colors[valid],
+        confidence=None if conf is None else conf[valid], source_view=source_view[valid],
+        view_ids=list(view_ids) if view_ids is not None and cams is not None else [],
+        cam_from_world=cams if view_ids is not None else None,
+        options={"file": name, "kind": "vggt-predictions", "confidence_percentile": confidence_percentile})
+
+
+def read_reconstruction(data: bytes, name: str, view_ids: list[int] | None = None) -> Reconstruction:
+    """Dispatch on the file suffix; checks size and emptiness first."""
+    if len(data) == 0:
+        raise ReconstructionFileError(f"{name} is empty (0 bytes)")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise ReconstructionFileError(f"{name} is larger than {MAX_UPLOAD_BYTES // 2**20} MB")
+    suffix = Path(name).suffix.lower()
+    if suffix == ".npz":
+        recon = read_vggt_predictions(data, name, view_ids)
+    elif suffix in (".ply", ".obj", ".glb"):
+        recon = read_mesh_or_cloud(data, name)
+    else:
+        raise ReconstructionFileError(
+            f"{name}: unsupported file type {suffix or '(none)'}; use {', '.join(SUPPORTED_SUFFIXES)}")
+    recon.options["sha256"] = hashlib.sha256(data).hexdigest()
+    return recon

@@ -1,0 +1,1 @@
+"""Reconstruction methods: one module or package per method, registered in ``registry``."""

@@ -1,0 +1,98 @@
+"""Metrics: import a reconstruction made anywhere, score it, and the leaderboard of every run."""
+import streamlit as st
+
+from core import metrics, viz
+from core.importers import ReconstructionFileError, SUPPORTED_SUFFIXES
+from core.runner import evaluate_run, import_file, leaderboard
+from core.ui import StreamlitProgress, current_scene, score_cards, store
+
+st.title("Metrics")
+scene = current_scene()
+if scene is None:
+    st.stop()
+if not scene.has_ground_truth:
+    st.warning(f"Scene “{scene.name}” has no ground-truth points yet, so nothing can be scored. "
+               "Prepare its ground truth on the Dataset page (object crop of the dense cloud).")
+    st.stop()
+
+run_store = store()
+st.caption("Protocol: crop to the ground truth's box (+10 %), normalise the ground truth into the unit sphere, "
+           "align (Sim(3) on cameras when both sides have them, else a global rotation search), multi-scale ICP "
+           "with scale, then score on seeded subsamples.")
+
+st.subheader("Evaluate a reconstruction")
+upload = st.file_uploader("Reconstruction file (PLY points or mesh, OBJ/GLB mesh, or a VGGT predictions.npz)",
+                          type=[s.lstrip(".") for s in SUPPORTED_SUFFIXES], key="metrics.upload")
+with st.expander("Options"):
+    views_text = st.text_input("Scene view ids of the frames in predictions.npz (comma-separated, optional)",
+                               key="metrics.views")
+    sample_points = st.number_input("Query points per direction", 1_000, 200_000, 10_000, step=1_000)
+    emd_points = st.number_input("EMD points per side", 256, 4_096, 2_048, step=256)
+    max_points = st.number_input("Points drawn in 3D (cap)", 1_000, 400_000, 40_000, step=10_000)
+
+if st.button("Evaluate", type="primary", disabled=upload is None, key="metrics.evaluate"):
+    try:
+        views = [int(v) for v in views_text.replace(" ", "").split(",") if v] or None
+        bar = StreamlitProgress("Evaluating")
+        options = metrics.EvaluationOptions(sample_points=int(sample_points), emd_points=int(emd_points))
+        result, evaluation = import_file(scene, upload.getvalue(), upload.name, views, store=run_store,
+                                         options=options, progress=bar.progress)
+        bar.done("evaluated")
+        st.session_state["metrics.inspect"] = (scene.name, "imported", result.key)
+        st.session_state["metrics.last_evaluation"] = (scene.name, result.key, evaluation)
+        st.success(f"Scored {upload.name}; stored in the leaderboard as run {result.key}.")
+    except ValueError as error:  # ReconstructionFileError, EvaluationError, bad view ids
+        st.error(f"Could not evaluate {upload.name}: {error}")
+
+rows = leaderboard(run_store, scene.name)
+st.subheader(f"Leaderboard — {scene.name}")
+if not rows:
+    st.info("No runs stored for this scene yet: import a file above or run a method on its page.")
+    st.stop()
+scored = [r for r in rows if r["chamfer"] is not None]
+st.dataframe(sorted(scored, key=lambda r: r["chamfer"]) + [r for r in rows if r["chamfer"] is None],
+             width="stretch", hide_index=True,
+             column_config={"chamfer": st.column_config.NumberColumn(format="%.4g"),
+                            "emd": st.column_config.NumberColumn(format="%.4g"),
+                            "seconds": st.column_config.NumberColumn(format="%.1f")})
+st.caption("Distances in normalised units (ground truth inside the unit sphere); lower is better except F-score "
+           "and AUC@30. Runs made with random weights say so in their notes.")
+
+labels = {(scene.name, r["method"], r["key"]): f"{r['method']} · {r['views'] or '-'} views · {r['key'][:8]}"
+          for r in rows}
+keys = list(labels)
+if st.session_state.get("metrics.inspect") not in keys:
+    st.session_state.pop("metrics.inspect", None)
+choice = st.selectbox("Inspect run", keys, format_func=labels.get, key="metrics.inspect")
+_, method, key = choice
+record = next(r for r in run_store.runs(scene.name) if r.method == method and r.key == key)
+recon = record.load()
+if record.evaluation is None or "error" in (record.evaluation or {}):
+    if record.evaluation:
+        st.warning(f"This run could not be scored: {record.evaluation['error']}")
+    if st.button("Score this run", key="metrics.score"):
+        try:
+            evaluate_run(scene, run_store, method, key)
+            st.rerun()
+        except ValueError as error:
+            st.error(f"Could not score this run: {error}")
+    st.stop()
+
+last = st.session_state.get("metrics.last_evaluation")
+if last is not None and last[0] == scene.name and last[1] == key:
+    evaluation = last[2]
+else:
+    evaluation = metrics.overlay_from_scores(scene, recon, record.evaluation)
+for note in recon.notes:
+    st.warning(note)
+score_cards(evaluation.scores)
+if "cameras" in evaluation.scores and evaluation.scores["cameras"]:
+    st.caption("Camera errors over all view pairs: " + ", ".join(
+        f"{k} {v:.3g}" for k, v in evaluation.scores["cameras"].items()))
+if "depth" in evaluation.scores and evaluation.scores["depth"]:
+    d = evaluation.scores["depth"]
+    st.caption(f"Depth (median-scaled, object pixels): AbsRel {d['abs_rel']:.3g}, δ<1.25 {d['delta1']:.3f} "
+               f"over {d['views']} views.")
+fig, caption = viz.error_overlay_figure(evaluation, max_points=int(max_points))
+st.plotly_chart(fig, width="stretch", key="metrics-overlay")
+st.caption(caption)

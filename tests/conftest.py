@@ -1,0 +1,57 @@
+"""Shared fixtures: the bundled sample scene, an isolated run store, PLY writing."""
+from __future__ import annotations
+
+import io
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SAMPLE = ROOT / "sample_data" / "toy"
+
+
+@pytest.fixture(scope="session")
+def sample_scene():
+    from core.scene import Scene
+
+    return Scene.load(SAMPLE)
+
+
+@pytest.fixture()
+def isolated_cache(tmp_path, monkeypatch):
+    """Point the run store at an empty temporary folder (the app and CLI read $RECONBENCH_CACHE)."""
+    root = tmp_path / "cache"
+    monkeypatch.setenv("RECONBENCH_CACHE", str(root))
+    return root
+
+
+def ply_bytes(points: np.ndarray, colors: np.ndarray | None = None) -> bytes:
+    """A binary PLY point cloud, written by hand (independent of the importer's reader)."""
+    points = np.asarray(points, dtype=np.float32)
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(points)}",
+              "property float x", "property float y", "property float z"]
+    dtype = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    if colors is not None:
+        header += ["property uchar red", "property uchar green", "property uchar blue"]
+        dtype += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    header.append("end_header")
+    rows = np.empty(len(points), dtype=dtype)
+    rows["x"], rows["y"], rows["z"] = points.T
+    if colors is not None:
+        rows["red"], rows["green"], rows["blue"] = np.asarray(colors, dtype=np.uint8).T
+    buffer = io.BytesIO()
+    buffer.write(("\n".join(header) + "\n").encode())
+    buffer.write(rows.tobytes())
+    return buffer.getvalue()
+
+
+def known_sim3(seed: int = 3):
+    from core import geometry
+
+    rng = np.random.default_rng(seed)
+    return geometry.sim3_matrix(float(rng.uniform(0.3, 3.0)), geometry.random_rotation(rng), rng.normal(size=3) * 2)
