@@ -21,6 +21,12 @@ from pathlib import Path
 from core.scene import to_json
 
 
+# Further commands live beside the code they drive: each module has register(subparsers), which adds
+# its parser(s) with set_defaults(func=...); a func returns the exit status and raises CliError.
+COMMAND_MODULES: list[str] = [
+]
+
+
 class CliError(Exception):
     """A user error: printed as one line, exit status 2."""
 
@@ -199,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=("toy",))
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_synth)
+
+    import importlib
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 
