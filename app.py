@@ -9,8 +9,9 @@ from core.ui import scene_picker
 st.set_page_config(page_title="ReconBench", page_icon="🧸", layout="wide")
 
 PAGES = [
-    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
-    st.Page("pages/metrics.py", title="Metrics", icon="📏"),
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/generative.py", title="Generative", icon=":material/auto_awesome:"),
+    st.Page("pages/metrics.py", title="Metrics", icon=":material/leaderboard:"),
 ]
 
 navigation = st.navigation(PAGES)

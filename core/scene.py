@@ -197,6 +197,16 @@ class Scene:
         """``float64 [N,3]`` camera centres in the world frame (NaN when unregistered)."""
         return self.world_from_cam()[:, :3, 3]
 
+    def uniform_views(self, count: int, offset: float = 0.0) -> list[int]:
+        """``count`` view indices evenly spaced over the capture order (a 360° orbit for the samples).
+
+        ``offset`` in [0, 1) shifts the start by that fraction of one spacing step (for random subsets).
+        """
+        if not 1 <= count <= self.num_views:
+            raise ValueError(f"choose between 1 and {self.num_views} views; got {count}")
+        step = self.num_views / count
+        return sorted({int(np.floor((i + offset) * step)) % self.num_views for i in range(count)})
+
     def subset(self, views: list[int] | np.ndarray) -> "Scene":
         """A new Scene holding only ``views`` (ground truth kept whole)."""
         idx = [int(v) for v in views]

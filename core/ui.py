@@ -133,3 +133,139 @@ def score_cards(scores: dict, tau: str = "0.01") -> None:
 def options_summary(options) -> str:
     values = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options)
     return ", ".join(f"{k}={v}" for k, v in values.items())
+
+
+def show_notes(notes: list[str]) -> None:
+    """Random-weights notes as warnings (they void the scores); other notes as a caption list."""
+    for note in notes:
+        if "random weights" in note:
+            st.warning(note)
+    others = [n for n in notes if "random weights" not in n]
+    if others:
+        st.caption("Notes: " + " · ".join(others))
+
+
+def _pick_views(scene: Scene, method, key: str) -> list[int]:
+    """View picker: a count spaced uniformly around the capture (default), or an explicit choice."""
+    limit = min(scene.num_views, method.max_views or scene.num_views)
+    low = min(method.min_views, limit)
+    if limit == 1:
+        view = st.number_input("View", 0, scene.num_views - 1, 0, key=f"{key}.view")
+        return [int(view)]
+    default = min(max(5, low), limit)
+    count = st.slider("Number of views", low, limit, default, key=f"{key}.count",
+                      help="spaced evenly around the orbit")
+    uniform = scene.uniform_views(count)
+    chosen = st.multiselect("Views (edit to choose them yourself)", list(range(scene.num_views)), default=uniform,
+                            key=f"{key}.views.{count}")
+    return sorted(int(v) for v in chosen)
+
+
+def method_workbench(family: str) -> None:
+    """Layout shared by the Discriminative and Generative pages: pick a method, views and options,
+    run it through the cache, and show its cloud, cameras, depth maps, mesh and scores."""
+    import numpy as np
+
+    from core import metrics, viz
+    from core.models import registry
+    from core.progress import Stopped
+    from core.runner import run_method
+
+    scene = current_scene()
+    if scene is None:
+        st.stop()
+    names = registry.names(family)
+    if not names:
+        st.info("No method of this family is installed.")
+        st.stop()
+    methods = {registry.get(n).label: registry.get(n) for n in names}
+    label = st.selectbox("Method", list(methods), key=f"{family}.method")
+    method = methods[label]
+    st.caption(method.description)
+    with st.form(f"{family}.{method.name}.form", border=True):
+        left, right = st.columns([1, 1])
+        with left:
+            view_ids = _pick_views(scene, method, f"{family}.{method.name}")
+        with right:
+            options = option_widgets(method.options_type, f"{family}.{method.name}.options",
+                                     show_advanced=st.session_state.get(f"{family}.advanced", False))
+        submitted = st.form_submit_button("Run", type="primary", key=f"{family}.run")
+    st.toggle("Show advanced options", key=f"{family}.advanced")
+    availability = method.availability(options)
+    if not availability.ok:
+        st.warning(f"{method.label} cannot run with these options: {availability.message()}")
+    run_store = store()
+    shown_key = f"{family}.shown"
+    if submitted and availability.ok:
+        bar = StreamlitProgress(f"Running {method.label} on {len(view_ids)} view(s)")
+        try:
+            result = run_method(scene, method.name, view_ids, options, bar.progress, run_store)
+            bar.done("cached result" if result.cached else "finished")
+            st.session_state[shown_key] = (scene.name, method.name, result.key)
+        except Stopped:
+            st.warning("Stopped: nothing was stored.")
+        except (ValueError, RuntimeError, FileNotFoundError) as error:
+            st.error(f"{method.label} failed: {error}")
+
+    runs = [r for r in run_store.runs(scene.name) if r.method in set(names)]
+    if not runs:
+        st.info("No stored run of this family for this scene yet.")
+        return
+    labels = {(r.scene, r.method, r.key): f"{registry.get(r.method).label if r.method in names else r.method} · "
+              f"{len(r.meta.get('view_ids') or [])} views · {r.meta.get('seconds', 0):.1f} s · {r.key[:8]}"
+              for r in runs}
+    keys = list(labels)
+    wanted = st.session_state.get(shown_key)
+    if wanted in keys:
+        st.session_state[f"{family}.inspect"] = wanted
+    elif st.session_state.get(f"{family}.inspect") not in keys:
+        st.session_state.pop(f"{family}.inspect", None)
+    choice = st.selectbox("Stored runs", keys, format_func=labels.get, key=f"{family}.inspect")
+    record = next(r for r in runs if (r.scene, r.method, r.key) == choice)
+    recon = record.load()
+    show_notes(recon.notes)
+    cols = st.columns(4)
+    cols[0].metric("Time", f"{recon.seconds:.1f} s")
+    cols[1].metric("Peak memory", f"{recon.peak_memory_bytes / 2**20:,.0f} MB")
+    cols[2].metric("Parameters", f"{recon.parameter_count / 1e6:,.1f} M" if recon.parameter_count else "—")
+    cols[3].metric("Points", f"{len(recon.points):,}")
+    st.caption(f"Views {recon.view_ids} on {recon.device}; options: {', '.join(f'{k}={v}' for k, v in recon.options.items())}")
+
+    images = [scene.images[v] for v in recon.view_ids if 0 <= v < scene.num_views]
+    if images:
+        st.image(images[:8], caption=[f"input view {v}" for v in recon.view_ids[:8]], width=110)
+    renders = viz.renders_from_extra(recon.extra)
+    if renders:
+        st.image(renders, caption=[f"render {i}" for i in range(len(renders))], width=110)
+
+    hide = st.slider("Hide the least confident points (%)", 0, 95, 0, step=5, key=f"{family}.hide",
+                     disabled=recon.confidence is None,
+                     help="display filter only; the stored run and its scores are unchanged")
+    color_by = st.radio("Colour", ["rgb", "confidence"], horizontal=True, key=f"{family}.color",
+                        disabled=recon.confidence is None)
+    shown = recon
+    if recon.confidence is not None and hide > 0:
+        keep = recon.confidence >= np.percentile(recon.confidence, hide)
+        from dataclasses import replace
+        shown = replace(recon, points=recon.points[keep],
+                        colors=None if recon.colors is None else recon.colors[keep],
+                        confidence=recon.confidence[keep],
+                        source_view=None if recon.source_view is None else recon.source_view[keep])
+    fig, caption = viz.reconstruction_figure(shown, color_by=color_by, image_size=scene.image_size)
+    st.plotly_chart(fig, width="stretch", key=f"{family}.cloud")
+    st.caption(caption + (" — red: predicted cameras, numbered by scene view" if recon.has_cameras else ""))
+    if recon.mesh_vertices is not None and recon.mesh_faces is not None and len(recon.mesh_faces):
+        fig, caption = viz.mesh_figure(recon.mesh_vertices, recon.mesh_faces, recon.mesh_colors)
+        st.plotly_chart(fig, width="stretch", key=f"{family}.mesh")
+        st.caption(caption)
+    if recon.depth_maps is not None:
+        st.plotly_chart(viz.depth_figure(list(recon.depth_maps[:8]), [f"view {v}" for v in recon.view_ids[:8]]),
+                        width="stretch", key=f"{family}.depth")
+        st.caption("Predicted depth maps (each with its own colour range).")
+    if record.evaluation and "error" not in record.evaluation:
+        st.subheader("Scores against the ground truth")
+        score_cards(record.evaluation)
+        if recon.notes and any("random" in n for n in recon.notes):
+            st.caption("These scores come from random weights and mean nothing about the method.")
+    elif record.evaluation:
+        st.warning(f"Not scored: {record.evaluation['error']}")

@@ -182,3 +182,30 @@ def depth_figure(depths: list[np.ndarray], titles: list[str], columns: int = 4,
     fig.update_xaxes(showticklabels=False)
     fig.update_layout(height=260 * rows, margin={"l": 0, "r": 0, "t": 30, "b": 0})
     return fig
+
+
+def mesh_figure(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None = None,
+                max_faces: int = 150_000, name: str = "mesh") -> tuple[go.Figure, str]:
+    """A Mesh3d of ``vertices [V,3]`` / ``faces [F,3]`` (faces subsampled to ``max_faces``)."""
+    faces = np.asarray(faces)
+    idx = subsample_indices(len(faces), max_faces, 0)
+    f = faces[idx]
+    kwargs = {}
+    if colors is not None and len(colors) == len(vertices):
+        kwargs["vertexcolor"] = [f"rgb({r},{g},{b})" for r, g, b in np.asarray(colors)[:, :3]]
+    else:
+        kwargs["color"] = "#c8a27a"
+    trace = go.Mesh3d(x=vertices[:, 0], y=vertices[:, 1], z=vertices[:, 2], i=f[:, 0], j=f[:, 1], k=f[:, 2],
+                      name=name, flatshading=True, **kwargs)
+    return figure_3d([trace], revision=f"mesh-{name}"), f"showing {len(f):,} of {len(faces):,} faces"
+
+
+def renders_from_extra(extra: dict) -> list[np.ndarray]:
+    """Decode the ``extra["renders_png_base64"]`` images a method may store (novel views, orbit strips)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    return [np.asarray(Image.open(io.BytesIO(base64.b64decode(s))).convert("RGB"))
+            for s in (extra or {}).get("renders_png_base64", [])]

@@ -4,7 +4,7 @@ import streamlit as st
 from core import metrics, viz
 from core.importers import ReconstructionFileError, SUPPORTED_SUFFIXES
 from core.runner import evaluate_run, import_file, leaderboard
-from core.ui import StreamlitProgress, current_scene, score_cards, store
+from core.ui import StreamlitProgress, current_scene, score_cards, show_notes, store
 
 st.title("Metrics")
 scene = current_scene()
@@ -83,8 +83,7 @@ if last is not None and last[0] == scene.name and last[1] == key:
     evaluation = last[2]
 else:
     evaluation = metrics.overlay_from_scores(scene, recon, record.evaluation)
-for note in recon.notes:
-    st.warning(note)
+show_notes(recon.notes)
 score_cards(evaluation.scores)
 if "cameras" in evaluation.scores and evaluation.scores["cameras"]:
     st.caption("Camera errors over all view pairs: " + ", ".join(

@@ -16,6 +16,7 @@ Family = Literal["sfm", "pipeline", "discriminative", "generative", "imported"]
 
 # name -> module defining METHOD. One line per method.
 METHOD_MODULES: dict[str, str] = {
+    "lrm": "core.models.lrm.method",
 }
 
 
@@ -60,7 +61,9 @@ class Availability:
     def message(self) -> str:
         if self.ok:
             return "ready"
-        return self.missing + (f" Run: {self.fix_command}" if self.fix_command else "")
+        if not self.fix_command or self.fix_command in self.missing:
+            return self.missing
+        return f"{self.missing} Run: {self.fix_command}"
 
 
 @dataclass(frozen=True)
