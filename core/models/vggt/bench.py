@@ -1,0 +1,125 @@
+"""Benchmark: VGGT's full architecture (1.26 B parameters) with RANDOM weights, float32.
+
+``bench(["--views", "1", "2", "4", "8", "--size", "518"])`` builds VGGT-1B's architecture with
+seeded random weights (no checkpoint needed; the timings are those of the real model, the
+outputs are meaningless), runs one forward pass per view count on the chosen device and
+returns one dict per measurement: views, image size, seconds, peak RSS (process, and increase
+over the loaded model), analytic FLOPs (:mod:`.flops`) and achieved GFLOP/s.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import time
+import zlib
+
+import psutil
+import torch
+
+from core.profiling import measure
+
+from .config import VGGTConfig
+from .flops import vggt_flops
+from .modeling_vggt import HEADS, VGGT
+
+log = logging.getLogger(__name__)
+
+NOTE = "random weights (VGGT-1B architecture): timings are real, outputs are meaningless"
+
+
+def fill_random_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Overwrite every parameter in place: LayerScale 0.01, norm weights 1, biases 0, others
+    N(0, 0.02). Each tensor's draw is seeded by its name, so two models with the same
+    parameter names get identical weights whatever their registration order."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("gamma"):
+                param.fill_(0.01)
+            elif "norm" in name and name.endswith("weight"):
+                param.fill_(1.0)
+            elif name.endswith("bias"):
+                param.zero_()
+            else:
+                generator = torch.Generator(device=param.device)
+                generator.manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+                param.normal_(0.0, 0.02, generator=generator)
+    return model
+
+
+def random_full_model(config: VGGTConfig | None = None, seed: int = 0,
+                      device: str = "cpu") -> VGGT:
+    """VGGT-1B's architecture with seeded random weights (see :func:`fill_random_`).
+
+    Built on the meta device and filled in place, so only one copy of the weights exists.
+    """
+    from .checkpoints import materialize_buffers
+    with torch.device("meta"):
+        model = VGGT(config or VGGTConfig())
+    model = fill_random_(model.to_empty(device=device), seed)
+    materialize_buffers(model, device)
+    return model.eval()
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m core bench vggt", description=__doc__)
+    parser.add_argument("--views", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--size", type=int, default=518, help="image width (multiple of 14)")
+    parser.add_argument("--height", type=int, default=None,
+                        help="image height (default: = size, square)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--frames-chunk-size", type=int, default=2)
+    parser.add_argument("--heads", nargs="+", default=list(HEADS))
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--tiny", action="store_true",
+                        help="the fixture's tiny configuration instead of VGGT-1B (tests)")
+    return parser.parse_args(argv)
+
+
+def bench(argv: list[str] | None = None) -> list[dict]:
+    """Run the benchmark; see the module docstring. Returns JSON-serialisable dicts."""
+    args = _parse(list(argv or []))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    width, height = args.size, args.height or args.size
+    for side in (width, height):
+        if side % 14:
+            raise ValueError(f"image sides must be multiples of 14, got {height}x{width}")
+    process = psutil.Process()
+    base_rss = process.memory_info().rss
+    started = time.perf_counter()
+    config = VGGTConfig.tiny() if args.tiny else VGGTConfig()
+    model = random_full_model(config, device=args.device)
+    build_s = time.perf_counter() - started
+    model_rss = process.memory_info().rss
+    params = sum(p.numel() for p in model.parameters())
+    log.info("built VGGT-1B (%d params) with random weights in %.1f s", params, build_s)
+    cuda = args.device.startswith("cuda")
+    results = []
+    generator = torch.Generator().manual_seed(0)
+    for views in args.views:
+        images = torch.rand(views, 3, height, width, generator=generator).to(args.device)
+        for repeat in range(args.repeats):
+            gc.collect()
+            with torch.inference_mode(), measure(cuda=cuda) as m:
+                out = model(images, heads=args.heads, frames_chunk_size=args.frames_chunk_size)
+                if cuda:
+                    torch.cuda.synchronize()
+            del out
+            flops = vggt_flops(views, height, width, model.config, args.heads)
+            results.append({
+                "method": "vggt", "note": NOTE if not args.tiny else NOTE.replace(
+                    "VGGT-1B architecture", "tiny test configuration"), "views": views, "height": height,
+                "width": width, "repeat": repeat, "device": args.device,
+                "threads": torch.get_num_threads(), "dtype": "float32",
+                "heads": list(args.heads), "seconds": m.seconds,
+                "peak_rss_bytes": m.peak_rss_bytes,
+                "peak_rss_over_model_bytes": m.peak_rss_bytes - model_rss,
+                "peak_cuda_bytes": m.peak_cuda_bytes,
+                "model_rss_bytes": model_rss - base_rss, "parameters": params,
+                "flops": flops["total"], "flops_by_part": flops,
+                "gflops_per_s": flops["total"] / m.seconds / 1e9,
+                "build_seconds": round(build_s, 2)})
+            log.info("%d view(s): %.2f s", views, m.seconds)
+    return results

@@ -1,0 +1,70 @@
+"""Published VGGT checkpoints and the single loading entry point.
+
+``facebook/VGGT-1B`` (non-commercial licence) and ``facebook/VGGT-1B-Commercial`` share the
+architecture (:class:`~.config.VGGTConfig` defaults) and tensor names; their track head
+(``track_head.*``) is skipped because ReconBench does not implement it.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from core.models import weights
+
+from .config import VGGTConfig
+from .modeling_vggt import VGGT
+
+log = logging.getLogger(__name__)
+
+VGGT_1B = weights.Checkpoint(
+    key="vggt-1b", filename="model.pt", repo_id="facebook/VGGT-1B", size_mb=5030,
+    description="VGGT-1B (facebook/VGGT-1B, non-commercial licence)")
+VGGT_1B_COMMERCIAL = weights.Checkpoint(
+    key="vggt-1b-commercial", filename="model.pt", repo_id="facebook/VGGT-1B-Commercial",
+    size_mb=5030, description="VGGT-1B-Commercial (facebook/VGGT-1B-Commercial, gated)")
+weights.register(VGGT_1B, VGGT_1B_COMMERCIAL)
+
+CHECKPOINTS = {"vggt-1b": VGGT_1B, "vggt-1b-commercial": VGGT_1B_COMMERCIAL}
+IGNORED_PREFIXES = ("track_head.",)
+
+
+def materialize_buffers(model: VGGT, device: torch.device | str = "cpu") -> None:
+    """Recreate the non-persistent buffers (ImageNet mean/std) after a meta-device build."""
+    from .aggregator import IMAGENET_MEAN, IMAGENET_STD
+    agg = model.aggregator
+    agg._mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 1, 3, 1, 1)
+    agg._std = torch.tensor(IMAGENET_STD, device=device).view(1, 1, 3, 1, 1)
+
+
+def model_from_state_dict(state: dict, config: VGGTConfig | None = None) -> VGGT:
+    """Build a VGGT holding ``state``'s tensors (no second copy of the weights is made).
+
+    Raises:
+        core.models.weights.BadCheckpoint: naming missing, unexpected or mis-shaped tensors
+            (``track_head.*`` is allowed and dropped).
+    """
+    with torch.device("meta"):
+        model = VGGT(config or VGGTConfig())
+    weights.check_state_dict(model, state, ignore_prefixes=IGNORED_PREFIXES)
+    kept = {k: v for k, v in state.items() if not k.startswith(IGNORED_PREFIXES)}
+    model.load_state_dict(kept, strict=True, assign=True)
+    device = next(iter(kept.values())).device
+    materialize_buffers(model, device)
+    return model.eval()
+
+
+def load_pretrained(checkpoint: weights.Checkpoint = VGGT_1B, explicit_path: str | Path = "",
+                    device: str | torch.device = "cpu", config: VGGTConfig | None = None) -> VGGT:
+    """Resolve (never download) and load a published checkpoint in float32 on ``device``.
+
+    Raises:
+        core.models.weights.MissingWeights: the file is not on this machine.
+        core.models.weights.BadCheckpoint: the file is not a VGGT-1B state dict.
+    """
+    path = weights.resolve(checkpoint, explicit_path or None)
+    log.info("loading VGGT weights from %s", path)
+    state = weights.load_state_dict(path)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    return model_from_state_dict(state, config).to(device)

@@ -1,0 +1,126 @@
+"""The VGGT model: trunk (aggregator) + camera, depth and point heads.
+
+``VGGT(config)(images)`` with ``images [S,3,H,W]`` or ``[B,S,3,H,W]`` in [0, 1] (H, W multiples
+of 14) returns a dict (the reference's shapes; B = 1 is added for 4-D input):
+
+- ``pose_enc [B,S,9]``: camera encoding (see :mod:`.pose_encoding`), cameras are
+  camera-from-world with the first frame's camera as the world frame (OpenCV axes).
+- ``depth [B,S,H,W,1]``: z-depth in the first camera's (scale-normalised) units;
+  ``depth_conf [B,S,H,W]`` >= 1.
+- ``world_points [B,S,H,W,3]``: per-pixel points in the first camera's frame;
+  ``world_points_conf [B,S,H,W]`` >= 1.
+
+Only the requested heads run (``heads=``), and only the trunk layers they read are kept.
+The track head of the published checkpoint is not implemented (its tensors are skipped when
+loading).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from .aggregator import Aggregator
+from .camera_head import CameraHead
+from .config import VGGTConfig
+from .dpt_head import DPTHead
+
+HEADS = ("camera", "depth", "point")
+
+
+class VGGT(nn.Module):
+    """VGGT with parameter names of ``facebook/VGGT-1B`` (``model.pt``) minus ``track_head.*``."""
+
+    def __init__(self, config: VGGTConfig | None = None) -> None:
+        super().__init__()
+        config = config or VGGTConfig()
+        self.config = config
+        dim = 2 * config.embed_dim
+        self.aggregator = Aggregator(config)
+        self.camera_head = CameraHead(dim, config.camera_trunk_depth, config.camera_num_heads,
+                                      config.mlp_ratio, config.init_values,
+                                      config.camera_iterations) if config.enable_camera else None
+        dpt = dict(patch_size=config.patch_size, features=config.dpt_features,
+                   out_channels=config.dpt_out_channels,
+                   intermediate_layer_idx=config.dpt_intermediate_layer_idx)
+        self.point_head = DPTHead(dim, output_dim=4, activation="inv_log", **dpt) \
+            if config.enable_point else None
+        self.depth_head = DPTHead(dim, output_dim=2, activation="exp", **dpt) \
+            if config.enable_depth else None
+
+    def layers_needed(self, heads: Iterable[str]) -> set[int]:
+        """Trunk layers the given heads read."""
+        need: set[int] = set()
+        heads = set(heads)
+        if "camera" in heads:
+            need.add(self.config.depth - 1)
+        if heads & {"depth", "point"}:
+            need.update(self.config.dpt_intermediate_layer_idx)
+        return need
+
+    def forward(self, images: torch.Tensor, heads: Iterable[str] = HEADS,
+                frames_chunk_size: int | None = 8, capture=None,
+                autocast_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """Predict cameras, depth and points.
+
+        Args:
+            images: ``[S,3,H,W]`` or ``[B,S,3,H,W]`` float in [0, 1].
+            heads: subset of ("camera", "depth", "point") to run.
+            frames_chunk_size: frames per DPT chunk (None: all frames at once).
+            capture: optional :class:`~.attention.AttentionCapture`.
+            autocast_dtype: bf16/fp16 autocast for the trunk, honoured on CUDA only (the heads
+                always run in float32, as in the reference).
+
+        Returns:
+            dict with the keys of the requested heads (see module docstring).
+        """
+        if images.dim() == 4:
+            images = images.unsqueeze(0)
+        if images.dim() != 5 or images.shape[2] != 3:
+            raise ValueError(f"images must be [S,3,H,W] or [B,S,3,H,W], got {list(images.shape)}")
+        if images.shape[1] == 0:
+            raise ValueError("VGGT needs at least one view")
+        heads = tuple(heads)
+        unknown = set(heads) - set(HEADS)
+        if unknown:
+            raise ValueError(f"unknown head(s) {sorted(unknown)}; known: {HEADS}")
+        missing = [h for h in heads if getattr(self, f"{h}_head") is None]
+        if missing:
+            raise ValueError(f"this model was built without the {missing} head(s)")
+        use_autocast = autocast_dtype is not None and images.device.type == "cuda"
+        ctx = torch.autocast("cuda", dtype=autocast_dtype) if use_autocast \
+            else contextlib.nullcontext()
+        with ctx:
+            layers = self.aggregator(images, keep_layers=self.layers_needed(heads),
+                                     capture=capture)
+        if use_autocast:
+            layers = {k: v.float() for k, v in layers.items()}
+        start = self.aggregator.patch_start_idx
+        hw = tuple(images.shape[-2:])
+        out: dict[str, torch.Tensor] = {}
+        off = torch.autocast("cuda", enabled=False) if images.device.type == "cuda" \
+            else contextlib.nullcontext()
+        with off:
+            if "camera" in heads:
+                out["pose_enc"] = self.camera_head(layers[self.config.depth - 1][:, :, 0])[-1]
+                if not heads_need_full_last(self.config, heads):
+                    layers.pop(self.config.depth - 1, None)
+            if "depth" in heads:
+                out["depth"], out["depth_conf"] = self.depth_head(layers, hw, start,
+                                                                  frames_chunk_size)
+            if "point" in heads:
+                out["world_points"], out["world_points_conf"] = self.point_head(
+                    layers, hw, start, frames_chunk_size)
+        return out
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def heads_need_full_last(config: VGGTConfig, heads: Iterable[str]) -> bool:
+    """Whether a DPT head also reads the trunk's last layer."""
+    return bool(set(heads) & {"depth", "point"}) and \
+        (config.depth - 1) in config.dpt_intermediate_layer_idx

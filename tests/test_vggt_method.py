@@ -1,0 +1,171 @@
+"""The ``vggt`` method end to end (random-tiny), checkpoint handling and the benchmark."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from core.models import weights
+from core.models.vggt import VGGT, VGGTConfig
+from core.models.vggt.bench import bench
+from core.models.vggt.checkpoints import (VGGT_1B, load_pretrained, model_from_state_dict)
+from core.models.vggt.flops import vggt_flops
+from core.models.vggt.method import METHOD, RANDOM_NOTE, VGGTOptions, availability
+from core.scene import Scene
+
+TINY = Path(__file__).parent / "fixtures" / "vggt_tiny_reference.safetensors"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    rng = np.random.default_rng(0)
+    n, h, w = 3, 64, 80
+    k = np.array([[70.0, 0, 40], [0, 70.0, 32], [0, 0, 1]])
+    poses = np.stack([np.eye(4)] * n)
+    poses[:, 0, 3] = np.arange(n) * 0.1
+    masks = np.ones((n, h, w), bool)
+    masks[1] = False                                   # view 1: nothing is object
+    masks[2, :, : w // 2] = False                      # view 2: only the right half
+    return Scene("synthetic", [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for _ in range(n)],
+                 [f"{i}.png" for i in range(n)], np.stack([k] * n), poses, masks=masks)
+
+
+@pytest.fixture(scope="module")
+def recon(scene):
+    return METHOD.run(scene, [0, 1, 2], {"weights": "random-tiny"})
+
+
+def test_method_metadata():
+    assert METHOD.name == "vggt" and METHOD.family == "discriminative"
+    assert VGGTOptions().weights == "pretrained" and VGGTOptions().confidence_percentile == 50.0
+    assert availability({"weights": "random-tiny"}).ok
+
+
+def test_run_returns_a_complete_reconstruction(recon, scene):
+    n = 3
+    assert recon.method == "vggt" and recon.view_ids == [0, 1, 2]
+    assert RANDOM_NOTE in recon.notes
+    assert recon.cam_from_world.shape == (n, 4, 4) and recon.intrinsics.shape == (n, 3, 3)
+    assert recon.depth_maps.shape == (n, 420, 518) and recon.depth_confidence.shape == (n, 420, 518)
+    m = len(recon.points)
+    assert m > 0 and np.isfinite(recon.points).all()
+    assert recon.colors.shape == (m, 3) and recon.colors.dtype == np.uint8
+    assert recon.confidence.shape == (m,) and recon.source_view.shape == (m,)
+    assert set(np.unique(recon.source_view)) <= {0, 1, 2}
+    # percentile 50 over all pixels keeps about half of them
+    assert abs(m - n * 420 * 518 / 2) <= 0.01 * n * 420 * 518
+    assert recon.confidence.min() >= np.percentile(recon.depth_confidence, 50) - 1e-6
+    assert recon.parameter_count == sum(p.numel() for p in VGGT(VGGTConfig.tiny()).parameters())
+    assert recon.seconds > 0 and recon.peak_memory_bytes >= 0 and recon.device == "cpu"
+
+
+def test_intrinsics_are_in_original_pixels(recon):
+    k_net = np.array(recon.extra["intrinsics_network"])
+    # crop mode, 64x80 -> 420x518: principal point (259, 210) maps back to the centre (40, 32)
+    np.testing.assert_allclose(recon.intrinsics[:, 0, 2], 40.0, rtol=1e-12)
+    np.testing.assert_allclose(recon.intrinsics[:, 1, 2], 32.0, rtol=1e-12)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_allclose(recon.intrinsics[:, 0, 0], k_net[:, 0, 0] * 80 / 518)
+        np.testing.assert_allclose(recon.intrinsics[:, 1, 1], k_net[:, 1, 1] * 64 / 420)
+
+
+def test_points_lie_on_the_predicted_depth_in_each_camera(recon):
+    """Depth+camera branch: moving a view's points into its predicted camera gives z = depth."""
+    for view in range(3):
+        pts = recon.points[recon.source_view == view][:50].astype(np.float64)
+        cam = pts @ recon.cam_from_world[view, :3, :3].T + recon.cam_from_world[view, :3, 3]
+        z = np.sort(cam[:, 2])
+        depths = recon.depth_maps[view].reshape(-1)
+        nearest = depths[np.abs(depths[None, :] - z[:, None]).argmin(1)]
+        np.testing.assert_allclose(z, nearest, rtol=1e-4)
+
+
+def test_object_masks_point_map_branch_and_pad_mode(scene):
+    options = {"weights": "random-tiny", "use_object_masks": True, "branch": "point map",
+               "preprocess": "pad", "confidence_percentile": 0.0}
+    recon = METHOD.run(scene, [2, 1], options)
+    assert recon.view_ids == [2, 1] and recon.point_maps.shape == (2, 518, 518, 3)
+    assert not (recon.source_view == 1).any()          # scene view 1's mask is empty
+    # pad mode: 64x80 -> 420x518 inside 518x518; only the right half of view 2 is object
+    assert (recon.source_view == 0).sum() == 518 * 420 // 2
+    np.testing.assert_allclose(recon.intrinsics[:, :2, 2], [[40.0, 32.0]] * 2, atol=1e-9)
+
+
+def test_bad_views_and_options_raise_value_error(scene):
+    with pytest.raises(ValueError, match="at least 1"):
+        METHOD.run(scene, [], {"weights": "random-tiny"})
+    with pytest.raises(ValueError, match="outside"):
+        METHOD.run(scene, [0, 7], {"weights": "random-tiny"})
+    with pytest.raises(ValueError, match="branch"):
+        METHOD.run(scene, [0], {"weights": "random-tiny", "branch": "mesh"})
+    with pytest.raises(ValueError, match="unknown option"):
+        METHOD.run(scene, [0], {"weights": "random-tiny", "colour": 1})
+
+
+def test_pretrained_unavailable_without_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv(weights.WEIGHTS_ENV, str(tmp_path))
+    monkeypatch.setattr(weights, "_hf_cached", lambda checkpoint: None)
+    status = availability({"weights": "pretrained"})
+    assert not status.ok and "VGGT-1B" in status.missing
+    assert status.fix_command == "python -m core weights fetch vggt-1b"
+    assert {"vggt-1b", "vggt-1b-commercial"} <= set(weights.registered())
+    assert weights.registered()["vggt-1b-commercial"].repo_id == "facebook/VGGT-1B-Commercial"
+
+
+def _fixture_state():
+    with safe_open(str(TINY), "pt") as f:
+        return ({k[8:]: f.get_tensor(k) for k in f.keys() if k.startswith("weights.")},
+                f.get_tensor("input.images"), f.get_tensor("output.depth"))
+
+
+def test_checkpoint_file_loads_through_weights_module(tmp_path):
+    state, images, depth = _fixture_state()
+    state["track_head.fnet.weight"] = torch.zeros(3, 3)        # published extra: skipped
+    path = tmp_path / "model.pt"
+    torch.save(state, path)
+    model = load_pretrained(VGGT_1B, path, config=VGGTConfig.tiny())
+    assert not any(b.is_meta for b in model.buffers())
+    with torch.inference_mode():
+        out = model(images, heads=("depth",))
+    torch.testing.assert_close(out["depth"], depth, rtol=1e-4, atol=1e-5)
+
+
+def test_checkpoint_of_another_model_is_rejected_naming_tensors():
+    state, _, _ = _fixture_state()
+    bad = dict(state)
+    bad["aggregator.camera_token"] = torch.zeros(1, 2, 1, 48)        # mis-shaped
+    del bad["depth_head.norm.weight"]                                 # missing
+    bad["decoder.layers.0.weight"] = torch.zeros(4, 4)                # unexpected
+    with pytest.raises(weights.BadCheckpoint) as error:
+        model_from_state_dict(bad, VGGTConfig.tiny())
+    message = str(error.value)
+    for name in ("aggregator.camera_token", "depth_head.norm.weight", "decoder.layers.0.weight"):
+        assert name in message
+    other = torch.nn.Sequential(torch.nn.Linear(4, 4)).state_dict()  # a different model
+    with pytest.raises(weights.BadCheckpoint, match="0.weight"):
+        model_from_state_dict(other, VGGTConfig.tiny())
+
+
+def test_bench_reports_time_memory_and_flops():
+    rows = bench(["--tiny", "--views", "1", "2", "--size", "70", "--height", "56"])
+    assert [r["views"] for r in rows] == [1, 2]
+    for row in rows:
+        assert "random weights" in row["note"] and row["dtype"] == "float32"
+        assert row["seconds"] > 0 and row["peak_rss_bytes"] > 0
+        assert row["flops"] == vggt_flops(row["views"], 56, 70, VGGTConfig.tiny())["total"]
+        assert row["gflops_per_s"] == pytest.approx(row["flops"] / row["seconds"] / 1e9, rel=0.01)
+        json.dumps(row)
+    with pytest.raises(ValueError, match="multiples of 14"):
+        bench(["--tiny", "--views", "1", "--size", "60"])

@@ -1,0 +1,162 @@
+"""VGGT conformance: the tiny fixture (authors' reference outputs) and the VGGT-1B manifest."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from core.models.vggt import (VGGT, VGGTConfig, extrinsics_intrinsics_to_pose_encoding,
+                              pose_encoding_to_extrinsics_intrinsics, quaternion_to_matrix)
+from core.models.vggt.flops import vggt_flops
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TINY = FIXTURES / "vggt_tiny_reference.safetensors"
+MANIFEST = FIXTURES / "vggt_1b_state_dict_manifest.json"
+OUTPUTS = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run far faster single-threaded on a shared machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def fixture():
+    with safe_open(str(TINY), "pt") as f:
+        config = json.loads(f.metadata()["config"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    return config, tensors
+
+
+@pytest.fixture(scope="module")
+def tiny(fixture):
+    config, tensors = fixture
+    model = VGGT(VGGTConfig(**config)).eval()
+    state = {k[len("weights."):]: v for k, v in tensors.items() if k.startswith("weights.")}
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny, fixture):
+    with torch.inference_mode():
+        return tiny(fixture[1]["input.images"])
+
+
+def test_config_accepts_fixture_keys_and_defaults_are_vggt_1b(fixture):
+    config = VGGTConfig(**fixture[0])
+    assert config == VGGTConfig.tiny()
+    full = VGGTConfig()
+    assert (full.embed_dim, full.depth, full.num_heads, full.dino_depth) == (1024, 24, 16, 24)
+    assert full.dpt_intermediate_layer_idx == (4, 11, 17, 23)
+    assert VGGTConfig.from_dict({**fixture[0], "unknown_key": 1}).extra == {"unknown_key": 1}
+
+
+def test_tiny_model_reproduces_reference_outputs(reference_run, fixture):
+    tensors = fixture[1]
+    for key in OUTPUTS:
+        expected = tensors[f"output.{key}"]
+        assert reference_run[key].shape == expected.shape, key
+        torch.testing.assert_close(reference_run[key], expected, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_extrinsics_and_intrinsics_match_reference(reference_run, fixture):
+    tensors = fixture[1]
+    hw = tuple(tensors["input.images"].shape[-2:])
+    extrinsic, intrinsic = pose_encoding_to_extrinsics_intrinsics(reference_run["pose_enc"], hw)
+    torch.testing.assert_close(extrinsic, tensors["output.extrinsic"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(intrinsic, tensors["output.intrinsic"], rtol=1e-4, atol=1e-5)
+    homogeneous, _ = pose_encoding_to_extrinsics_intrinsics(reference_run["pose_enc"], hw, True)
+    assert homogeneous.shape == (1, 3, 4, 4)
+    torch.testing.assert_close(homogeneous[..., :3, :], extrinsic)
+    assert torch.equal(homogeneous[..., 3, :], torch.tensor([0.0, 0, 0, 1]).expand(1, 3, 4))
+
+
+def test_unbatched_input_chunking_and_head_subsets_agree(tiny, fixture, reference_run):
+    images = fixture[1]["input.images"]
+    with torch.inference_mode():
+        unbatched = tiny(images[0], frames_chunk_size=1)
+        depth_only = tiny(images, heads=("depth",))
+        camera_only = tiny(images, heads=("camera",))
+    for key in OUTPUTS:
+        torch.testing.assert_close(unbatched[key], reference_run[key], rtol=1e-5, atol=1e-6)
+    assert set(depth_only) == {"depth", "depth_conf"}
+    assert set(camera_only) == {"pose_enc"}
+    torch.testing.assert_close(depth_only["depth"], reference_run["depth"])
+    torch.testing.assert_close(camera_only["pose_enc"], reference_run["pose_enc"])
+
+
+def test_aggregator_keeps_only_requested_layers(tiny, fixture):
+    images = fixture[1]["input.images"]
+    with torch.inference_mode():
+        everything = tiny.aggregator(images)
+        lean = tiny.aggregator(images, keep_layers={1, 3})
+    assert sorted(everything) == [0, 1, 2, 3] and sorted(lean) == [1, 3]
+    assert everything[3].shape == (1, 3, 25, 64)           # [B, S, P, 2C]
+    for layer in (1, 3):
+        assert torch.equal(lean[layer], everything[layer])
+    full = VGGT.__new__(VGGT)
+    full.config = VGGTConfig()
+    assert VGGT.layers_needed(full, ("camera",)) == {23}
+    assert VGGT.layers_needed(full, ("depth", "camera")) == {4, 11, 17, 23}
+
+
+def test_bad_inputs_raise_value_error(tiny):
+    with pytest.raises(ValueError, match="multiple of the patch size"):
+        tiny(torch.rand(2, 3, 50, 70))
+    with pytest.raises(ValueError, match=r"\[S,3,H,W\]"):
+        tiny(torch.rand(2, 4, 56, 70))
+    with pytest.raises(ValueError, match="at least one view"):
+        tiny(torch.rand(1, 0, 3, 56, 70))
+    with pytest.raises(ValueError, match="unknown head"):
+        tiny(torch.rand(1, 3, 56, 70), heads=("track",))
+
+
+def test_full_size_model_matches_published_manifest():
+    manifest = json.loads(MANIFEST.read_text())
+    expected = {k: tuple(v) for k, v in manifest["tensors"].items()
+                if not k.startswith("track_head.")}
+    with torch.device("meta"):
+        model = VGGT(VGGTConfig())
+    got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert sorted(set(got) ^ set(expected)) == []
+    assert {k: v for k, v in got.items() if expected[k] != v} == {}
+    track = sum(torch.Size(v).numel() for k, v in manifest["tensors"].items()
+                if k.startswith("track_head."))
+    assert model.parameter_count == manifest["num_parameters"] - track
+
+
+def test_pose_encoding_round_trip():
+    generator = torch.Generator().manual_seed(0)
+    quat = torch.randn(5, 4, generator=generator)
+    rotation = quaternion_to_matrix(quat)
+    torch.testing.assert_close(rotation @ rotation.transpose(-1, -2), torch.eye(3).expand(5, 3, 3),
+                               atol=1e-5, rtol=0)
+    encoding = torch.cat((torch.randn(5, 3, generator=generator), quat / quat.norm(dim=-1,
+                          keepdim=True), torch.rand(5, 2, generator=generator) + 0.5), -1)
+    extrinsics, intrinsics = pose_encoding_to_extrinsics_intrinsics(encoding, (392, 518))
+    back = extrinsics_intrinsics_to_pose_encoding(extrinsics, intrinsics, (392, 518))
+    sign = torch.sign(back[:, 6:7] * encoding[:, 6:7])     # q and -q are the same rotation
+    torch.testing.assert_close(back[:, 3:7] * sign, encoding[:, 3:7], atol=1e-5, rtol=0)
+    torch.testing.assert_close(back[:, [0, 1, 2, 7, 8]], encoding[:, [0, 1, 2, 7, 8]],
+                               atol=1e-5, rtol=0)
+
+
+def test_flop_count_matches_torch_flop_counter():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+    config = VGGTConfig.tiny()
+    model = VGGT(config).eval()
+    for views, h, w in ((1, 56, 70), (3, 42, 56)):
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+            model(torch.rand(views, 3, h, w))      # math attention: its matmuls are counted
+        assert vggt_flops(views, h, w, config)["total"] == counter.get_total_flops()
+    full = vggt_flops(8, 518, 518)
+    assert full["global_attention"] == pytest.approx(4 * vggt_flops(4, 518, 518)["global_attention"])
