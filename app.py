@@ -10,7 +10,11 @@ st.set_page_config(page_title="ReconBench", page_icon="🧸", layout="wide")
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/combined.py", title="Combined pipeline", icon="🧩"),
+    st.Page("pages/discriminative.py", title="Discriminative", icon=":material/view_in_ar:"),
     st.Page("pages/generative.py", title="Generative", icon=":material/auto_awesome:"),
+    st.Page("pages/scaling.py", title="VGGT scaling", icon=":material/trending_up:"),
+    st.Page("pages/attention.py", title="Attention viewer", icon=":material/visibility:"),
     st.Page("pages/metrics.py", title="Metrics", icon=":material/leaderboard:"),
 ]
 

@@ -16,6 +16,9 @@ from core.profiling import measure
 # name -> "module:function"; each function takes argv and returns a list of dicts.
 BENCHES: dict[str, str] = {
     "metrics": "core.bench:bench_metrics",
+    "lrm": "core.models.lrm.bench:bench",
+    "vggt": "core.models.vggt.bench:bench",
+    "pointe": "core.models.pointe.bench:bench",
 }
 
 

@@ -226,3 +226,51 @@ def least_squares_ray_intersection(origins: np.ndarray, directions: np.ndarray) 
     lhs = projectors.sum(axis=0)
     rhs = np.einsum("nij,nj->i", projectors, origins)
     return np.linalg.solve(lhs, rhs)
+
+
+def transfer_pixel(uv: tuple[float, float], depth: np.ndarray, intrinsics: np.ndarray, cam_from_world: np.ndarray,
+                   target_intrinsics: np.ndarray, target_cam_from_world: np.ndarray,
+                   target_depths: np.ndarray | None = None, relative_tolerance: float = 0.03) -> list[dict]:
+    """Where the surface point seen at pixel ``uv`` of one view appears in other views.
+
+    Args:
+        uv: (u, v) pixel of the source view (column, row; integer = pixel centre).
+        depth: ``[H,W]`` z-depth of the source view; the nearest pixel's depth is used.
+        intrinsics, cam_from_world: the source camera.
+        target_intrinsics ``[V,3,3]``, target_cam_from_world ``[V,4,4]``: the other views.
+        target_depths: optional ``[V,h,w]`` depth maps of the targets (in their own pixels) used
+            for the occlusion test.
+        relative_tolerance: a target depth smaller than ``z * (1 - tol)`` at the projected pixel
+            means the point is hidden there.
+    Returns:
+        one dict per target: ``uv`` (or None behind the camera), ``z``, ``in_bounds``,
+        ``occluded`` (None when unknown: no depth map, invalid depth or out of bounds) and
+        ``point`` (the 3-D point, world frame). Empty list when the source depth is invalid.
+    """
+    h, w = depth.shape
+    col, row = int(round(uv[0])), int(round(uv[1]))
+    if not (0 <= row < h and 0 <= col < w):
+        raise ValueError(f"pixel {uv} is outside the {w}x{h} source image")
+    z = float(depth[row, col])
+    if not np.isfinite(z) or z <= 0:
+        return []
+    ray = np.linalg.inv(intrinsics) @ np.array([uv[0], uv[1], 1.0])
+    point = transform_points(invert_transform(cam_from_world), (ray * z)[None])[0]
+    out = []
+    for index, (k, pose) in enumerate(zip(target_intrinsics, target_cam_from_world)):
+        pixel, depth_in_target = project(point[None], k, pose)
+        pixel, depth_in_target = pixel[0], float(depth_in_target[0])
+        entry = {"uv": None if not np.isfinite(pixel).all() else (float(pixel[0]), float(pixel[1])),
+                 "z": depth_in_target, "in_bounds": False, "occluded": None, "point": point}
+        if entry["uv"] is not None and target_depths is not None:
+            th, tw = target_depths[index].shape
+            c, r = int(round(pixel[0])), int(round(pixel[1]))
+            entry["in_bounds"] = bool(0 <= r < th and 0 <= c < tw)
+            if entry["in_bounds"]:
+                seen = float(target_depths[index][r, c])
+                if np.isfinite(seen) and seen > 0:
+                    entry["occluded"] = bool(seen < depth_in_target * (1 - relative_tolerance))
+        elif entry["uv"] is not None:
+            entry["in_bounds"] = bool(0 <= pixel[0] <= 2 * k[0, 2] + 1 and 0 <= pixel[1] <= 2 * k[1, 2] + 1)
+        out.append(entry)
+    return out

@@ -40,3 +40,46 @@ def test_generative_page_runs_lrm_random_tiny_and_labels_it(isolated_cache):
     [run] = RunStore(isolated_cache).runs("toy")
     assert run.method == "lrm" and run.evaluation and "chamfer" in run.evaluation
     assert len(at.get("imgs")) + len(at.get("image")) >= 2  # the input view and the orbit renders
+
+
+def test_discriminative_page_runs_vggt_random_tiny_with_depth_maps_and_cameras(isolated_cache):
+    at = _page("pages/discriminative.py")
+    assert any("cannot run" in w.value and "python -m core weights fetch vggt" in w.value for w in at.warning)
+    at = _run(at, "discriminative", {"vggt.options.weights": "random-tiny", "vggt.count": 3})
+    assert any("random weights" in w.value for w in at.warning)
+    charts = [c.proto.spec if hasattr(c, "proto") else "" for c in at.get("plotly_chart")]
+    assert len(charts) == 2  # the cloud with frustums and the depth maps
+    assert any("predicted cameras" in c.value for c in at.caption)
+    [run] = RunStore(isolated_cache).runs("toy")
+    assert run.method == "vggt" and run.meta["view_ids"] == [0, 14, 28]
+    assert "chamfer" in run.evaluation and "cameras" in run.evaluation
+
+
+def test_scaling_page_runs_a_timing_only_study(isolated_cache):
+    at = _page("pages/scaling.py")
+    at.selectbox(key="scaling.options.weights").set_value("random-tiny")
+    at.multiselect(key="scaling.counts").set_value([1, 2, 3])
+    at.button(key="scaling.run").click()
+    at.run()
+    assert not at.exception and not at.error
+    assert any("Quality unavailable" in w.value for w in at.warning)
+    assert len(RunStore(isolated_cache).runs("toy")) == 3
+    table = at.dataframe[0].value
+    assert list(table["views"]) == [1, 2, 3]
+    assert any("Best by BIC" in c.value for c in at.caption)
+
+
+def test_attention_viewer_page_shows_every_view_with_correspondences(isolated_cache):
+    at = _page("pages/attention.py")
+    at.selectbox(key="attention.weights").set_value("random-tiny")
+    at.button(key="attention.run").click()
+    at.run()
+    assert not at.exception and not at.error
+    assert any("random weights" in w.value for w in at.warning)
+    images = at.get("image")
+    assert len(images) == 3
+    at.number_input(key="attention.u").set_value(250)
+    at.number_input(key="attention.v").set_value(300)
+    at.radio(key="attention.mode").set_value("rollout")
+    at.run()
+    assert not at.exception and len(at.get("image")) == 3

@@ -16,7 +16,9 @@ Family = Literal["sfm", "pipeline", "discriminative", "generative", "imported"]
 
 # name -> module defining METHOD. One line per method.
 METHOD_MODULES: dict[str, str] = {
+    "vggt": "core.models.vggt.method",
     "lrm": "core.models.lrm.method",
+    "pointe": "core.models.pointe.method",
 }
 
 

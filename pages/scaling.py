@@ -1,0 +1,110 @@
+"""VGGT scaling: time, memory and quality against the number of views, with fitted complexity models."""
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import scaling
+from core.models import registry
+from core.progress import Stopped
+from core.ui import StreamlitProgress, current_scene, option_widgets, store
+
+st.title("VGGT scaling")
+st.markdown(
+    "How do VGGT's time, memory and quality grow with the number of input views? Views are spaced evenly around "
+    "the orbit (further subsets start at a seeded random offset); every run is cached, so a stopped study keeps "
+    "what is done. Time and memory are fitted with the seed study's **a·n·log n + b**, the architecture-aware "
+    "**a·n + b·n² + c** (frame attention and heads grow linearly, global attention quadratically in the tokens), "
+    "and **a·FLOPs(n) + b** from the analytic FLOP count.")
+scene = current_scene()
+if scene is None:
+    st.stop()
+method = registry.get("vggt")
+with st.form("scaling.form"):
+    left, right = st.columns(2)
+    with left:
+        counts = st.multiselect("View counts", list(range(1, min(scene.num_views, 42) + 1)),
+                                default=[c for c in scaling.DEFAULT_VIEW_COUNTS if c <= scene.num_views],
+                                key="scaling.counts")
+        repeats = st.number_input("Subsets per view count", 1, 10, 1, key="scaling.repeats")
+        seed = st.number_input("Seed", 0, 10_000, 0, key="scaling.seed")
+    with right:
+        options = option_widgets(method.options_type, "scaling.options")
+    submitted = st.form_submit_button("Run study", type="primary", key="scaling.run")
+
+availability = method.availability(options)
+if not availability.ok:
+    st.warning(f"VGGT cannot run with these options: {availability.message()} "
+               "Choose weights = random-tiny for a timing-only study.")
+
+results_box = st.container()
+
+
+def flops_for(options):
+    """Analytic FLOPs of the configuration that will run, at the sample's network size."""
+    from core.models.vggt import VGGTConfig, vggt_flops
+    from core.models.vggt.processing import preprocess_images
+
+    config = VGGTConfig.tiny() if options.weights == "random-tiny" else VGGTConfig()
+    _, transforms = preprocess_images([scene.images[0]], options.preprocess)
+    h, w = transforms[0].network_hw
+    heads = ("camera", "depth") + (("point",) if options.branch == "point map" else ())
+    return lambda n: vggt_flops(n, h, w, config, heads=heads)["total"]
+
+
+def show(result: scaling.ScalingResult, flops) -> None:
+    rows = scaling.summary_table(result)
+    if not rows:
+        return
+    with results_box:
+        st.subheader("Results")
+        if result.stopped:
+            st.info("The study was stopped; the points below are the finished ones (cached).")
+        st.dataframe(rows, hide_index=True, width="stretch")
+        n = [p.views for p in result.points]
+        for quantity, label, values in (("seconds", "Time (s)", [p.seconds for p in result.points]),
+                                        ("memory", "Peak memory (MB)", [p.peak_memory_mb for p in result.points])):
+            fits = scaling.fit_models(n, values, flops)
+            fig = go.Figure(go.Scatter(x=n, y=values, mode="markers", name="measured"))
+            grid = np.arange(1, max(n) + 1)
+            for fit in fits:
+                fig.add_trace(go.Scatter(x=grid, y=[scaling.predict(fit, int(g), flops) for g in grid], mode="lines",
+                                         name=fit.formula))
+            fig.update_layout(height=320, xaxis_title="views", yaxis_title=label, margin={"t": 30})
+            st.plotly_chart(fig, width="stretch", key=f"scaling.{quantity}")
+            if fits:
+                best = scaling.best_fit(fits)
+                st.dataframe([{"model": f.formula, **{k: f"{v:.4g}" for k, v in f.coefficients.items()},
+                               "RMSE": f"{f.rmse:.3g}", "BIC": f"{f.bic:.2f}",
+                               "residuals": ", ".join(f"{r:+.2g}" for r in f.residuals)} for f in fits],
+                             hide_index=True, width="stretch")
+                st.caption(f"Best by BIC for {label.lower()}: {best.formula}. With few points or noisy timings "
+                           "the models can be indistinguishable; compare the residuals.")
+            else:
+                st.caption("Fits need at least two (n log n) or three (quadratic) distinct view counts.")
+        if result.quality_available:
+            fig = go.Figure()
+            for key in ("chamfer", "emd", "fscore@0.01"):
+                xs = [r["views"] for r in rows if key in r]
+                fig.add_trace(go.Scatter(x=xs, y=[r[key] for r in rows if key in r], mode="lines+markers", name=key,
+                                         error_y={"type": "data", "array": [r[f"{key}_std"] for r in rows if key in r]}))
+            fig.update_layout(height=320, xaxis_title="views", yaxis_title="score (normalised units)")
+            st.plotly_chart(fig, width="stretch", key="scaling.quality")
+        else:
+            st.warning(f"Quality unavailable: {result.quality_note}. Only time and memory are shown; "
+                       "scores of random weights would be meaningless.")
+
+
+if submitted and availability.ok and counts:
+    bar = StreamlitProgress("Scaling study")
+    flops = flops_for(options)
+    try:
+        result = scaling.run_study(scene, "vggt", sorted(counts), int(repeats), options, bar.progress, store(),
+                                   seed=int(seed), flops=flops)
+        st.session_state["scaling.result"] = (result, options)
+    except Stopped:
+        st.warning("Stopped; finished points are cached and reappear when you run the study again.")
+    except (ValueError, RuntimeError) as error:
+        st.error(f"The study failed: {error}")
+if "scaling.result" in st.session_state:
+    result, used = st.session_state["scaling.result"]
+    show(result, flops_for(used))

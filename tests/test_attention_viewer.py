@@ -1,0 +1,82 @@
+"""Correspondences with occlusion (against mesh ray casting) and the viewer's attention maps."""
+import numpy as np
+import pytest
+import torch
+
+from core import geometry
+from core.attention_viewer import capture_session
+
+
+def _raycaster(scene):
+    import open3d as o3d
+
+    mesh = o3d.t.geometry.TriangleMesh()
+    mesh.vertex.positions = o3d.core.Tensor(scene.mesh_vertices.astype(np.float32))
+    mesh.triangle.indices = o3d.core.Tensor(scene.mesh_faces.astype(np.int32))
+    rc = o3d.t.geometry.RaycastingScene()
+    rc.add_triangles(mesh)
+    return rc
+
+
+def _cast(rc, origin, direction):
+    import open3d as o3d
+
+    ray = np.concatenate([origin, direction])[None].astype(np.float32)
+    return float(rc.cast_rays(o3d.core.Tensor(ray))["t_hit"].numpy()[0])
+
+
+def test_ground_truth_transfer_lands_within_a_pixel_and_sees_occlusion(sample_scene):
+    scene = sample_scene
+    rc = _raycaster(scene)
+    source = 0
+    rows, cols = np.nonzero(scene.masks[source])
+    picks = np.random.default_rng(0).choice(len(rows), 40, replace=False)
+    checked_visible = checked_hidden = 0
+    for pick in picks:
+        u, v = float(cols[pick]), float(rows[pick])
+        world_from_cam = geometry.invert_transform(scene.cam_from_world[source])
+        direction = world_from_cam[:3, :3] @ (np.linalg.inv(scene.intrinsics[source]) @ [u, v, 1.0])
+        t = _cast(rc, world_from_cam[:3, 3], direction)
+        if not np.isfinite(t):
+            continue
+        truth_point = world_from_cam[:3, 3] + t * direction  # independent of the depth maps
+        links = geometry.transfer_pixel((u, v), scene.depths[source], scene.intrinsics[source],
+                                        scene.cam_from_world[source], scene.intrinsics, scene.cam_from_world,
+                                        scene.depths)
+        for j in (2, 21):  # a neighbour and the view from behind
+            expected_uv, _ = geometry.project(truth_point[None], scene.intrinsics[j], scene.cam_from_world[j])
+            assert np.linalg.norm(np.array(links[j]["uv"]) - expected_uv[0]) < 1.0
+            centre = geometry.camera_center(scene.cam_from_world[j])
+            to_point = truth_point - centre
+            hit = _cast(rc, centre, to_point / np.linalg.norm(to_point))
+            hidden = hit < np.linalg.norm(to_point) * (1 - 0.03)
+            near_threshold = abs(hit - np.linalg.norm(to_point) * (1 - 0.03)) < 0.005 * np.linalg.norm(to_point)
+            if links[j]["in_bounds"] and not near_threshold:
+                assert links[j]["occluded"] == hidden
+                checked_hidden += hidden
+                checked_visible += not hidden
+    assert checked_hidden >= 5 and checked_visible >= 5  # front points are hidden from behind, seen nearby
+
+
+def test_attention_maps_match_the_capture_rows(sample_scene):
+    from core.models.vggt import AttentionCapture
+    from core.models.vggt.method import load_model
+    from core.models.vggt.processing import preprocess_images
+
+    session = capture_session(sample_scene, [0, 14, 28], weights="random-tiny")
+    token = session.token_for_pixel(1, 200, 150)
+    model = load_model("random-tiny", "VGGT-1B", "", "cpu")
+    tensor, _ = preprocess_images([sample_scene.images[v] for v in (0, 14, 28)], "crop")
+    rows = AttentionCapture([token])
+    with torch.inference_mode():
+        model(tensor, heads=("camera",), capture=rows)
+    for layer in session.layers:
+        reference = rows.rows[layer][0, :, 0].amax(0).numpy()  # max over heads, all tokens
+        mine = session.layer_attention(token, layer, "max")
+        np.testing.assert_allclose(mine, session._patch_maps(reference), atol=1e-6)
+        head0 = session.layer_attention(token, layer, 0)
+        assert head0.sum() <= 1.0 + 1e-5  # patches only: camera/register tokens take the rest
+    rolled = session.rollout(token, session.layers[0], session.layers[-1], 0.5)
+    assert rolled.shape == (3,) + session.grid and rolled.min() >= 0 and rolled.sum() <= 1 + 1e-5
+    with pytest.raises(ValueError, match="no captured layer"):
+        session.rollout(token, 50, 60)
