@@ -18,39 +18,15 @@ import logging
 import sys
 from pathlib import Path
 
+from core.cli import CliError, load_scene, parse_option_values
 from core.scene import to_json
 
 
 # Further commands live beside the code they drive: each module has register(subparsers), which adds
-# its parser(s) with set_defaults(func=...); a func returns the exit status and raises CliError.
+# its parser(s) with set_defaults(func=...); a func returns the exit status and raises core.cli.CliError.
 COMMAND_MODULES: list[str] = [
+    "core.scaling",
 ]
-
-
-class CliError(Exception):
-    """A user error: printed as one line, exit status 2."""
-
-
-def _parse_option_values(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise CliError(f"--option takes key=value, got {pair!r}")
-        key, value = pair.split("=", 1)
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
-def _load_scene(path: str):
-    from core.scene import Scene, SceneError
-
-    try:
-        return Scene.load(path)
-    except (SceneError, FileNotFoundError) as error:
-        raise CliError(str(error)) from None
 
 
 def cmd_evaluate(args) -> int:
@@ -60,7 +36,7 @@ def cmd_evaluate(args) -> int:
     from core.progress import to_stderr
     from core.runner import import_file
 
-    scene = _load_scene(args.scene)
+    scene = load_scene(args.scene)
     path = Path(args.reconstruction)
     if not path.is_file():
         raise CliError(f"no such file: {path}")
@@ -81,10 +57,10 @@ def cmd_run(args) -> int:
     from core.progress import Stopped, to_stderr
     from core.runner import run_method
 
-    scene = _load_scene(args.scene)
+    scene = load_scene(args.scene)
     try:
         method = registry.get(args.method)
-        options = registry.options_from_dict(method.options_type, _parse_option_values(args.option))
+        options = registry.options_from_dict(method.options_type, parse_option_values(args.option))
     except (KeyError, ValueError, TypeError) as error:
         raise CliError(str(error).strip('"')) from None
     views = args.views if args.views else list(range(min(scene.num_views, method.max_views or scene.num_views)))

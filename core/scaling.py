@@ -102,13 +102,18 @@ def fit_models(n: list[int], y: list[float], flops: Callable[[int], float] | Non
         resid = y_arr - pred
         sse = float(np.sum(resid**2))
         rmse = math.sqrt(sse / len(y_arr))
-        bic = len(y_arr) * math.log(max(sse / len(y_arr), 1e-300)) + len(names) * math.log(len(y_arr))
+        if len(y_arr) > len(names):
+            bic = len(y_arr) * math.log(max(sse / len(y_arr), 1e-300)) + len(names) * math.log(len(y_arr))
+        else:  # as many points as parameters: an exact interpolation is no evidence for the model
+            bic = math.inf
         fits.append(ModelFit(name, formula, dict(zip(names, coef.tolist())), pred.tolist(), resid.tolist(), rmse, bic))
     return fits
 
 
 def best_fit(fits: list[ModelFit]) -> ModelFit | None:
-    return min(fits, key=lambda f: f.bic) if fits else None
+    """Lowest BIC; None when no model has more points than parameters."""
+    finite = [f for f in fits if math.isfinite(f.bic)]
+    return min(finite, key=lambda f: f.bic) if finite else None
 
 
 def predict(fit: ModelFit, n: int, flops: Callable[[int], float] | None = None) -> float:
@@ -198,3 +203,61 @@ def summary_table(result: ScalingResult) -> list[dict]:
                     row[f"{key}_std"] = float(np.std(values))
         rows.append(row)
     return rows
+
+
+def register(subparsers) -> None:
+    """``python -m core scaling``: the study from the command line, one JSON line per point, then the fits."""
+    parser = subparsers.add_parser("scaling", help="VGGT time/memory/quality against the number of views")
+    parser.add_argument("--scene", required=True)
+    parser.add_argument("--views", type=int, nargs="+", default=list(DEFAULT_VIEW_COUNTS))
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--option", action="append", help="VGGT option key=value, e.g. weights=random-tiny")
+    parser.set_defaults(func=_cli)
+
+
+def _cli(args) -> int:
+    import json
+    from dataclasses import asdict
+
+    from core.cli import CliError, load_scene, parse_option_values
+    from core.cache import RunStore
+    from core.models import registry
+    from core.models.vggt import VGGTConfig, vggt_flops
+    from core.models.vggt.processing import preprocess_images
+    from core.progress import to_stderr
+
+    scene = load_scene(args.scene)
+    method = registry.get("vggt")
+    try:
+        options = registry.options_from_dict(method.options_type, parse_option_values(args.option))
+    except (TypeError, ValueError) as error:
+        raise CliError(str(error)) from None
+    ready = method.availability(options)
+    if not ready.ok:
+        raise CliError(f"VGGT cannot run: {ready.message()} (or pass --option weights=random-tiny for timing only)")
+    config = VGGTConfig.tiny() if options.weights == "random-tiny" else VGGTConfig()
+    h, w = preprocess_images([scene.images[0]], options.preprocess)[1][0].network_hw
+    heads = ("camera", "depth") + (("point",) if options.branch == "point map" else ())
+    flops = lambda n: vggt_flops(n, h, w, config, heads=heads)["total"]  # noqa: E731
+    store = RunStore(args.cache) if args.cache else RunStore()
+
+    def emit(point: ScalingPoint) -> None:
+        print(json.dumps({"kind": "point", **asdict(point)}, default=str), flush=True)
+
+    try:
+        result = run_study(scene, "vggt", args.views, args.repeats, options, to_stderr(), store, args.seed, emit, flops)
+    except (ValueError, RuntimeError) as error:
+        raise CliError(str(error)) from None
+    n = [p.views for p in result.points]
+    for quantity, values in (("seconds", [p.seconds for p in result.points]),
+                             ("peak_memory_mb", [p.peak_memory_mb for p in result.points])):
+        fits = fit_models(n, values, flops)
+        best = best_fit(fits)
+        for fit in fits:
+            print(json.dumps({"kind": "fit", "quantity": quantity, "model": fit.formula,
+                              "coefficients": fit.coefficients, "rmse": fit.rmse, "bic": fit.bic,
+                              "residuals": fit.residuals, "best": fit is best}), flush=True)
+    print(json.dumps({"kind": "summary", "quality_available": result.quality_available,
+                      "quality_note": result.quality_note, "rows": summary_table(result)}), flush=True)
+    return 0

@@ -73,12 +73,14 @@ def show(result: scaling.ScalingResult, flops) -> None:
             st.plotly_chart(fig, width="stretch", key=f"scaling.{quantity}")
             if fits:
                 best = scaling.best_fit(fits)
+                verdict = (f"Best by BIC for {label.lower()}: {best.formula}." if best is not None else
+                           "Best by BIC: undecided (each model needs more view counts than parameters).")
                 st.dataframe([{"model": f.formula, **{k: f"{v:.4g}" for k, v in f.coefficients.items()},
                                "RMSE": f"{f.rmse:.3g}", "BIC": f"{f.bic:.2f}",
                                "residuals": ", ".join(f"{r:+.2g}" for r in f.residuals)} for f in fits],
                              hide_index=True, width="stretch")
-                st.caption(f"Best by BIC for {label.lower()}: {best.formula}. With few points or noisy timings "
-                           "the models can be indistinguishable; compare the residuals.")
+                st.caption(verdict + " With few points or noisy timings the models can be indistinguishable; "
+                           "compare the residuals.")
             else:
                 st.caption("Fits need at least two (n log n) or three (quadratic) distinct view counts.")
         if result.quality_available:

@@ -70,3 +70,32 @@ def test_stopping_keeps_the_finished_points(sample_scene, tmp_path):
                                store, on_point=lambda point: progress.request_stop())
     assert result.stopped and [p.views for p in result.points] == [1]
     assert len(store.runs("toy")) == 1  # the finished run is cached, nothing half-written
+
+
+def test_exact_interpolation_is_not_taken_as_evidence():
+    fits = scaling.fit_models([1, 2, 4], [6.8, 4.1, 13.9])
+    quadratic = next(f for f in fits if f.name == "quadratic")
+    assert quadratic.rmse < 1e-9 and quadratic.bic == float("inf")
+    assert scaling.best_fit(fits).name == "nlogn"
+    assert scaling.best_fit([quadratic]) is None
+
+
+def test_cli_prints_points_fits_and_summary(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, SAMPLE
+
+    out = subprocess.run([sys.executable, "-m", "core", "--cache", str(tmp_path), "scaling", "--scene", str(SAMPLE),
+                          "--views", "1", "2", "--option", "weights=random-tiny"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [line["views"] for line in lines if line["kind"] == "point"] == [1, 2]
+    assert {line["model"] for line in lines if line["kind"] == "fit"} >= {"a·n·log n + b"}
+    assert lines[-1]["kind"] == "summary" and lines[-1]["quality_available"] is False
+    refused = subprocess.run([sys.executable, "-m", "core", "scaling", "--scene", str(SAMPLE), "--views", "1"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=600,
+                             env={**__import__("os").environ, "RECONBENCH_WEIGHTS": str(tmp_path / "none")})
+    assert refused.returncode == 2 and "weights fetch vggt" in refused.stderr

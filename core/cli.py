@@ -1,0 +1,32 @@
+"""Shared pieces of the command line (``python -m core``), importable by modules that add commands."""
+from __future__ import annotations
+
+import json
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def parse_option_values(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise CliError(f"--option takes key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def load_scene(path: str):
+    from core.scene import Scene, SceneError
+
+    try:
+        return Scene.load(path)
+    except (SceneError, FileNotFoundError) as error:
+        raise CliError(str(error)) from None
+
+
