@@ -17,6 +17,7 @@ Family = Literal["sfm", "pipeline", "discriminative", "generative", "imported"]
 # name -> module defining METHOD. One line per method.
 METHOD_MODULES: dict[str, str] = {
     "vggt": "core.models.vggt.method",
+    "combined": "core.models.combined.method",
     "lrm": "core.models.lrm.method",
     "pointe": "core.models.pointe.method",
 }

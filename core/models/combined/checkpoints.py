@@ -1,0 +1,139 @@
+"""Published checkpoints of the three stages and how to find them on this machine.
+
+- detection: Grounding DINO in Hugging Face transformers (``IDEA-Research/grounding-dino-tiny``,
+  ``-base``); a model folder holds ``config.json``, ``model.safetensors``,
+  ``preprocessor_config.json`` and the BERT tokenizer files.
+- segmentation: the official Segment Anything ``.pth`` files (``vit_b``, ``vit_l``, ``vit_h``).
+- depth: Depth Anything (V1 and V2, ``-hf`` repositories) in transformers.
+
+Every file is a :class:`core.models.weights.Checkpoint`, so ``python -m core weights fetch
+grounding-dino sam depth-anything`` downloads the default variant of each stage (one fetch key
+names all files of one model) and :func:`model_folder` finds them again, never downloading:
+``$RECONBENCH_WEIGHTS/<key>/<file>``, ``$RECONBENCH_WEIGHTS/<file>`` or the Hugging Face cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.models import weights
+from core.models.weights import Checkpoint, MissingWeights
+
+
+@dataclass(frozen=True)
+class HFModel:
+    """A transformers model on the Hub.
+
+    Attributes:
+        key: choice name shown in the options (``grounding-dino-tiny``...).
+        repo_id: Hub repository.
+        files: files ``from_pretrained`` needs (the first is ``config.json``).
+        size_mb: approximate download size.
+        fetch_key: name for ``python -m core weights fetch``.
+        label: one line for users.
+    """
+
+    key: str
+    repo_id: str
+    files: tuple[str, ...]
+    size_mb: float
+    fetch_key: str
+    label: str
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """One Checkpoint per file; the config's key is the model key, the others ``key.stem``."""
+        out = []
+        for name in self.files:
+            key = self.key if name == "config.json" else f"{self.key}.{name.split('.')[0]}"
+            size = self.size_mb if name.endswith(".safetensors") else 0.0
+            out.append(Checkpoint(key=key, filename=name, repo_id=self.repo_id, size_mb=size,
+                                  description=f"{self.label} ({name})", fetch_key=self.fetch_key))
+        return out
+
+
+_DINO_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json",
+               "tokenizer_config.json")
+_DEPTH_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
+
+DETECTORS: dict[str, HFModel] = {
+    "grounding-dino-tiny": HFModel("grounding-dino-tiny", "IDEA-Research/grounding-dino-tiny", _DINO_FILES,
+                                   690, "grounding-dino", "Grounding DINO (Swin-T)"),
+    "grounding-dino-base": HFModel("grounding-dino-base", "IDEA-Research/grounding-dino-base", _DINO_FILES,
+                                   930, "grounding-dino-base", "Grounding DINO (Swin-B)"),
+}
+
+DEPTH_MODELS: dict[str, HFModel] = {
+    "depth-anything-v2-small": HFModel("depth-anything-v2-small", "depth-anything/Depth-Anything-V2-Small-hf",
+                                       _DEPTH_FILES, 99, "depth-anything", "Depth Anything V2 Small"),
+    "depth-anything-v2-base": HFModel("depth-anything-v2-base", "depth-anything/Depth-Anything-V2-Base-hf",
+                                      _DEPTH_FILES, 390, "depth-anything-v2-base", "Depth Anything V2 Base"),
+    "depth-anything-v2-large": HFModel("depth-anything-v2-large", "depth-anything/Depth-Anything-V2-Large-hf",
+                                       _DEPTH_FILES, 1340, "depth-anything-v2-large", "Depth Anything V2 Large"),
+    "depth-anything-small": HFModel("depth-anything-small", "LiheYoung/depth-anything-small-hf",
+                                    _DEPTH_FILES, 99, "depth-anything-v1-small", "Depth Anything V1 Small"),
+    "depth-anything-base": HFModel("depth-anything-base", "LiheYoung/depth-anything-base-hf",
+                                   _DEPTH_FILES, 390, "depth-anything-v1-base", "Depth Anything V1 Base"),
+    "depth-anything-large": HFModel("depth-anything-large", "LiheYoung/depth-anything-large-hf",
+                                    _DEPTH_FILES, 1340, "depth-anything-v1-large", "Depth Anything V1 Large"),
+}
+
+_SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+SEGMENTERS: dict[str, tuple[str, Checkpoint]] = {
+    "sam-vit-b": ("vit_b", Checkpoint("sam-vit-b", "sam_vit_b_01ec64.pth", url=_SAM_URL + "sam_vit_b_01ec64.pth",
+                                      size_mb=375, description="Segment Anything ViT-B", fetch_key="sam")),
+    "sam-vit-l": ("vit_l", Checkpoint("sam-vit-l", "sam_vit_l_0b3195.pth", url=_SAM_URL + "sam_vit_l_0b3195.pth",
+                                      size_mb=1250, description="Segment Anything ViT-L")),
+    "sam-vit-h": ("vit_h", Checkpoint("sam-vit-h", "sam_vit_h_4b8939.pth", url=_SAM_URL + "sam_vit_h_4b8939.pth",
+                                      size_mb=2560, description="Segment Anything ViT-H")),
+}
+
+
+def register_all() -> None:
+    """Register every stage's checkpoints with :mod:`core.models.weights`."""
+    for table in (DETECTORS, DEPTH_MODELS):
+        for model in table.values():
+            weights.register(*model.checkpoints())
+    weights.register(*(checkpoint for _, checkpoint in SEGMENTERS.values()))
+
+
+register_all()
+
+
+def model_folder(model: HFModel) -> Path:
+    """A local folder ``from_pretrained`` can read for ``model`` (never downloads).
+
+    When ``$RECONBENCH_WEIGHTS/<key>/`` holds every file, or every file resolves into one folder
+    (the Hugging Face cache snapshot), that folder is returned; otherwise (files fetched into
+    per-file folders) a folder of symbolic links is assembled under ``~/.cache/reconbench``.
+    Raises :class:`MissingWeights` naming the first missing file and the fetch command.
+    """
+    folder = weights.weights_folder()
+    if folder is not None and all((folder / model.key / name).is_file() for name in model.files):
+        return folder / model.key  # a whole snapshot placed in $RECONBENCH_WEIGHTS/<key>/
+    paths = [weights.resolve(checkpoint) for checkpoint in model.checkpoints()]
+    if len({p.parent for p in paths}) == 1:
+        return paths[0].parent
+    digest = hashlib.sha256("|".join(str(p) for p in paths).encode()).hexdigest()[:12]
+    folder = Path.home() / ".cache" / "reconbench" / "assembled" / f"{model.key}-{digest}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        link = folder / path.name
+        if not link.exists():
+            os.symlink(path.resolve(), link)
+    return folder
+
+
+def missing(model_key: str, table: dict[str, HFModel]) -> str | None:
+    """None when ``model_key``'s files are all here, else the message for the first missing one."""
+    try:
+        model_folder(table[model_key])
+        return None
+    except MissingWeights as error:
+        return str(error)
+
+
+def sam_checkpoint(key: str, explicit_path: str = "") -> Path:
+    """Local ``.pth`` of SAM variant ``key`` (explicit path first); raises MissingWeights."""
+    return weights.resolve(SEGMENTERS[key][1], explicit_path or None)

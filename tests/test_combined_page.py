@@ -1,0 +1,101 @@
+"""AppTest: the Combined pipeline page with the tiny random stages."""
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT
+
+APP = str(ROOT / "app.py")
+
+
+@pytest.fixture()
+def page(isolated_cache, monkeypatch):
+    from core.models import registry
+
+    monkeypatch.setitem(registry.METHOD_MODULES, "combined", "core.models.combined.method")
+
+    def open_page(scene_name=None):
+        at = AppTest.from_file(APP, default_timeout=600)
+        if scene_name:
+            at.session_state["scene_name"] = scene_name
+        at.run()
+        at.switch_page("pages/combined.py")
+        at.run()
+        assert not at.exception
+        return at
+    return open_page
+
+
+def _run(at, **values):
+    at.selectbox(key="combined.weights").select("random-tiny")
+    for name, value in values.items():
+        widget = at.text_input(key=f"combined.{name}") if isinstance(value, str) else \
+            at.number_input(key=f"combined.{name}")
+        widget.set_value(value)
+    at.button(key="combined.run").click()
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _captions(at):
+    return [c.value for c in at.caption]
+
+
+def test_pretrained_without_weights_says_how_to_fetch(page, monkeypatch, tmp_path):
+    monkeypatch.setenv("RECONBENCH_WEIGHTS", str(tmp_path))
+    at = page()
+    assert at.title[0].value == "Combined pipeline"
+    assert any("not on this machine" in e.value for e in at.error)
+    assert any("python -m core weights fetch grounding-dino" in c.value for c in at.code)
+
+
+def test_random_tiny_run_shows_panels_cloud_and_scores(page):
+    at = _run(page(), box_threshold=0.0, text_threshold=0.0)
+    assert any("Random weights" in w.value and "meaningless" in w.value for w in at.warning)
+    captions = _captions(at)
+    for start in ("Image", "Detection: box score", "Mask: SAM score", "Depth (scene units", "Masked depth"):
+        assert any(c.startswith(start) for c in captions), (start, captions)
+    assert any(c.startswith("Depth reference: the scene's depth map") and "residual" in c for c in captions)
+    assert any(c.startswith("Time per stage: detection") and "back-projection" in c for c in captions)
+    assert len(at.get("plotly_chart")) == 1
+    assert any(m.label == "Chamfer" for m in at.metric)
+    # the sample is bundled: its masks are offered as a derived copy
+    assert at.button(key="combined.save_masks").label == "Store masks in “toy-masks”"
+
+
+def test_prompt_that_detects_nothing_is_a_clear_message(page):
+    at = _run(page(), box_threshold=1.0)
+    assert any("no box detected" in e.value for e in at.error)
+    captions = _captions(at)
+    assert "Image" in captions and "Detection: no box" in captions
+
+
+def test_view_without_depth_reference_keeps_box_and_mask(page, sample_scene):
+    from core.models.combined.scene_masks import scenes_root
+
+    bare = sample_scene.subset([0, 1])
+    bare.name, bare.depths, bare.gt_points, bare.gt_colors, bare.gt_normals = "bare", None, None, None, None
+    bare.mesh_vertices = bare.mesh_faces = bare.mesh_colors = None
+    bare.save(scenes_root() / "bare")
+    at = _run(page("bare"), box_threshold=0.0, text_threshold=0.0)
+    assert any("depth stage of view 0" in e.value and "no depth reference" in e.value for e in at.error)
+    captions = _captions(at)
+    assert any(c.startswith("Detection: box score") for c in captions)
+    assert any(c.startswith("Mask: SAM score") for c in captions)
+    assert "Depth: not computed" in captions
+    # the explicit relative mode then works and says so
+    at.selectbox(key="combined.depth_reference").select("none (relative depth)")
+    at.button(key="combined.run").click()
+    at.run()
+    assert any("Relative depth" in w.value for w in at.warning)
+    assert any(c.startswith("Depth (relative units") for c in _captions(at))
+    # an app scene takes the masks in place
+    at.button(key="combined.save_masks").click()
+    at.run()
+    assert any("into scene “bare”" in s.value for s in at.success)
+    from core.scene import Scene
+
+    saved = Scene.load(scenes_root() / "bare")
+    assert saved.provenance["object_masks"]["views"] == [0] and saved.masks[0].any()
+    assert np.array_equal(saved.masks[1], sample_scene.masks[1])  # views without a new mask keep theirs
