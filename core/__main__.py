@@ -26,6 +26,7 @@ from core.scene import to_json
 # its parser(s) with set_defaults(func=...); a func returns the exit status and raises core.cli.CliError.
 COMMAND_MODULES: list[str] = [
     "core.scaling",
+    "core.models.lmnet.cli",
 ]
 
 

@@ -83,3 +83,33 @@ def test_attention_viewer_page_shows_every_view_with_correspondences(isolated_ca
     at.radio(key="attention.mode").set_value("rollout")
     at.run()
     assert not at.exception and len(at.get("image")) == 3
+
+
+def test_generative_page_runs_shipped_lmnet_on_a_scene_view_and_an_upload(isolated_cache):
+    import io
+
+    from PIL import Image
+
+    at = _page("pages/generative.py")
+    at.selectbox(key="generative.method").set_value("3D-LMNet")
+    at.run()
+    at = _run(at, "generative", {"lmnet.view": 3})
+    assert not any("random weights" in w.value for w in at.warning)  # shipped, trained weights
+    [run] = RunStore(isolated_cache).runs("toy")
+    assert run.method == "lmnet" and run.meta["view_ids"] == [3] and "chamfer" in run.evaluation
+    assert {m.label: m.value for m in at.metric}["Points"] == "2,048"
+    image = Image.new("RGB", (137, 137), "white")
+    image.paste((200, 30, 30), (40, 30, 100, 110))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    at.file_uploader(key="lmnet.upload").set_value(("chair.png", buffer.getvalue(), "image/png"))
+    at.run()
+    at.button(key="lmnet.go").click()
+    at.run()
+    assert not at.exception and not at.error
+    assert any("2,048 points" in c.value for c in at.caption)
+    at.file_uploader(key="lmnet.upload").set_value(("notes.png", b"not an image at all", "image/png"))
+    at.run()
+    at.button(key="lmnet.go").click()
+    at.run()
+    assert any("cannot use notes.png" in e.value for e in at.error)

@@ -18,6 +18,7 @@ Family = Literal["sfm", "pipeline", "discriminative", "generative", "imported"]
 METHOD_MODULES: dict[str, str] = {
     "vggt": "core.models.vggt.method",
     "combined": "core.models.combined.method",
+    "lmnet": "core.models.lmnet.method",
     "lrm": "core.models.lrm.method",
     "pointe": "core.models.pointe.method",
 }

@@ -1,0 +1,13 @@
+"""3D-LMNet (Mandikal et al., BMVC 2018) and its improved variants (DGCNN point encoder,
+DINOv2 image encoder), with a procedural ShapeNet-like data set, training and evaluation.
+
+Entry points for the app: :func:`run_on_image` (an uploaded image -> ``[2048,3]`` points),
+:func:`training_curves` / :func:`read_training_log` (the shipped runs' CSV logs).
+"""
+from .config import LMNetConfig, shipped_config, tiny_config
+from .inference import (get_model, predict, preprocess, read_training_log, run_on_image, shipped_dir,
+                        shipped_evaluation, training_curves)
+from .modeling import LMNet
+
+__all__ = ["LMNet", "LMNetConfig", "shipped_config", "tiny_config", "get_model", "predict", "preprocess",
+           "read_training_log", "run_on_image", "shipped_dir", "shipped_evaluation", "training_curves"]

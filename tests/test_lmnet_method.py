@@ -1,0 +1,134 @@
+"""3D-LMNet as a method: shipped checkpoints, evaluation numbers, the app's helpers, bad input."""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.models import weights
+from core.models.lmnet import inference, read_training_log, run_on_image, shipped_evaluation, training_curves
+from core.models.lmnet import cli as lm_cli
+from core.models.lmnet.data import list_models, load_rendering
+from core.models.lmnet.evaluate import EvalOptions, evaluate
+from core.models.lmnet.method import METHOD, LMNetOptions, RANDOM_NOTE
+from core.scene import Scene
+
+SUBSET = Path(__file__).parent / "fixtures" / "lmnet_subset"
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "lmnet"
+
+
+def _test_image() -> tuple[np.ndarray, np.ndarray]:
+    """A held-out procedural test render (RGB on white) and its ground-truth cloud."""
+    entry = list_models(SUBSET, "test")[0]
+    return load_rendering(entry.rendering(3)), entry.points()
+
+
+def test_shipped_checkpoints_files_and_size():
+    total = 0
+    for variant in ("original", "dgcnn"):
+        folder = SHIPPED / variant
+        for name in ("model.safetensors", "config.json", "train_log.csv", "run.json"):
+            assert (folder / name).is_file(), f"{variant}/{name}"
+        total += sum(f.stat().st_size for f in folder.iterdir())
+        config = json.loads((folder / "config.json").read_text())
+        assert config["point_encoder"] == {"original": "pointnet", "dgcnn": "dgcnn"}[variant]
+        curves = training_curves(variant)
+        assert curves["stage"][0] == "ae" and curves["stage"][-1] == "latent"
+        assert curves["step"] == sorted(curves["step"])
+        val = [v for v in curves["val_chamfer"] if np.isfinite(v)]
+        assert len(val) >= 2
+    assert total <= 25 * 2 ** 20
+    table = shipped_evaluation()            # the README table, from `python -m core lmnet evaluate`
+    assert table["count"] == 80 and table["protocol"]["points"] == 1024
+    for name in ("original", "dgcnn"):
+        assert table["overall"][name]["chamfer"] < table["overall"]["mean shape"]["chamfer"]
+
+
+def test_evaluate_reproduces_expected_numbers_and_beats_mean_shape():
+    expected = json.loads((SUBSET / "expected.json").read_text())["overall"]
+    models = {v: inference.load_run(SHIPPED / v) for v in ("original", "dgcnn")}
+    result = evaluate(models, SUBSET, "test", EvalOptions(views=(3,)))
+    for name, scores in expected.items():
+        for metric, value in scores.items():
+            assert result["overall"][name][metric] == pytest.approx(value, rel=0.02, abs=1e-3), (name, metric)
+    for name in ("original", "dgcnn"):
+        assert result["overall"][name]["chamfer"] < result["overall"]["mean shape"]["chamfer"]
+
+
+def test_cli_evaluate_on_subset(capsys):
+    parser = argparse.ArgumentParser()
+    lm_cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["lmnet", "evaluate", "--data", str(SUBSET), "--run", str(SHIPPED / "original"),
+                              "--views", "3", "--max-shapes", "2", "--no-baseline"])
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["count"] == 2 and set(out["overall"]) == {"original"}
+    assert out["protocol"]["points"] == 1024 and out["protocol"]["icp"] is True
+
+
+@pytest.mark.parametrize("variant", ["original", "dgcnn"])
+def test_shipped_model_runs_on_held_out_image(variant):
+    image, gt = _test_image()
+    points = run_on_image(image, variant=variant)
+    assert points.shape == (2048, 3) and points.dtype == np.float32 and np.isfinite(points).all()
+    extent = points.max(0) - points.min(0)
+    assert 0.5 < extent.max() < 1.5          # the canonical unit-box frame
+
+
+def test_method_run_on_scene_view_with_mask():
+    image, _ = _test_image()
+    big = np.full((300, 400, 3), 255, np.uint8)
+    big[80:217, 130:267] = image                       # the object somewhere in a larger photo
+    mask = (big < 235).any(axis=2)
+    big[~mask] = [30, 120, 40]                          # cluttered background: only the mask tells
+    k = np.array([[300.0, 0, 200], [0, 300, 150], [0, 0, 1]])
+    scene = Scene(name="t", images=[big, big], image_names=["a.png", "b.png"], intrinsics=np.stack([k, k]),
+                  cam_from_world=np.stack([np.eye(4)] * 2), masks=np.stack([mask, mask]))
+    recon = METHOD.run(scene, [1], LMNetOptions())
+    assert recon.points.shape == (2048, 3) and recon.view_ids == [1]
+    assert any("object-centred" in n for n in recon.notes) and RANDOM_NOTE not in recon.notes
+    assert recon.parameter_count > 1_000_000
+    direct = run_on_image(big, mask=mask)
+    assert np.allclose(recon.points, direct)
+    tiny = METHOD.run(scene, [0], LMNetOptions(weights="random-tiny"))
+    assert tiny.points.shape == (256, 3) and RANDOM_NOTE in tiny.notes
+    assert METHOD.family == "generative" and METHOD.max_views == 1
+    with pytest.raises(ValueError, match="exactly 1 view"):
+        METHOD.run(scene, [0, 1], LMNetOptions())
+
+
+def test_bad_inputs_have_clear_messages(tmp_path):
+    with pytest.raises(ValueError, match="not an image"):
+        run_on_image(b"%PDF-1.4 this is not a picture")
+    with pytest.raises(ValueError, match="no object found"):
+        run_on_image(np.full((137, 137, 3), 255, np.uint8))
+    image, _ = _test_image()
+    with pytest.raises(ValueError, match="no object found"):
+        run_on_image(image, mask=np.zeros(image.shape[:2], bool))
+    with pytest.raises(ValueError, match="HxWx3"):
+        run_on_image(np.zeros((5, 137, 137), np.uint8))
+    # PNG bytes of a real render work like the array
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    assert np.allclose(run_on_image(buffer.getvalue()), run_on_image(image))
+    # the other variant's checkpoint: the error names the tensors
+    with pytest.raises(weights.BadCheckpoint, match=r"point_encoder\.(layers|edge_convs)"):
+        inference.get_model("original", "shipped", str(SHIPPED / "dgcnn" / "model.safetensors"))
+    with pytest.raises(weights.MissingWeights, match="does not exist"):
+        inference.get_model("original", "shipped", str(tmp_path / "none.safetensors"))
+    assert not METHOD.availability(LMNetOptions(checkpoint_path=str(tmp_path / "x"))).ok
+    assert METHOD.availability(LMNetOptions()).ok
+
+
+def test_read_training_log(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("stage,step,loss,val_loss,val_chamfer,lr,seconds\nae,10,0.5,,0.1,0.001,3.5\n")
+    log = read_training_log(path)
+    assert log["step"] == [10] and log["loss"] == [0.5] and np.isnan(log["val_loss"][0])
+    with pytest.raises(FileNotFoundError):
+        read_training_log(tmp_path / "missing.csv")
