@@ -18,6 +18,17 @@ SAMPLE_ROOT = REPO_ROOT / "sample_data"
 DEFAULT_SCENE = "toy"
 
 
+def require_app_navigation() -> None:
+    """Call first in every page. A page opened by its URL on a freshly started server, before
+    ``app.py`` ever ran, is run by Streamlit's legacy ``pages/`` mode (no scene picker, a raw file
+    menu); switch the process to ``app.py``'s ``st.navigation`` and rerun the same URL through it."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def scene_roots() -> list[Path]:
     return [SAMPLE_ROOT, cache_root() / "scenes"]
 

@@ -5,7 +5,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.attention_viewer import capture_session
-from core.ui import StreamlitProgress, current_scene
+from core.ui import StreamlitProgress, current_scene, require_app_navigation
+
+require_app_navigation()
 
 st.title("Attention viewer")
 st.markdown(

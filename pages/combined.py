@@ -7,7 +7,9 @@ from core.models.combined import panels as panel_images
 from core.models.combined import scene_masks
 from core.models.combined.pipeline import StageError
 from core.runner import run_method
-from core.ui import StreamlitProgress, current_scene, option_widgets, score_cards, store
+from core.ui import StreamlitProgress, current_scene, option_widgets, require_app_navigation, score_cards, store
+
+require_app_navigation()
 
 STATE = "combined.result"
 

@@ -1,7 +1,9 @@
 """Discriminative methods (VGGT, DUSt3R, Fast3R): N views to cameras, depth and a point cloud."""
 import streamlit as st
 
-from core.ui import method_workbench
+from core.ui import method_workbench, require_app_navigation
+
+require_app_navigation()
 
 st.title("Discriminative")
 st.markdown("Feed-forward models that regress cameras, depth and point maps from N views. Pick the views "

@@ -1,7 +1,9 @@
 """Generative methods (3D-LMNet, Point-E, LRM): one or several views to a cloud or a mesh."""
 import streamlit as st
 
-from core.ui import method_workbench
+from core.ui import method_workbench, require_app_navigation
+
+require_app_navigation()
 
 st.title("Generative")
 st.markdown("Models that *imagine* the object from one (or a few) images. Their output lives in the model's own "

@@ -3,7 +3,9 @@ import numpy as np
 import streamlit as st
 
 from core import viz
-from core.ui import current_scene, store
+from core.ui import current_scene, require_app_navigation, store
+
+require_app_navigation()
 
 st.title("ReconBench")
 st.markdown(

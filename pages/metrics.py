@@ -4,7 +4,9 @@ import streamlit as st
 from core import metrics, viz
 from core.importers import ReconstructionFileError, SUPPORTED_SUFFIXES
 from core.runner import evaluate_run, import_file, leaderboard
-from core.ui import StreamlitProgress, current_scene, score_cards, show_notes, store
+from core.ui import StreamlitProgress, current_scene, require_app_navigation, score_cards, show_notes, store
+
+require_app_navigation()
 
 st.title("Metrics")
 scene = current_scene()

@@ -6,7 +6,9 @@ import streamlit as st
 from core import scaling
 from core.models import registry
 from core.progress import Stopped
-from core.ui import StreamlitProgress, current_scene, option_widgets, store
+from core.ui import StreamlitProgress, current_scene, option_widgets, require_app_navigation, store
+
+require_app_navigation()
 
 st.title("VGGT scaling")
 st.markdown(
