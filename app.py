@@ -4,13 +4,14 @@ Entry point only: navigation over pages/ and the sidebar scene picker.
 """
 import streamlit as st
 
-from core.ui import scene_picker
+from core.ui import mark_app_ran, scene_picker
 
 st.set_page_config(page_title="ReconBench", page_icon="🧸", layout="wide")
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("pages/combined.py", title="Combined pipeline", icon="🧩"),
+    st.Page("pages/dataset.py", title="Dataset", icon=":material/photo_camera:"),
+    st.Page("pages/combined.py", title="Combined pipeline", icon=":material/extension:"),
     st.Page("pages/discriminative.py", title="Discriminative", icon=":material/view_in_ar:"),
     st.Page("pages/generative.py", title="Generative", icon=":material/auto_awesome:"),
     st.Page("pages/scaling.py", title="VGGT scaling", icon=":material/trending_up:"),
@@ -19,5 +20,6 @@ PAGES = [
 ]
 
 navigation = st.navigation(PAGES)
+mark_app_ran()
 scene_picker()
 navigation.run()

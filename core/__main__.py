@@ -25,6 +25,7 @@ from core.scene import to_json
 # Further commands live beside the code they drive: each module has register(subparsers), which adds
 # its parser(s) with set_defaults(func=...); a func returns the exit status and raises core.cli.CliError.
 COMMAND_MODULES: list[str] = [
+    "core.dataset",
     "core.scaling",
     "core.models.lmnet.cli",
 ]

@@ -20,6 +20,7 @@ BENCHES: dict[str, str] = {
     "vggt": "core.models.vggt.bench:bench",
     "pointe": "core.models.pointe.bench:bench",
     "combined": "core.models.combined.bench:bench",
+    "sfm": "core.sfm:bench",
 }
 
 

@@ -14,6 +14,7 @@ from core.progress import Progress
 from core.scene import Scene, find_scenes
 
 SCENE_KEY = "scene_name"
+APP_RAN_KEY = "_reconbench_app_ran"
 SAMPLE_ROOT = REPO_ROOT / "sample_data"
 DEFAULT_SCENE = "toy"
 
@@ -24,9 +25,14 @@ def require_app_navigation() -> None:
     menu); switch the process to ``app.py``'s ``st.navigation`` and rerun the same URL through it."""
     from streamlit.runtime.pages_manager import PagesManager
 
-    if PagesManager.uses_pages_directory:
+    if PagesManager.uses_pages_directory and not st.session_state.get(APP_RAN_KEY):
         PagesManager.uses_pages_directory = False
         st.rerun()
+
+
+def mark_app_ran() -> None:
+    """Called by ``app.py``: this session has been through its navigation (see above)."""
+    st.session_state[APP_RAN_KEY] = True
 
 
 def scene_roots() -> list[Path]:

@@ -16,6 +16,7 @@ Family = Literal["sfm", "pipeline", "discriminative", "generative", "imported"]
 
 # name -> module defining METHOD. One line per method.
 METHOD_MODULES: dict[str, str] = {
+    "colmap": "core.models.colmap.method",
     "vggt": "core.models.vggt.method",
     "combined": "core.models.combined.method",
     "lmnet": "core.models.lmnet.method",

@@ -1,0 +1,1 @@
+"""COLMAP (pycolmap) sparse reconstruction + dense stereo as a registry method (family ``sfm``)."""

@@ -1,0 +1,402 @@
+"""CPU multi-view stereo: plane-sweep depth maps with ZNCC, geometric consistency, fusion.
+
+Used when pycolmap has no CUDA (COLMAP's PatchMatch stereo needs it). For each reference
+view:
+
+1. neighbour selection: the ``num_sources`` views whose centres make a 4-40 degree angle with
+   the reference as seen from the scene centre, closest angles to ``ideal_angle_deg`` first;
+2. plane sweep: fronto-parallel planes sampled uniformly in inverse depth over the range of
+   the sparse points seen by the view; each source image is warped into the reference by the
+   plane's homography and compared with zero-mean normalised cross-correlation (ZNCC) over a
+   square window; the cost of a plane is the mean of the best ``top_k`` sources (robust to
+   occlusion); the best plane per pixel is refined with a parabola through its neighbours and
+   then by a finer per-pixel sweep around it;
+3. filtering: pixels with a low ZNCC or a flat window are dropped.
+
+Then every depth map is checked against its neighbours (geometric consistency: the point
+projected into a neighbour, lifted with the neighbour's depth and projected back must land
+within ``consistency_px`` pixels with a relative depth difference below ``consistency_depth``)
+and pixels consistent with at least ``min_consistent`` neighbours are fused: the point is the
+average of the consistent 3-D points, coloured by the reference pixel, and the union is
+thinned on a voxel grid.
+
+Conventions: images ``uint8 HxWx3``; intrinsics 3x3 in pixels of the full-size images,
+integer pixel coordinates at pixel centres; ``cam_from_world`` 4x4 world -> camera (OpenCV);
+depths are z-depths in world units (0 = invalid), at ``scale`` times the image size.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from core import geometry
+from core.progress import Progress, silent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MvsOptions:
+    """Options of :func:`run_mvs` (defaults: half resolution, 4 sources, 96 planes)."""
+
+    scale: float = 0.5               # depth-map resolution relative to the images
+    num_depths: int = 96             # planes of the coarse sweep
+    refine_steps: int = 7            # per-pixel hypotheses of the fine sweep (0 = no refinement)
+    num_sources: int = 4             # neighbour views per reference
+    top_k: int = 2                   # cost = mean ZNCC of the best top_k sources
+    ideal_angle_deg: float = 15.0    # preferred angle between reference and source
+    window: int = 7                  # ZNCC window side (pixels, odd)
+    min_ncc: float = 0.45            # drop pixels whose best cost is below
+    min_texture: float = 2.0         # drop pixels whose window std (grey levels) is below
+    consistency_px: float = 1.0      # geometric consistency: reprojection error (pixels at `scale`)
+    consistency_depth: float = 0.01  # and relative depth difference
+    min_consistent: int = 2          # neighbours that must agree
+    voxel_size: float = 0.0          # fusion voxel (world units); 0 = 0.002 x scene extent
+    max_points: int = 400_000        # fused cloud size cap (seeded subsample)
+
+
+@dataclass
+class MvsResult:
+    """Per-view depth maps and the fused cloud.
+
+    Attributes:
+        depths: ``float32 [N,h,w]`` filtered z-depths at ``scale`` (0 = invalid), world units.
+        scores: ``float32 [N,h,w]`` aggregated ZNCC of the chosen depth.
+        consistent: ``uint8 [N,h,w]`` number of neighbours agreeing with each pixel.
+        intrinsics: ``float64 [N,3,3]`` intrinsics of the depth maps (scaled).
+        points: ``float32 [M,3]`` fused world points; colors ``uint8 [M,3]``;
+        confidence: ``float32 [M]`` ZNCC of the source pixel; source_view ``int32 [M]``.
+        sources: neighbour views used for each view.
+        stage_seconds: {"depth_maps": s, "fusion": s}.
+    """
+
+    depths: np.ndarray
+    scores: np.ndarray
+    consistent: np.ndarray
+    intrinsics: np.ndarray
+    points: np.ndarray
+    colors: np.ndarray
+    confidence: np.ndarray
+    source_view: np.ndarray
+    sources: list[list[int]]
+    stage_seconds: dict
+
+
+def scale_intrinsics(intrinsics: np.ndarray, scale: float) -> np.ndarray:
+    """Intrinsics of an image resized by ``scale`` (pixel-centre convention: u' = s(u + 0.5) - 0.5)."""
+    k = np.array(intrinsics, dtype=np.float64, copy=True)
+    k[..., 0, 0] *= scale
+    k[..., 1, 1] *= scale
+    k[..., 0, 2] = scale * (k[..., 0, 2] + 0.5) - 0.5
+    k[..., 1, 2] = scale * (k[..., 1, 2] + 0.5) - 0.5
+    return k
+
+
+def scene_centre(cam_from_world: np.ndarray) -> np.ndarray:
+    """Least-squares intersection of the optical axes of ``cam_from_world [N,4,4]`` (finite rows)."""
+    ok = np.isfinite(cam_from_world).all(axis=(1, 2))
+    poses = cam_from_world[ok]
+    centres = geometry.camera_center(poses)
+    axes = poses[:, 2, :3]  # third row of R = optical axis in world coordinates
+    return geometry.least_squares_ray_intersection(centres, axes)
+
+
+def select_sources(cam_from_world: np.ndarray, num_sources: int, ideal_angle_deg: float = 15.0,
+                   min_angle_deg: float = 4.0, max_angle_deg: float = 40.0,
+                   centre: np.ndarray | None = None) -> list[list[int]]:
+    """For each registered view, up to ``num_sources`` neighbour views (see module docstring).
+
+    Returns a list of N lists (empty for unregistered views).
+    """
+    ok = np.isfinite(cam_from_world).all(axis=(1, 2))
+    centres = np.full((len(cam_from_world), 3), np.nan)
+    centres[ok] = geometry.camera_center(cam_from_world[ok])
+    centre = scene_centre(cam_from_world) if centre is None else centre
+    rays = centres - centre
+    out = []
+    for i in range(len(cam_from_world)):
+        if not ok[i]:
+            out.append([])
+            continue
+        angles = geometry.angle_between_deg(rays[i][None], rays)
+        # the optical axes must also roughly agree (the views see the same side)
+        axis_angles = geometry.angle_between_deg(cam_from_world[i, 2, :3][None], cam_from_world[:, 2, :3])
+        candidates = [j for j in range(len(cam_from_world))
+                      if j != i and ok[j] and min_angle_deg <= angles[j] <= max_angle_deg and axis_angles[j] < 60]
+        if len(candidates) < num_sources:  # relax the bounds rather than leave a view without sources
+            candidates = [j for j in range(len(cam_from_world)) if j != i and ok[j] and angles[j] > 1.0]
+        candidates.sort(key=lambda j: abs(angles[j] - ideal_angle_deg))
+        out.append(candidates[:num_sources])
+    return out
+
+
+def depth_range(points: np.ndarray, intrinsics: np.ndarray, cam_from_world: np.ndarray,
+                image_size: tuple[int, int], margin: float = 0.15) -> tuple[float, float] | None:
+    """(near, far) z-depth of the sparse ``points`` visible in the view, widened by ``margin``; None if < 10."""
+    uv, z = geometry.project(points, intrinsics, cam_from_world)
+    h, w = image_size
+    inside = (z > 0) & np.isfinite(uv).all(axis=1) & (uv[:, 0] >= 0) & (uv[:, 0] <= w - 1) & (uv[:, 1] >= 0) & (
+        uv[:, 1] <= h - 1)
+    if inside.sum() < 10:
+        return None
+    near, far = np.percentile(z[inside], [1, 99])
+    return float(near * (1 - margin)), float(far * (1 + margin))
+
+
+def _gray(image: np.ndarray, scale: float) -> np.ndarray:
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    if scale != 1.0:
+        h, w = gray.shape
+        gray = cv2.resize(gray, (int(round(w * scale)), int(round(h * scale))), interpolation=cv2.INTER_AREA)
+    return gray
+
+
+class _Window:
+    """Box-filter statistics for ZNCC against one reference image."""
+
+    def __init__(self, ref: np.ndarray, window: int) -> None:
+        self.size = (window, window)
+        self.ref = ref
+        self.mu = self.box(ref)
+        self.var = np.maximum(self.box(ref * ref) - self.mu**2, 0)
+        self.std = np.sqrt(self.var)
+
+    def box(self, image: np.ndarray) -> np.ndarray:
+        return cv2.boxFilter(image, -1, self.size, normalize=True, borderType=cv2.BORDER_REFLECT)
+
+    def zncc(self, warped: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """ZNCC of ``warped`` with the reference, -1 where the window leaves the source image."""
+        mu = self.box(warped)
+        var = np.maximum(self.box(warped * warped) - mu**2, 0)
+        cov = self.box(warped * self.ref) - mu * self.mu
+        ncc = cov / (np.sqrt(var) * self.std + 1e-3)
+        ncc[self.box(valid) < 0.999] = -1.0
+        ncc[var < 1e-2] = -1.0
+        return ncc
+
+
+def _relative(cam_from_world_src: np.ndarray, cam_from_world_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    rel = cam_from_world_src @ geometry.invert_transform(cam_from_world_ref)
+    return rel[:3, :3], rel[:3, 3]
+
+
+def plane_sweep(ref_gray: np.ndarray, src_grays: list[np.ndarray], k_ref: np.ndarray, k_srcs: list[np.ndarray],
+                pose_ref: np.ndarray, pose_srcs: list[np.ndarray], near: float, far: float,
+                options: MvsOptions) -> tuple[np.ndarray, np.ndarray]:
+    """Depth ``[h,w]`` and score ``[h,w]`` of one reference view (module docstring, step 2).
+
+    All images at the depth-map resolution; ``k_*`` are their (scaled) intrinsics.
+    """
+    h, w = ref_gray.shape
+    stats = _Window(ref_gray, options.window)
+    inv_depths = np.linspace(1.0 / near, 1.0 / far, options.num_depths)
+    ones = np.ones((h, w), np.float32)
+    k_ref_inv = np.linalg.inv(k_ref)
+    normal = np.array([0.0, 0.0, 1.0])
+    relatives = [_relative(p, pose_ref) for p in pose_srcs]
+    k = min(options.top_k, len(src_grays))
+    volume = np.empty((options.num_depths, h, w), np.float32)
+    per_source = np.empty((len(src_grays), h, w), np.float32)
+    for d, inv_depth in enumerate(inv_depths):
+        for s, (src, k_src, (rotation, translation)) in enumerate(zip(src_grays, k_srcs, relatives)):
+            homography = k_src @ (rotation + np.outer(translation, normal) * inv_depth) @ k_ref_inv
+            flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+            warped = cv2.warpPerspective(src, homography, (w, h), flags=flags, borderValue=0)
+            valid = cv2.warpPerspective(ones, homography, (w, h), flags=flags, borderValue=0)
+            per_source[s] = stats.zncc(warped, valid)
+        if k == len(src_grays):
+            volume[d] = per_source.mean(axis=0)
+        else:
+            volume[d] = -np.partition(-per_source, k - 1, axis=0)[:k].mean(axis=0)
+    best = volume.argmax(axis=0)
+    score = np.take_along_axis(volume, best[None], 0)[0]
+    # parabola through the neighbours of the best plane (in plane-index units)
+    lo = np.take_along_axis(volume, np.clip(best - 1, 0, options.num_depths - 1)[None], 0)[0]
+    hi = np.take_along_axis(volume, np.clip(best + 1, 0, options.num_depths - 1)[None], 0)[0]
+    denom = lo - 2 * score + hi
+    offset = np.where((denom < -1e-6) & (best > 0) & (best < options.num_depths - 1),
+                      0.5 * (lo - hi) / np.where(denom < -1e-6, denom, -1.0), 0.0)
+    offset = np.clip(offset, -0.5, 0.5)
+    step = inv_depths[1] - inv_depths[0] if options.num_depths > 1 else 0.0
+    inv = inv_depths[best] + offset * step
+    at_edge = (best == 0) | (best == options.num_depths - 1)
+    depth = (1.0 / inv).astype(np.float32)
+    if options.refine_steps > 1:
+        depth, score = _refine(stats, src_grays, k_ref, k_srcs, relatives, depth, inv, step, options)
+    score[at_edge | (stats.std < options.min_texture)] = -1.0
+    return depth, score.astype(np.float32)
+
+
+def _refine(stats: _Window, src_grays, k_ref, k_srcs, relatives, depth, inv, step, options: MvsOptions):
+    """Fine per-pixel sweep over +-1 coarse step around ``inv`` (inverse depth), then a parabola."""
+    h, w = depth.shape
+    grid = geometry.pixel_grid(h, w).reshape(-1, 2)
+    rays = (np.concatenate([grid, np.ones((len(grid), 1))], axis=1) @ np.linalg.inv(k_ref).T).astype(np.float32)
+    n = options.refine_steps
+    offsets = np.linspace(-1.0, 1.0, n) * step
+    k = min(options.top_k, len(src_grays))
+    volume = np.empty((n, h, w), np.float32)
+    per_source = np.empty((len(src_grays), h, w), np.float32)
+    ones = np.ones((h, w), np.float32)
+    for i, off in enumerate(offsets):
+        z = (1.0 / np.clip(inv + off, 1e-6, None)).reshape(-1, 1).astype(np.float32)
+        points = rays * z
+        for s, (src, k_src, (rotation, translation)) in enumerate(zip(src_grays, k_srcs, relatives)):
+            cam = points @ rotation.T.astype(np.float32) + translation.astype(np.float32)
+            uvw = cam @ k_src.T.astype(np.float32)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                map_x = (uvw[:, 0] / uvw[:, 2]).reshape(h, w)
+                map_y = (uvw[:, 1] / uvw[:, 2]).reshape(h, w)
+            bad = ~(uvw[:, 2] > 0).reshape(h, w)
+            map_x[bad] = -10
+            map_y[bad] = -10
+            warped = cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderValue=0)
+            valid = cv2.remap(ones, map_x, map_y, cv2.INTER_LINEAR, borderValue=0)
+            per_source[s] = stats.zncc(warped, valid)
+        if k == len(src_grays):
+            volume[i] = per_source.mean(axis=0)
+        else:
+            volume[i] = -np.partition(-per_source, k - 1, axis=0)[:k].mean(axis=0)
+    best = volume.argmax(axis=0)
+    score = np.take_along_axis(volume, best[None], 0)[0]
+    lo = np.take_along_axis(volume, np.clip(best - 1, 0, n - 1)[None], 0)[0]
+    hi = np.take_along_axis(volume, np.clip(best + 1, 0, n - 1)[None], 0)[0]
+    denom = lo - 2 * score + hi
+    offset = np.where((denom < -1e-6) & (best > 0) & (best < n - 1),
+                      0.5 * (lo - hi) / np.where(denom < -1e-6, denom, -1.0), 0.0)
+    fine_step = offsets[1] - offsets[0]
+    new_inv = inv + offsets[best] + np.clip(offset, -0.5, 0.5) * fine_step
+    return (1.0 / np.clip(new_inv, 1e-6, None)).astype(np.float32), score
+
+
+def consistency_counts(depths: np.ndarray, intrinsics: np.ndarray, cam_from_world: np.ndarray,
+                       sources: list[list[int]], options: MvsOptions) -> tuple[np.ndarray, np.ndarray]:
+    """(counts ``uint8 [N,h,w]`` of agreeing neighbours, summed world points ``[N,h,w,3]`` of the agreeing ones).
+
+    A pixel of view i agrees with view j when its point, projected into j, lifted with j's depth
+    (nearest pixel) and projected back into i, lands within ``consistency_px`` and the two depths
+    differ by less than ``consistency_depth`` (relative).
+    """
+    n, h, w = depths.shape
+    counts = np.zeros((n, h, w), np.uint8)
+    sums = np.zeros((n, h, w, 3), np.float64)
+    grid = geometry.pixel_grid(h, w)
+    for i in range(n):
+        if not np.isfinite(cam_from_world[i]).all():
+            continue
+        valid = depths[i] > 0
+        if not valid.any():
+            continue
+        rows, cols = np.nonzero(valid)
+        points, _ = geometry.unproject_depth(depths[i], intrinsics[i], cam_from_world[i], valid)
+        sums[i, rows, cols] = points
+        for j in sources[i]:
+            uv, z = geometry.project(points, intrinsics[j], cam_from_world[j])
+            ok = np.isfinite(uv).all(axis=1) & (z > 0)
+            uj = np.round(np.nan_to_num(uv[:, 0], nan=-1)).astype(int)
+            vj = np.round(np.nan_to_num(uv[:, 1], nan=-1)).astype(int)
+            ok &= (uj >= 0) & (uj < w) & (vj >= 0) & (vj < h)
+            idx = np.nonzero(ok)[0]
+            dj = depths[j, vj[idx], uj[idx]]
+            has = dj > 0
+            idx, dj = idx[has], dj[has]
+            pixels_j = np.stack([uj[idx], vj[idx]], axis=1).astype(np.float64)
+            rays = np.concatenate([pixels_j, np.ones((len(idx), 1))], axis=1) @ np.linalg.inv(intrinsics[j]).T
+            back = geometry.transform_points(geometry.invert_transform(cam_from_world[j]), rays * dj[:, None])
+            uv_i, z_i = geometry.project(back, intrinsics[i], cam_from_world[i])
+            reproj = np.linalg.norm(uv_i - grid[rows[idx], cols[idx]], axis=1)
+            rel = np.abs(z_i - depths[i, rows[idx], cols[idx]]) / depths[i, rows[idx], cols[idx]]
+            agree = (reproj < options.consistency_px) & (rel < options.consistency_depth)
+            counts[i, rows[idx[agree]], cols[idx[agree]]] += 1
+            sums[i, rows[idx[agree]], cols[idx[agree]]] += back[agree]
+    return counts, sums
+
+
+def voxel_thin(points: np.ndarray, voxel: float) -> np.ndarray:
+    """Indices keeping the first point of each occupied voxel of side ``voxel``."""
+    if len(points) == 0 or voxel <= 0:
+        return np.arange(len(points))
+    keys = np.floor((points - points.min(axis=0)) / voxel).astype(np.int64)
+    _, first = np.unique(keys, axis=0, return_index=True)
+    return np.sort(first)
+
+
+def run_mvs(images: list[np.ndarray], intrinsics: np.ndarray, cam_from_world: np.ndarray,
+            sparse_points: np.ndarray, options: MvsOptions | None = None, progress: Progress | None = None,
+            views: list[int] | None = None) -> MvsResult:
+    """Depth maps for every registered view and their fused, coloured cloud (module docstring).
+
+    Args:
+        images: N ``uint8 HxWx3`` (undistorted, pinhole ``intrinsics``).
+        intrinsics: ``[N,3,3]`` full-size pixel intrinsics.
+        cam_from_world: ``[N,4,4]`` (NaN rows = unregistered, skipped).
+        sparse_points: ``[M,3]`` world points (e.g. COLMAP's sparse cloud) giving each view's depth range.
+        views: reference views to compute (default: all registered); others get empty maps.
+    Raises:
+        ValueError when fewer than 2 views are registered or no view sees the sparse points.
+    """
+    options = options or MvsOptions()
+    progress = progress or silent()
+    n = len(images)
+    registered = np.isfinite(cam_from_world).all(axis=(1, 2))
+    if registered.sum() < 2:
+        raise ValueError(f"multi-view stereo needs at least 2 registered views; got {int(registered.sum())}")
+    if len(sparse_points) < 10:
+        raise ValueError("multi-view stereo needs sparse points to bound the depth range")
+    full_h, full_w = images[0].shape[:2]
+    grays = [_gray(image, options.scale) for image in images]
+    h, w = grays[0].shape
+    ks = scale_intrinsics(intrinsics, options.scale)
+    sources = select_sources(cam_from_world, options.num_sources, options.ideal_angle_deg)
+    targets = [v for v in (range(n) if views is None else views) if registered[v]]
+    depths = np.zeros((n, h, w), np.float32)
+    scores = np.full((n, h, w), -1.0, np.float32)
+    started = time.perf_counter()
+    for count, i in enumerate(targets):
+        progress(count / max(len(targets), 1) * 0.85, f"depth map {count + 1}/{len(targets)} (view {i})")
+        if not sources[i]:
+            continue
+        limits = depth_range(sparse_points, intrinsics[i], cam_from_world[i], (full_h, full_w))
+        if limits is None:
+            log.warning("view %d sees fewer than 10 sparse points; no depth map", i)
+            continue
+        depth, score = plane_sweep(grays[i], [grays[j] for j in sources[i]], ks[i], [ks[j] for j in sources[i]],
+                                   cam_from_world[i], [cam_from_world[j] for j in sources[i]], *limits, options)
+        depth[score < options.min_ncc] = 0
+        depths[i], scores[i] = depth, score
+    stage = {"depth_maps": time.perf_counter() - started}
+    progress(0.85, "geometric consistency and fusion")
+    started = time.perf_counter()
+    counts, sums = consistency_counts(depths, ks, cam_from_world, sources, options)
+    keep = counts >= options.min_consistent
+    filtered = np.where(keep, depths, 0).astype(np.float32)
+    view_idx, rows, cols = np.nonzero(keep)
+    points = (sums[view_idx, rows, cols] / (counts[view_idx, rows, cols, None] + 1.0)).astype(np.float32)
+    small = [cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA) if (h, w) != (full_h, full_w) else image
+             for image in images]
+    colors = np.stack([small[v][r, c] for v, r, c in zip(view_idx, rows, cols)]) if len(view_idx) else \
+        np.zeros((0, 3), np.uint8)
+    confidence = scores[view_idx, rows, cols]
+    if len(points):
+        extent = float(np.ptp(points, axis=0).max())
+        voxel = options.voxel_size or 0.002 * extent
+        order = np.argsort(-confidence, kind="stable")  # keep the most confident point per voxel
+        kept = order[voxel_thin(points[order], voxel)]
+        if len(kept) > options.max_points:
+            kept = np.sort(np.random.default_rng(0).choice(kept, options.max_points, replace=False))
+        points, colors, confidence, view_idx = points[kept], colors[kept], confidence[kept], view_idx[kept]
+    stage["fusion"] = time.perf_counter() - started
+    progress(1.0, f"fused {len(points):,} points from {len(targets)} depth maps")
+    return MvsResult(depths=filtered, scores=scores, consistent=counts, intrinsics=ks, points=points,
+                     colors=colors.astype(np.uint8), confidence=confidence.astype(np.float32),
+                     source_view=view_idx.astype(np.int32), sources=sources, stage_seconds=stage)
+
+
+def upsample_depths(depths: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``[N,h,w] -> [N,H,W]`` nearest-neighbour (keeps 0 = invalid meaningful)."""
+    h, w = size
+    return np.stack([cv2.resize(d, (w, h), interpolation=cv2.INTER_NEAREST) for d in depths]).astype(np.float32)

@@ -1,0 +1,197 @@
+"""Dataset: photos, a video or the sample -> COLMAP cameras and points, dense cloud, object crop -> a scene."""
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import dataset, viz
+from core.cache import REPO_ROOT
+from core.progress import Stopped
+from core.scene import Scene, SceneError
+from core.sfm import CAMERA_MODELS, MATCHERS, SfmError, SfmOptions
+from core.ui import StreamlitProgress, require_app_navigation
+
+require_app_navigation()
+
+st.title("Dataset")
+st.caption("Turn photos or a phone video of an object into a scene with a ground truth: COLMAP cameras and "
+           "sparse points, a dense cloud (COLMAP PatchMatch with CUDA, else a CPU plane-sweep stereo), and the "
+           "object cropped out of it. The scene then appears in the sidebar picker for every page.")
+
+SOURCES = ("Bundled sample", "Upload images", "Upload a video")
+source = st.radio("Source", SOURCES, horizontal=True, key="dataset.source")
+name = st.text_input("Scene name", value="my-object", key="dataset.name")
+
+images_upload = video_upload = None
+resize = False
+frames = dataset.DEFAULT_FRAMES
+if source == "Upload images":
+    images_upload = st.file_uploader("Images (JPEG/PNG, one camera setting)", type=["png", "jpg", "jpeg"],
+                                     accept_multiple_files=True, key="dataset.images")
+    resize = st.checkbox("Resize images of other sizes to the most common size", key="dataset.resize")
+elif source == "Upload a video":
+    video_upload = st.file_uploader("Video (mp4/mov)", type=[s.lstrip(".") for s in dataset.VIDEO_SUFFIXES],
+                                    key="dataset.video")
+    frames = int(st.number_input("Frames sampled uniformly", min_value=dataset.MIN_VIEWS, max_value=400,
+                                 value=dataset.DEFAULT_FRAMES, key="dataset.frames"))
+else:
+    st.caption("The bundled toy scene's 42 views (480×640, exact ground truth).")
+
+with st.expander("COLMAP and stereo options"):
+    cols = st.columns(3)
+    camera_model = cols[0].selectbox("Camera model", CAMERA_MODELS, key="dataset.camera_model")
+    shared = cols[1].checkbox("One camera for all views", value=True, key="dataset.shared_camera")
+    matcher = cols[2].selectbox("Matching", MATCHERS, key="dataset.matcher",
+                                help="auto: exhaustive up to 60 images, sequential for longer videos")
+    max_features = int(cols[0].number_input("SIFT features per image", 256, 16384, SfmOptions.max_features,
+                                            step=256, key="dataset.max_features"))
+    dense = cols[1].checkbox("Dense stereo", value=True, key="dataset.dense")
+    mvs_size = int(cols[2].number_input("Depth-map size (longest side, CPU stereo)", 64, 2048,
+                                        dataset.PrepareOptions.mvs_max_size, step=32, key="dataset.mvs_size"))
+
+
+def _store(upload_files, kind: str):
+    """Store the uploads under the cache before any work (kept whatever happens next)."""
+    files = [(f.name, f.getvalue()) for f in upload_files]
+    key = (kind, tuple((n, len(d)) for n, d in files))
+    stored = st.session_state.get("dataset.stored")
+    if stored and stored[0] == key:
+        return stored[1]
+    batch = dataset.store_uploads(files, kind)
+    st.session_state["dataset.stored"] = (key, batch)
+    return batch
+
+
+# --------------------------------------------------------------------------- inputs
+batch = None
+try:
+    if images_upload:
+        batch = _store(images_upload, "images")
+        st.caption(f"{len(batch.names)} image(s) stored in `{batch.folder}`.")
+    elif video_upload is not None:
+        batch = _store([video_upload], "video")
+        preview_key = (str(batch.folder), frames)
+        if st.session_state.get("dataset.preview", (None,))[0] != preview_key:
+            sampled, indices, info = dataset.sample_video_frames(batch.paths[0], frames)
+            st.session_state["dataset.preview"] = (preview_key, sampled, indices, info)
+        _, sampled, indices, info = st.session_state["dataset.preview"]
+        st.image(dataset.preview_strip(sampled), caption=f"{len(sampled)} of {info['total_frames']} frames "
+                 f"(uniform; frame indices {indices[0]}…{indices[-1]})")
+except dataset.DatasetError as error:
+    st.error(str(error))
+    if batch is not None:
+        st.info(f"Your upload is kept in `{batch.folder}`.")
+    st.stop()
+
+ready = source == "Bundled sample" or batch is not None
+if st.button("Prepare scene", type="primary", disabled=not ready, key="dataset.prepare"):
+    out = dataset.default_scene_dir(name)
+    bar = StreamlitProgress("Preparing")
+    try:
+        provenance, is_video = {}, False
+        if source == "Bundled sample":
+            sample = Scene.load(REPO_ROOT / "sample_data" / "toy")
+            images, names = sample.images, sample.image_names
+            provenance["source"] = "sample_data/toy"
+        elif source == "Upload images":
+            images, names, notes = dataset.load_images(batch.paths, resize=resize, names=batch.original_names)
+            for note in notes:
+                st.caption(note)
+            provenance["source"] = str(batch.folder)
+        else:
+            _, images, indices, info = st.session_state["dataset.preview"]
+            names = [f"frame_{i:06d}.png" for i in indices]
+            is_video = True
+            provenance.update({"source": str(batch.folder), "frame_indices": indices, **info})
+        options = dataset.PrepareOptions(
+            sfm=SfmOptions(camera_model=camera_model, shared_camera=shared, matcher=matcher,
+                           max_features=max_features),
+            dense=dense, mvs_max_size=mvs_size, resize=resize)
+        result = dataset.prepare(images, names, out, scene_name=name, options=options, progress=bar.progress,
+                                 is_video=is_video, provenance=provenance)
+        bar.done("prepared")
+        st.session_state["dataset.result"] = str(result.folder)
+        st.session_state["dataset.log"] = result.log
+        st.success(f"Scene “{result.scene.name}” written to `{result.folder}`; pick it in the sidebar.")
+    except (dataset.DatasetError, SfmError, SceneError, ValueError) as error:
+        st.error(f"Could not prepare the scene: {error}")
+        if batch is not None:
+            st.info(f"Your uploads are kept in `{batch.folder}`; fix the input and try again.")
+    except Stopped:
+        st.warning("Stopped; nothing was kept.")
+
+# --------------------------------------------------------------------------- result
+folder = st.session_state.get("dataset.result")
+if not folder or not (Path(folder) / "prepare.json").is_file():
+    st.stop()
+import json  # noqa: E402
+
+folder = Path(folder)
+report = json.loads((folder / "prepare.json").read_text())
+st.subheader(f"Result — {folder.name}")
+cols = st.columns(4)
+cols[0].metric("Registered views", f"{report['registered']}/{report['total']}")
+cols[1].metric("Mean reprojection error", f"{report['mean_reprojection_error_px']:.3f} px")
+cols[2].metric("Sparse points", f"{report['points']:,}")
+cols[3].metric("Mean track length", f"{report['mean_track_length']:.2f}")
+if report["unregistered"]:
+    st.warning("Views that did not register: " + ", ".join(report["unregistered"]))
+st.caption(f"Matching: {report['matcher']}; dense: {report['dense']['method']}, "
+           f"{report['dense'].get('points', 0):,} points; seconds per stage: "
+           + ", ".join(f"{k} {v:.1f}" for k, v in report["stage_seconds"].items()))
+with st.expander("COLMAP log"):
+    st.code("\n".join(report.get("log", [])) or "(empty)")
+
+scene = Scene.load(folder)
+crop = dataset.load_crop(folder)
+try:
+    cloud, cloud_colors = dataset.load_dense(folder)
+except dataset.DatasetError:
+    cloud, cloud_colors = scene.gt_points, scene.gt_colors
+
+st.subheader("Object crop")
+st.caption("Proposed from the intersection of the optical axes and the points near it, standing on the support "
+           "plane when one is found. Adjust it, then store the points inside as the scene's ground truth.")
+cols = st.columns(3)
+shift = [cols[i].slider(f"Move {axis} (× half size)", -1.0, 1.0, 0.0, 0.05, key=f"dataset.shift{axis}")
+         for i, axis in enumerate("xyz")]
+scale = [cols[i].slider(f"Scale {axis}", 0.3, 2.0, 1.0, 0.05, key=f"dataset.scale{axis}") for i, axis in
+         enumerate("xyz")]
+box = crop.adjusted(np.array(shift), np.array(scale)) if crop is not None else None
+inside = box.contains(cloud) if box is not None else np.ones(len(cloud), bool)
+
+traces = []
+trace, shown, total = viz.cloud_trace(cloud[~inside], cloud_colors[~inside] if cloud_colors is not None else None,
+                                      name="outside the crop", max_points=20_000, size=1.0)
+traces.append(trace)
+trace, shown_in, total_in = viz.cloud_trace(cloud[inside], cloud_colors[inside] if cloud_colors is not None else None,
+                                            name="object", max_points=40_000)
+traces.append(trace)
+if box is not None:
+    c = box.corners()
+    edges = [(0, 1), (0, 2), (0, 4), (1, 3), (1, 5), (2, 3), (2, 6), (3, 7), (4, 5), (4, 6), (5, 7), (6, 7)]
+    xs, ys, zs = [], [], []
+    for a, b in edges:
+        xs += [c[a, 0], c[b, 0], None]
+        ys += [c[a, 1], c[b, 1], None]
+        zs += [c[a, 2], c[b, 2], None]
+    traces.append(go.Scatter3d(x=xs, y=ys, z=zs, mode="lines", line={"color": "#ff7f0e", "width": 4},
+                               name="crop box", hoverinfo="skip"))
+extent = float(np.ptp(cloud[inside], axis=0).max()) if inside.sum() > 1 else 1.0
+traces += viz.frustum_trace(scene.intrinsics, scene.cam_from_world, scene.image_size, 0.15 * extent)
+st.plotly_chart(viz.figure_3d(traces, revision=f"dataset-{folder.name}"), width="stretch")
+st.caption(f"{int(inside.sum()):,} of {len(cloud):,} dense points inside the box (drawn: {shown_in:,} inside, "
+           f"{shown:,} outside); COLMAP's frame, arbitrary scale.")
+
+cols = st.columns(2)
+if cols[0].button("Store the crop as ground truth", key="dataset.apply_crop", disabled=box is None):
+    try:
+        count = dataset.apply_crop(folder, box)
+        st.success(f"Stored {count:,} object points as the ground truth of “{scene.name}”.")
+    except dataset.DatasetError as error:
+        st.error(str(error))
+if (folder / "object.ply").is_file():
+    cols[1].download_button("Download the object cloud (PLY)", (folder / "object.ply").read_bytes(),
+                            file_name=f"{folder.name}_object.ply", mime="application/octet-stream",
+                            key="dataset.download")
