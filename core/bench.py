@@ -21,6 +21,8 @@ BENCHES: dict[str, str] = {
     "pointe": "core.models.pointe.bench:bench",
     "combined": "core.models.combined.bench:bench",
     "sfm": "core.sfm:bench",
+    "dust3r": "core.models.dust3r.bench:bench",
+    "fast3r": "core.models.fast3r.bench:bench",
 }
 
 

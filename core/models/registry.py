@@ -18,6 +18,8 @@ Family = Literal["sfm", "pipeline", "discriminative", "generative", "imported"]
 METHOD_MODULES: dict[str, str] = {
     "colmap": "core.models.colmap.method",
     "vggt": "core.models.vggt.method",
+    "dust3r": "core.models.dust3r.method",
+    "fast3r": "core.models.fast3r.method",
     "combined": "core.models.combined.method",
     "lmnet": "core.models.lmnet.method",
     "lrm": "core.models.lrm.method",

@@ -1,0 +1,149 @@
+"""Helpers shared by the DUSt3R and Fast3R method runners (device choice, inputs, point clouds)."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import numpy as np
+import torch
+
+from ..registry import options_from_dict
+from .preprocess import ImageTransform, prepare_image, to_uint8
+
+RANDOM_NOTE = "random weights: the geometry and scores are meaningless"
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` -> cuda if available else cpu; ``cuda`` without a GPU raises ValueError."""
+    if name in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but no CUDA GPU is available")
+    return torch.device(name)
+
+
+def autocast_context(device: torch.device):
+    """bf16 (or fp16) autocast on CUDA; nothing on CPU (fp32 only there)."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def as_options(options_type: type, options) -> object:
+    """Accept an options dataclass, a dict or None."""
+    if options is None:
+        return options_type()
+    if isinstance(options, dict):
+        return options_from_dict(options_type, options)
+    if not isinstance(options, options_type):
+        raise ValueError(f"options must be {options_type.__name__} or a dict, got {type(options).__name__}")
+    return options
+
+
+def options_dict(options) -> dict:
+    return dataclasses.asdict(options)
+
+
+def prepare_views(scene, view_ids: list[int], size: int) -> tuple[list[torch.Tensor], list[ImageTransform]]:
+    """Scene views -> network inputs ``[3,h,w]`` in [-1,1] and their transforms.
+
+    Raises ValueError when the views differ in size (after or before preparation) or an index is bad.
+    """
+    if not view_ids:
+        raise ValueError("no views given")
+    bad = [v for v in view_ids if not 0 <= int(v) < scene.num_views]
+    if bad:
+        raise ValueError(f"view index {bad[0]} out of range for a scene of {scene.num_views} views")
+    shapes = sorted({tuple(scene.images[v].shape[:2]) for v in view_ids})
+    if len(shapes) > 1:
+        raise ValueError(f"all views must have the same size; got {', '.join(f'{w}x{h}' for h, w in shapes)}")
+    tensors, transforms = [], []
+    for v in view_ids:
+        tensor, transform = prepare_image(scene.images[int(v)], size=size)
+        tensors.append(tensor)
+        transforms.append(transform)
+    return tensors, transforms
+
+
+def object_masks(scene, view_ids: list[int], transforms: list[ImageTransform]) -> np.ndarray:
+    """``bool [V,h,w]`` scene object masks at the network resolution; ValueError if the scene has none."""
+    if scene.masks is None:
+        raise ValueError("use_object_masks is set but the scene has no object masks")
+    return np.stack([t.mask_to_model(scene.masks[int(v)]) for v, t in zip(view_ids, transforms)])
+
+
+def point_cloud(point_maps: np.ndarray, confidence: np.ndarray, images: list[torch.Tensor],
+                percentile: float = 0.0, masks: np.ndarray | None = None) -> dict:
+    """Flatten per-view point maps into a cloud.
+
+    Args:
+        point_maps: ``float [V,h,w,3]`` world points.
+        confidence: ``float [V,h,w]``.
+        images: V network inputs ``[3,h,w]`` (for colours).
+        percentile: drop points whose confidence is below this percentile over all views (0 keeps all).
+        masks: optional ``bool [V,h,w]`` pixels to keep (object masks).
+
+    Returns:
+        dict ``points [N,3]``, ``colors [N,3] uint8``, ``confidence [N]``, ``source_view [N]``
+        (index into the input views), ``kept [V,h,w] bool``.
+    """
+    keep = np.isfinite(point_maps).all(-1) & np.isfinite(confidence)
+    if masks is not None:
+        keep &= masks
+    if percentile > 0 and keep.any():
+        threshold = np.percentile(confidence[keep], percentile)
+        keep &= confidence >= threshold
+    colors = np.stack([to_uint8(img) for img in images])
+    views = np.broadcast_to(np.arange(len(point_maps))[:, None, None], keep.shape)
+    return {"points": point_maps[keep].astype(np.float32), "colors": colors[keep],
+            "confidence": confidence[keep].astype(np.float32), "source_view": views[keep].astype(np.int32),
+            "kept": keep}
+
+
+def intrinsics_matrix(focal: float, height: int, width: int) -> np.ndarray:
+    """``[3,3]`` with focal ``f`` and principal point (W/2, H/2) in network pixels."""
+    return np.array([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]])
+
+
+@contextlib.contextmanager
+def seeded(seed: int = 0):
+    """Run a block with torch's global RNG seeded, restoring its state afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def random_full_size(model_cls, config, seed: int = 0):
+    """A full-size network with seeded random weights, built without a second copy in memory.
+
+    Built on the meta device, materialised uninitialised on the CPU, then filled: LayerNorm
+    weights 1, biases 0, every other tensor N(0, 0.02). For benchmarks only (no checkpoint here).
+    """
+    with torch.device("meta"):
+        model = model_cls(config)
+    buffers = {name: buf for name, buf in model.named_buffers() if buf.device.type != "meta"}
+    model = model.to_empty(device="cpu")
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias"):
+                param.zero_()
+            elif param.ndim == 1:
+                param.fill_(1.0)
+            else:
+                param.normal_(0.0, 0.02, generator=gen)
+        for name, buf in buffers.items():  # computed buffers (e.g. Fast3R's image-index table)
+            owner, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(owner) if owner else model, leaf, buf.clone())
+    return model.eval()
+
+
+def bench_images(num_views: int, height: int = 384, width: int = 512, seed: int = 0) -> list[np.ndarray]:
+    """Smooth random ``uint8 [H,W,3]`` pictures for benchmarks."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(num_views):
+        low = rng.integers(0, 255, (height // 16, width // 16, 3)).astype(np.uint8)
+        out.append(np.kron(low, np.ones((16, 16, 1), dtype=np.uint8)))
+    return out

@@ -1,0 +1,9 @@
+"""DUSt3R (Wang et al., CVPR 2024): pairwise pointmaps from a CroCo ViT, fused by global alignment.
+
+``from core.models.dust3r import DUSt3R, DUSt3RConfig``; the method runner is
+``core.models.dust3r.method`` and global alignment ``core.models.dust3r.global_alignment``.
+"""
+from .config import CHECKPOINT, DUSt3RConfig
+from .modeling_dust3r import DUSt3R
+
+__all__ = ["DUSt3R", "DUSt3RConfig", "CHECKPOINT"]

@@ -1,0 +1,202 @@
+"""Fast3R network against the authors' fixture, full-size names/shapes, alignment, weights, runner."""
+from __future__ import annotations
+
+import json
+import math
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from core.models import weights as weights_lib
+from core.models.fast3r import Fast3R, Fast3RConfig, align_local_to_global, default_image_idx
+from core.models.fast3r import method as fast3r_method
+from core.scene import Scene
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TOL = dict(rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def fixture():
+    with safe_open(str(FIXTURES / "fast3r_tiny_reference.safetensors"), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+
+
+@pytest.fixture(scope="module")
+def weights(fixture):
+    tensors, _ = fixture
+    return {k[len("weights."):]: v for k, v in tensors.items() if k.startswith("weights.")}
+
+
+@pytest.fixture(scope="module")
+def outputs(fixture, weights):
+    tensors, meta = fixture
+    model = Fast3R.from_state_dict(weights, Fast3RConfig.from_dict(meta["config"])).eval()
+    with torch.no_grad():
+        return model(list(tensors["input.img"]), image_idx=tensors["input.image_idx"]), model
+
+
+def _close(actual, expected, name):
+    assert actual.shape == expected.shape, name
+    torch.testing.assert_close(actual.float(), expected.float(), **TOL, msg=lambda m: f"{name}: {m}")
+
+
+def test_outputs_match_reference(fixture, outputs):
+    t, _ = fixture
+    out, model = outputs
+    assert sum(p.numel() for p in model.parameters()) == 451_016
+    for key in ("pts3d_in_other_view", "conf", "pts3d_local", "conf_local"):
+        _close(torch.stack([p[key] for p in out["preds"]]), t["output." + key], key)
+    assert len(out["decoder_output"]) == 11
+    for layer, tokens in enumerate(out["decoder_output"]):
+        _close(tokens, t[f"output.decoder_output.{layer}"], f"decoder_output.{layer}")
+    _close(model.decoder.image_idx_emb[t["input.image_idx"]], t["output.image_idx_emb"], "image_idx_emb")
+
+
+def test_local_to_global_alignment_matches_reference(fixture, outputs):
+    t, _ = fixture
+    out, _ = outputs
+    stack = lambda key: torch.stack([p[key] for p in out["preds"]])  # noqa: E731
+    aligned, transforms = align_local_to_global(stack("pts3d_local"), stack("pts3d_in_other_view"), stack("conf"), 85)
+    _close(aligned, t["output.pts3d_local_aligned_to_global"], "pts3d_local_aligned_to_global")
+    assert len(transforms) == 4
+
+
+def test_alignment_recovers_a_known_similarity_from_confident_pixels():
+    g = torch.Generator().manual_seed(0)
+    local = torch.randn(1, 20, 30, 3, generator=g)
+    angle = 0.4
+    rot = torch.tensor([[1.0, 0, 0], [0, math.cos(angle), -math.sin(angle)], [0, math.sin(angle), math.cos(angle)]])
+    glob = 1.7 * local @ rot.T + torch.tensor([0.2, -0.1, 3.0])
+    conf = 1 + torch.rand(1, 20, 30, generator=g)
+    noisy = glob.clone()
+    low = conf < torch.quantile(conf.flatten(), 0.85)
+    noisy[low] += 5 * torch.randn(int(low.sum()), 3, generator=g)  # corrupt only the unconfident pixels
+    aligned, [(s, r, t)] = align_local_to_global(local, noisy, conf, 85)
+    assert abs(s - 1.7) < 1e-4
+    torch.testing.assert_close(aligned, glob, atol=1e-4, rtol=0)
+
+
+def test_image_index_is_an_input_and_default_is_deterministic(fixture, outputs):
+    t, _ = fixture
+    _, model = outputs
+    assert default_image_idx(4).tolist() == [0, 250, 500, 750]
+    assert default_image_idx(1).tolist() == [0]
+    with pytest.raises(ValueError):
+        default_image_idx(1001)
+    views = list(t["input.img"][:2])
+    with torch.no_grad():
+        a = model(views)["preds"][1]["conf"]
+        b = model(views)["preds"][1]["conf"]
+        c = model(views, image_idx=torch.tensor([[0, 900]]))["preds"][1]["conf"]
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    with pytest.raises(ValueError, match="image_idx"):
+        model(views, image_idx=torch.tensor([[0, 1, 2]]))
+
+
+def test_full_size_names_and_shapes_match_manifest():
+    manifest = json.loads((FIXTURES / "fast3r_vit_large_512_state_dict_manifest.json").read_text())
+    with torch.device("meta"):
+        model = Fast3R(Fast3RConfig.from_dict(manifest["config"]))
+    expected = dict(manifest["tensors"])
+    for alias, stored in manifest["tied_aliases"].items():
+        expected[alias] = expected[stored]
+    assert {k: list(v.shape) for k, v in model.state_dict().items()} == expected
+    assert sum(p.numel() for p in model.parameters()) == manifest["num_parameters"] == 647_551_368
+    assert list(model.decoder.image_idx_emb.shape) == manifest["non_persistent_buffers"]["decoder.image_idx_emb"]
+    assert Fast3RConfig().dpt_hooks == manifest["dpt"]["hooks"]
+
+
+def test_dust3r_checkpoint_is_rejected_naming_tensors(tmp_path):
+    with safe_open(str(FIXTURES / "dust3r_tiny_reference.safetensors"), "pt") as f:
+        dust3r = {k[len("weights."):]: f.get_tensor(k) for k in f.keys() if k.startswith("weights.")}
+    path = tmp_path / "model.safetensors"
+    save_file(dust3r, str(path))
+    with pytest.raises(weights_lib.BadCheckpoint) as error:
+        Fast3R.from_state_dict(weights_lib.load_state_dict(path))
+    message = str(error.value)
+    assert "missing" in message and "decoder.dec_blocks.0.attn.proj.bias" in message
+    assert "unexpected" in message and "dec_blocks.0.attn.proj.bias" in message
+    with pytest.raises(ValueError, match="unknown Fast3R head_args key"):
+        Fast3RConfig(head_args={"dpt_width": 3})
+
+
+def _scene(n=3, size=(70, 90)):
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 255, (*size, 3), dtype=np.uint8) for _ in range(n)]
+    return Scene(name="t", images=images, image_names=[f"{i}.png" for i in range(n)],
+                 intrinsics=np.tile(np.eye(3), (n, 1, 1)), cam_from_world=np.tile(np.eye(4), (n, 1, 1)))
+
+
+def test_runner_random_tiny(monkeypatch):
+    scene = _scene(3)
+    rec = fast3r_method.run(scene, [2, 0, 1], {"weights": "random-tiny", "estimate_cameras": False})
+    assert rec.view_ids == [2, 0, 1] and rec.parameter_count == 451_016
+    assert any("random weights: the geometry and scores are meaningless" in n for n in rec.notes)
+    assert rec.point_maps.shape == (3, 48, 64, 3) and rec.points.shape == (3 * 48 * 64, 3)
+    assert rec.extra["image_idx"] == [0, 333, 666]
+    # the global frame is view 0's camera: view 0's aligned local points agree with its global points
+    model = fast3r_method.load_model("random-tiny", "", "cpu")
+    from core.models.croco.preprocess import prepare_image
+    batch = [prepare_image(scene.images[v], 64)[0][None] for v in (2, 0, 1)]
+    with torch.no_grad():
+        out = model(batch)
+    glob = torch.stack([p["pts3d_in_other_view"][0] for p in out["preds"]]).numpy()
+    rec_global = fast3r_method.run(scene, [2, 0, 1], {"weights": "random-tiny", "points_from": "global",
+                                                      "estimate_cameras": False})
+    np.testing.assert_allclose(rec_global.point_maps, glob, rtol=1e-5, atol=1e-6)
+    # camera estimation is called on the global pointmaps; its results map to original pixels
+    fake = {"cam_from_world": np.tile(np.eye(4), (3, 1, 1)), "focal": 50.0, "ok": np.array([True, True, False])}
+    seen = {}
+    def estimate(pts, conf):
+        seen["shape"] = tuple(pts.shape)
+        return fake
+    monkeypatch.setitem(__import__("sys").modules, "core.models.fast3r.poses",
+                        types.SimpleNamespace(estimate_cameras=estimate))
+    rec = fast3r_method.run(scene, [2, 0, 1], {"weights": "random-tiny"})
+    assert seen["shape"] == (3, 48, 64, 3)
+    assert np.isnan(rec.cam_from_world[2]).all() and any("PnP failed" in n for n in rec.notes)
+    np.testing.assert_allclose(rec.intrinsics[:, 0, 0], 50.0 * 90 / 64)
+
+
+def test_runner_rejects_bad_input():
+    fake = types.SimpleNamespace(num_views=2, masks=None, images=[np.zeros((70, 90, 3), np.uint8),
+                                                                 np.zeros((90, 70, 3), np.uint8)])
+    with pytest.raises(ValueError, match="same size"):
+        fast3r_method.run(fake, [0, 1], {"weights": "random-tiny"})
+    with pytest.raises(ValueError, match="out of range"):
+        fast3r_method.run(_scene(2), [0, 5], {"weights": "random-tiny"})
+
+
+def test_availability(monkeypatch, tmp_path):
+    monkeypatch.setenv("RECONBENCH_WEIGHTS", str(tmp_path))
+    monkeypatch.setattr(weights_lib, "_hf_cached", lambda checkpoint: None)  # ignore a real HF cache
+    assert fast3r_method.availability({"weights": "random-tiny"}).ok
+    missing = fast3r_method.availability({})
+    assert not missing.ok and "jedyang97/Fast3R_ViT_Large_512" in missing.missing
+    assert missing.fix_command == "python -m core weights fetch fast3r"
+
+
+def test_benchmark_random_weights_keep_the_computed_index_table():
+    from core.models.croco.runner import random_full_size
+    from core.models.fast3r import sincos_table
+    model = random_full_size(Fast3R, Fast3RConfig.tiny(), seed=0)
+    assert torch.equal(model.decoder.image_idx_emb, sincos_table(48, 1000))
+    assert torch.equal(model.encoder.enc_norm.weight, torch.ones(32))
+    assert float(model.decoder.decoder_embed.weight.std()) == pytest.approx(0.02, rel=0.2)
+    with torch.no_grad():
+        out = model([torch.zeros(1, 3, 32, 32), torch.ones(1, 3, 32, 32)])
+    assert all(torch.isfinite(p["pts3d_in_other_view"]).all() for p in out["preds"])
+
+
+def test_views_of_different_shapes_fuse_with_their_own_grids(outputs):
+    _, model = outputs
+    with torch.no_grad():
+        out = model([torch.zeros(1, 3, 48, 64), torch.zeros(1, 3, 64, 48)])
+    assert out["preds"][0]["conf"].shape == (1, 48, 64) and out["preds"][1]["pts3d_local"].shape == (1, 64, 48, 3)
+    assert out["decoder_output"][0].shape == (1, 24, 32)
