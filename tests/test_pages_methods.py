@@ -86,10 +86,6 @@ def test_attention_viewer_page_shows_every_view_with_correspondences(isolated_ca
 
 
 def test_generative_page_runs_shipped_lmnet_on_a_scene_view_and_an_upload(isolated_cache):
-    import io
-
-    from PIL import Image
-
     at = _page("pages/generative.py")
     at.selectbox(key="generative.method").set_value("3D-LMNet")
     at.run()
@@ -98,11 +94,8 @@ def test_generative_page_runs_shipped_lmnet_on_a_scene_view_and_an_upload(isolat
     [run] = RunStore(isolated_cache).runs("toy")
     assert run.method == "lmnet" and run.meta["view_ids"] == [3] and "chamfer" in run.evaluation
     assert {m.label: m.value for m in at.metric}["Points"] == "2,048"
-    image = Image.new("RGB", (137, 137), "white")
-    image.paste((200, 30, 30), (40, 30, 100, 110))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    at.file_uploader(key="lmnet.upload").set_value(("chair.png", buffer.getvalue(), "image/png"))
+    held_out = ROOT / "tests" / "fixtures" / "lmnet_subset" / "90000001" / "chair_0032" / "rendering" / "03.png"
+    at.file_uploader(key="lmnet.upload").set_value(("chair.png", held_out.read_bytes(), "image/png"))
     at.run()
     at.button(key="lmnet.go").click()
     at.run()
@@ -113,3 +106,33 @@ def test_generative_page_runs_shipped_lmnet_on_a_scene_view_and_an_upload(isolat
     at.button(key="lmnet.go").click()
     at.run()
     assert any("cannot use notes.png" in e.value for e in at.error)
+
+
+def test_generative_page_runs_pointe_random_tiny_to_4096_coloured_points(isolated_cache):
+    at = _page("pages/generative.py")
+    at.selectbox(key="generative.method").set_value("Point-E")
+    at.run()
+    at = _run(at, "generative", {"pointe.options.weights": "random-tiny", "pointe.options.karras_steps": 2,
+                                 "pointe.count": 1})
+    assert any("random weights" in w.value for w in at.warning)
+    assert {m.label: m.value for m in at.metric}["Points"] == "4,096"
+    [run] = RunStore(isolated_cache).runs("toy")
+    recon = run.load()
+    assert run.method == "pointe" and recon.colors.shape == (4096, 3) and "chamfer" in run.evaluation
+
+
+@pytest.mark.parametrize("method,label,views", [("dust3r", "DUSt3R", 2), ("dust3r", "DUSt3R", 5),
+                                               ("fast3r", "Fast3R", 2), ("fast3r", "Fast3R", 5)])
+def test_discriminative_page_runs_dust3r_and_fast3r_random_tiny(isolated_cache, method, label, views):
+    at = _page("pages/discriminative.py")
+    at.selectbox(key="discriminative.method").set_value(label)
+    at.run()
+    settings = {f"{method}.options.weights": "random-tiny", f"{method}.count": views}
+    if method == "dust3r":
+        settings["dust3r.options.ga_iterations"] = 20
+    at = _run(at, "discriminative", settings)
+    assert any("random weights" in w.value for w in at.warning)
+    [run] = RunStore(isolated_cache).runs("toy")
+    assert run.method == method and len(run.meta["view_ids"]) == views
+    assert run.evaluation and ("chamfer" in run.evaluation or "error" in run.evaluation)
+    assert len(at.get("plotly_chart")) >= 1

@@ -58,8 +58,8 @@ def test_method_declaration():
 def test_random_tiny_single_view():
     scene = _scene(1)
     result = METHOD.run(scene, [0], _options(), None)
-    assert result.points.shape == (192, 3) and result.points.dtype == np.float32
-    assert result.colors.shape == (192, 3) and result.colors.dtype == np.uint8
+    assert result.points.shape == (4096, 3) and result.points.dtype == np.float32
+    assert result.colors.shape == (4096, 3) and result.colors.dtype == np.uint8
     assert np.isfinite(result.points).all()
     assert (result.source_view == 0).all() and result.view_ids == [0]
     assert result.notes[0] == "random weights: the geometry and scores are meaningless"
@@ -78,13 +78,13 @@ def test_random_tiny_single_view():
 def test_multiview_modes():
     scene = _scene(2)
     fused = METHOD.run(scene, [0, 1], _options(multiview="fuse-samples"), None)
-    assert fused.points.shape == (384, 3)
-    assert fused.source_view.tolist() == [0] * 192 + [1] * 192
+    assert fused.points.shape == (8192, 3)
+    assert fused.source_view.tolist() == [0] * 4096 + [1] * 4096
     assert any("fuse-samples" in note for note in fused.notes)
     average = METHOD.run(scene, [0, 1], _options(multiview="average-conditioning"), None)
     concat = METHOD.run(scene, [0, 1], _options(multiview="concat-conditioning"), None)
     for result, word in ((average, "mean of"), (concat, "concatenated")):
-        assert result.points.shape == (192, 3) and (result.source_view == -1).all()
+        assert result.points.shape == (4096, 3) and (result.source_view == -1).all()
         assert any(word in note for note in result.notes)
     assert not np.allclose(average.points, concat.points)
 

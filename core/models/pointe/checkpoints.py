@@ -7,6 +7,8 @@ state dict saved from ``ViT-L-14.pt``) is converted on load.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 from pathlib import Path
 
@@ -71,6 +73,13 @@ def resolve_all(base_path: str = "", upsample_path: str = "", clip_path: str = "
             weights.resolve(CLIP_VIT_L14, clip_path or None))
 
 
-def random_tiny(seed: int = 0, device: str | torch.device = "cpu") -> PointE:
-    """The fixture's tiny configuration with seeded random weights."""
-    return build_random(PointEConfig.tiny(), seed).to(device)
+def random_tiny(seed: int = 0, device: str | torch.device = "cpu", published_points: bool = False) -> PointE:
+    """The fixture's tiny configuration with seeded random weights.
+
+    ``published_points``: sample the published 1,024 + 3,072 points instead of the fixture's
+    64 + 128 (the transformers have no position embedding, so the weights are the same).
+    """
+    config = PointEConfig.tiny()
+    if published_points:
+        config = dataclasses.replace(config, base_points=1024, up_points=3072)
+    return build_random(config, seed).to(device)

@@ -87,8 +87,8 @@ def load_model(weights_name: str, base_path: str, upsample_path: str, clip_path:
                device: str) -> PointE:
     """The pipeline, loaded once per process (raises MissingWeights / BadCheckpoint).
     random-tiny weights are always drawn with seed 0 (the ``seed`` option is the noise's)."""
-    if weights_name == "random-tiny":
-        return checkpoints.random_tiny(0, device)
+    if weights_name == "random-tiny":  # the tiny network, sampling the published 1,024 + 3,072 points
+        return checkpoints.random_tiny(0, device, published_points=True)
     if weights_name != "pretrained":
         raise ValueError(f"unknown weights {weights_name!r} (pretrained or random-tiny)")
     files = checkpoints.resolve_all(base_path, upsample_path, clip_path)
