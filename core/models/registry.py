@@ -73,6 +73,17 @@ class Availability:
         return f"{self.missing} Run: {self.fix_command}"
 
 
+def checkpoint_availability(checkpoint, explicit_path: str = "") -> Availability:
+    """Ready when ``checkpoint`` resolves locally (see core.models.weights); else what to fetch."""
+    from core.models import weights
+
+    try:
+        weights.resolve(checkpoint, explicit_path or None)
+    except weights.MissingWeights as error:
+        return Availability(False, str(error), checkpoint.fetch_command)
+    return Availability(True)
+
+
 @dataclass(frozen=True)
 class Method:
     """A reconstruction method.

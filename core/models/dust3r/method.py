@@ -21,7 +21,7 @@ from ...scene import Reconstruction, Scene
 from .. import weights as weights_lib
 from ..croco.runner import (RANDOM_NOTE, as_options, autocast_context, intrinsics_matrix, object_masks,
                             options_dict, pick_device, point_cloud, prepare_views, seeded)
-from ..registry import Availability, Method, option
+from ..registry import Availability, Method, checkpoint_availability, option
 from .config import CHECKPOINT, DUSt3RConfig
 from .inference import predict_pairs
 from .modeling_dust3r import DUSt3R
@@ -74,11 +74,7 @@ def availability(options=None) -> Availability:
     opts = as_options(DUSt3ROptions, options)
     if opts.weights == "random-tiny":
         return Availability(True)
-    try:
-        weights_lib.resolve(CHECKPOINT, opts.checkpoint_path or None)
-    except weights_lib.MissingWeights as error:
-        return Availability(False, str(error), CHECKPOINT.fetch_command)
-    return Availability(True)
+    return checkpoint_availability(CHECKPOINT, opts.checkpoint_path)
 
 
 def _global_align(pairs: dict, shapes, edges, opts: DUSt3ROptions, device: torch.device, progress) -> dict:

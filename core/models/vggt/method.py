@@ -13,8 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from core.models import weights
-from core.models.registry import Availability, Method, option, options_from_dict
+from core.models.registry import Availability, Method, checkpoint_availability, option, options_from_dict
 from core.profiling import measure
 from core.progress import Progress, silent
 from core.scene import Reconstruction, Scene
@@ -97,11 +96,7 @@ def availability(options: VGGTOptions | dict | None = None) -> Availability:
     checkpoint = CHECKPOINTS.get(opts.checkpoint)
     if checkpoint is None:
         return Availability(False, f"unknown checkpoint {opts.checkpoint!r}.")
-    try:
-        weights.resolve(checkpoint, opts.checkpoint_path or None)
-    except weights.MissingWeights as error:
-        return Availability(False, str(error), checkpoint.fetch_command)
-    return Availability(True)
+    return checkpoint_availability(checkpoint, opts.checkpoint_path)
 
 
 def _options(options) -> VGGTOptions:
