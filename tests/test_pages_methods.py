@@ -30,6 +30,8 @@ def _run(at, family, settings):
 
 def test_generative_page_runs_lrm_random_tiny_and_labels_it(isolated_cache):
     at = _page("pages/generative.py")
+    at.selectbox(key="generative.method").set_value("LRM (OpenLRM v1.1)")
+    at.run()
     assert any("cannot run" in w.value and "weights fetch" in w.value for w in at.warning)  # no checkpoint here
     at = _run(at, "generative", {"lrm.options.weights": "random-tiny", "lrm.options.grid_size": 16,
                                  "lrm.options.render_resolution": 16, "lrm.options.orbit_views": 2,

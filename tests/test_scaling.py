@@ -40,8 +40,9 @@ def test_study_views_are_uniform_seeded_and_distinct():
 
 
 def test_remaining_time_estimate_uses_the_fit():
-    done = [(1, 2.0), (2, 4.0), (3, 6.0)]
-    assert scaling.estimate_remaining(done, [4, 5]) == pytest.approx(18.0, rel=1e-6)
+    q = lambda n: 2.0 * n + 0.5 * n * n + 1.0  # noqa: E731
+    done = [(n, q(n)) for n in (1, 2, 3, 4)]
+    assert scaling.estimate_remaining(done, [5, 6]) == pytest.approx(q(5) + q(6), rel=1e-6)
     assert scaling.estimate_remaining([(2, 4.0)], [3]) == pytest.approx(6.0)
 
 
