@@ -11,7 +11,8 @@ Protocol, for a Reconstruction against a Scene with ground-truth points:
    global search (centroid + RMS scale + 28 candidate rotations, each refined by coarse ICP)
    that survives arbitrary rotation and scale; the better of the two by trimmed Chamfer;
 3. crop to the ground-truth bounding box grown by ``crop_margin`` (after the coarse alignment,
-   since the prediction lives in its own frame), then multi-scale ICP with scale (open3d);
+   since the prediction lives in its own frame), then multi-scale ICP with scale (open3d),
+   redone rigidly when it would change the coarse scale by more than ``MAX_ICP_SCALE_CHANGE``;
 4. scores on seeded random subsamples: Chamfer (mean nearest distance prediction -> ground
    truth plus ground truth -> prediction, each query set subsampled, searched against the
    other full cloud), exact EMD (POT, uniform weights, ``emd_points`` per side), precision /
@@ -31,7 +32,8 @@ from core.scene import Reconstruction, Scene
 
 log = logging.getLogger(__name__)
 
-METRICS_VERSION = "1"
+METRICS_VERSION = "2"
+MAX_ICP_SCALE_CHANGE = 1.5  # ICP may change the coarse alignment's scale by at most this factor
 
 
 class EvaluationError(ValueError):
@@ -399,12 +401,23 @@ def evaluate(scene: Scene, recon: Reconstruction, options: EvaluationOptions | N
         inside = np.all((moved >= lo - margin) & (moved <= hi + margin), axis=1)
         source = probe[inside] if inside.sum() >= options.min_points else probe
         fitness = rmse = None
+        label = name
         if options.icp and name != "none":
-            transform, fitness, rmse = icp(source, gt, transform, options.icp_distances)
+            start_scale = geometry.sim3_parts(transform)[0]
+            refined, fitness, rmse = icp(source, gt, transform, options.icp_distances)
+            ratio = geometry.sim3_parts(refined)[0] / start_scale
+            if not MAX_ICP_SCALE_CHANGE ** -1 <= ratio <= MAX_ICP_SCALE_CHANGE:
+                # ICP with scale can shrink a poor match onto one patch of the surface; keep the
+                # coarse scale and refine rigidly instead.
+                refined, fitness, rmse = icp(source, gt, transform, options.icp_distances, with_scale=False)
+                label = name + "+icp(rigid)"
+            else:
+                label = name + "+icp"
+            transform = refined
         cost = _trimmed_chamfer(geometry.transform_points(transform, subsample(source, 4000, 1)),
                                 subsample(gt, 4000, 2), gt_tree)
         if best is None or cost < 0.98 * best[0]:  # ties go to the earlier (camera) candidate
-            best = (cost, Alignment(transform, name + ("+icp" if fitness is not None else ""), fitness, rmse))
+            best = (cost, Alignment(transform, label, fitness, rmse))
     alignment = best[1]
 
     report(0.6, "scoring")

@@ -55,6 +55,9 @@ scored = [r for r in rows if r["chamfer"] is not None]
 st.dataframe(sorted(scored, key=lambda r: r["chamfer"]) + [r for r in rows if r["chamfer"] is None],
              width="stretch", hide_index=True,
              column_config={"chamfer": st.column_config.NumberColumn(format="%.4g"),
+                            "accuracy": st.column_config.NumberColumn(format="%.4g"),
+                            "completeness": st.column_config.NumberColumn(format="%.4g"),
+                            "peak_memory_mb": st.column_config.NumberColumn(format="%.0f"),
                             "emd": st.column_config.NumberColumn(format="%.4g"),
                             "seconds": st.column_config.NumberColumn(format="%.1f")})
 st.caption("Distances in normalised units (ground truth inside the unit sphere); lower is better except F-score "

@@ -141,3 +141,23 @@ def test_overlay_from_scores_reproduces_the_evaluation():
     rebuilt = metrics.overlay_from_scores(scene, recon, result.scores)
     np.testing.assert_allclose(rebuilt.aligned_points, result.aligned_points, atol=1e-5)
     np.testing.assert_allclose(rebuilt.point_errors, result.point_errors, atol=1e-5)
+
+
+def test_icp_that_would_collapse_the_scale_is_redone_rigidly(monkeypatch):
+    scene = _sphere_scene()
+    real_icp = metrics.icp
+    calls = []
+
+    def shrinking_icp(source, target, init, distances, with_scale=True, iterations=40):
+        transform, fitness, rmse = real_icp(source, target, init, distances, with_scale, iterations)
+        calls.append(with_scale)
+        if with_scale and len(distances) == len(metrics.EvaluationOptions().icp_distances):
+            transform = geometry.sim3_matrix(0.2, np.eye(3), np.zeros(3)) @ transform  # a collapse
+        return transform, fitness, rmse
+
+    monkeypatch.setattr(metrics, "icp", shrinking_icp)
+    sim = known_sim3(3)
+    recon = Reconstruction(method="t", points=geometry.transform_points(sim, scene.gt_points.astype(np.float64)))
+    result = metrics.evaluate(scene, recon)
+    assert result.alignment.method == "global+icp(rigid)" and calls[-1] is False
+    assert result.scores["chamfer"] < 5e-3  # rigid refinement from the coarse (global search) scale
