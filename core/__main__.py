@@ -3,7 +3,10 @@
     python -m core evaluate --scene sample_data/toy --reconstruction FILE
     python -m core run METHOD --scene sample_data/toy --views 0 8 16 [--option key=value ...]
     python -m core runs --scene toy
-    python -m core bench metrics
+    python -m core prepare --images DIR --out SCENE_DIR [--no-dense]   (or --video FILE --frames N)
+    python -m core scaling --scene sample_data/toy --views 1 3 5 8 [--option weights=random-tiny]
+    python -m core lmnet data|train|evaluate|export ...
+    python -m core bench metrics|vggt|dust3r|fast3r|pointe|lrm|combined|sfm
     python -m core weights list | fetch KEY...
     python -m core synth toy --out sample_data/toy
 
