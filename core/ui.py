@@ -275,6 +275,14 @@ def method_workbench(family: str) -> None:
         fig, caption = viz.mesh_figure(recon.mesh_vertices, recon.mesh_faces, recon.mesh_colors)
         st.plotly_chart(fig, width="stretch", key=f"{family}.mesh")
         st.caption(caption)
+    losses = (recon.extra or {}).get("loss_history")
+    if losses:
+        import plotly.graph_objects as go
+
+        curve = go.Figure(go.Scatter(y=losses, mode="lines", name="loss"))
+        curve.update_layout(height=260, xaxis_title="iteration", yaxis_title="alignment loss", margin={"t": 20})
+        st.plotly_chart(curve, width="stretch", key=f"{family}.loss")
+        st.caption(f"Global alignment: {len(losses)} iterations, loss {losses[0]:.4g} → {losses[-1]:.4g}.")
     if recon.depth_maps is not None:
         st.plotly_chart(viz.depth_figure(list(recon.depth_maps[:8]), [f"view {v}" for v in recon.view_ids[:8]]),
                         width="stretch", key=f"{family}.depth")

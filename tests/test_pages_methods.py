@@ -138,3 +138,5 @@ def test_discriminative_page_runs_dust3r_and_fast3r_random_tiny(isolated_cache, 
     assert run.method == method and len(run.meta["view_ids"]) == views
     assert run.evaluation and ("chamfer" in run.evaluation or "error" in run.evaluation)
     assert len(at.get("plotly_chart")) >= 1
+    if method == "dust3r" and views > 2:  # global alignment ran: its loss curve is shown
+        assert any(c.value.startswith("Global alignment: 20 iterations") for c in at.caption)
