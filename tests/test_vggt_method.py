@@ -119,7 +119,7 @@ def test_pretrained_unavailable_without_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(weights, "_hf_cached", lambda checkpoint: None)
     status = availability({"weights": "pretrained"})
     assert not status.ok and "VGGT-1B" in status.missing
-    assert status.fix_command == "python -m core weights fetch vggt-1b"
+    assert status.fix_command == "python -m core weights fetch vggt"
     assert {"vggt-1b", "vggt-1b-commercial"} <= set(weights.registered())
     assert weights.registered()["vggt-1b-commercial"].repo_id == "facebook/VGGT-1B-Commercial"
 

@@ -19,7 +19,7 @@ from .modeling_vggt import VGGT
 log = logging.getLogger(__name__)
 
 VGGT_1B = weights.Checkpoint(
-    key="vggt-1b", filename="model.pt", repo_id="facebook/VGGT-1B", size_mb=5030,
+    key="vggt-1b", filename="model.pt", repo_id="facebook/VGGT-1B", size_mb=5030, fetch_key="vggt",
     description="VGGT-1B (facebook/VGGT-1B, non-commercial licence)")
 VGGT_1B_COMMERCIAL = weights.Checkpoint(
     key="vggt-1b-commercial", filename="model.pt", repo_id="facebook/VGGT-1B-Commercial",
