@@ -182,3 +182,23 @@ def test_load_checkpoint_files(tmp_path):
     with pytest.raises(weights.BadCheckpoint, match="unexpected .*cond_point_proj"):
         load_pretrained(tmp_path / "upsample_40m.pt", tmp_path / "upsample_40m.pt",
                         tmp_path / "model.safetensors", config=config)
+
+
+def test_no_object_tiny_image_and_stopped_runs_leave_the_cache_empty(tmp_path):
+    from core.cache import RunStore
+    from core.runner import run_method
+
+    scene = _scene(1)
+    empty = Scene(name="disc", images=scene.images, image_names=scene.image_names, intrinsics=scene.intrinsics,
+                  cam_from_world=scene.cam_from_world, masks=np.zeros_like(scene.masks))
+    with pytest.raises(ValueError, match="empty object mask"):
+        METHOD.run(empty, [0], _options(), None)
+    tiny = Scene(name="dot", images=[np.full((1, 1, 3), 200, np.uint8)], image_names=["dot.png"],
+                 intrinsics=scene.intrinsics, cam_from_world=scene.cam_from_world)
+    with pytest.raises(ValueError, match="1x1 pixels"):
+        METHOD.run(tiny, [0], _options(), None)
+    store = RunStore(tmp_path)
+    progress = Progress(lambda fraction, message: progress.request_stop() if "CLIP" in message else None)
+    with pytest.raises(Stopped):
+        run_method(scene, "pointe", [0], _options(), progress, store)
+    assert store.runs("disc") == [] and [p for p in tmp_path.rglob("*") if p.is_file()] == []

@@ -30,6 +30,9 @@ VERSION = "1"
 RANDOM_NOTE = "random weights: the geometry and scores are meaningless"
 
 
+MIN_IMAGE_SIDE = 8  # pixels; smaller pictures carry no object for CLIP to see
+
+
 @dataclass
 class PointEOptions:
     weights: str = option("pretrained", choices=("pretrained", "random-tiny"),
@@ -140,6 +143,14 @@ def run(scene: Scene, view_ids: list[int], options: PointEOptions | None = None,
         raise ValueError("karras_steps must be at least 1")
     device = pick_device(options.device)
     masked = options.use_object_mask and scene.masks is not None
+    for v in view_ids:
+        h, w = scene.images[v].shape[:2]
+        if min(h, w) < MIN_IMAGE_SIDE:
+            raise ValueError(f"view {v} is {w}x{h} pixels; Point-E needs at least "
+                             f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} to see an object")
+        if masked and not scene.masks[v].any():
+            raise ValueError(f"view {v} has an empty object mask: there is no object to reconstruct "
+                             "(turn off use_object_mask to use the whole picture)")
     images = [object_image(scene.images[v], scene.masks[v] if masked else None) for v in view_ids]
 
     with measure(cuda=device.type == "cuda") as measured:
