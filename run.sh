@@ -11,7 +11,7 @@ need_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 install_system_packages() {
   # open3d needs libusb-1.0 at import time.
-  if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
+  if ! dpkg -s libusb-1.0-0 >/dev/null 2>&1 && ! /sbin/ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
     echo "[run.sh] installing Debian package libusb-1.0-0" >&2
     need_root apt-get update -qq
     need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0 >/dev/null
