@@ -212,7 +212,8 @@ def register(subparsers) -> None:
     parser.add_argument("--views", type=int, nargs="+", default=list(DEFAULT_VIEW_COUNTS))
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--option", action="append", help="VGGT option key=value, e.g. weights=random-tiny")
+    parser.add_argument("--option", action="append", help="VGGT option key=value, e.g. weights=random-tiny "
+                        "(or weights=random-full: VGGT-1B's real cost, timing only)")
     parser.set_defaults(func=_cli)
 
 
@@ -235,7 +236,8 @@ def _cli(args) -> int:
         raise CliError(str(error)) from None
     ready = method.availability(options)
     if not ready.ok:
-        raise CliError(f"VGGT cannot run: {ready.message()} (or pass --option weights=random-tiny for timing only)")
+        raise CliError(f"VGGT cannot run: {ready.message()} (or pass --option weights=random-full, or "
+                       "random-tiny, for timing only)")
     config = VGGTConfig.tiny() if options.weights == "random-tiny" else VGGTConfig()
     h, w = preprocess_images([scene.images[0]], options.preprocess)[1][0].network_hw
     heads = ("camera", "depth") + (("point",) if options.branch == "point map" else ())

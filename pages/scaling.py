@@ -36,7 +36,8 @@ with st.form("scaling.form"):
 availability = method.availability(options)
 if not availability.ok:
     st.warning(f"VGGT cannot run with these options: {availability.message()} "
-               "Choose weights = random-tiny for a timing-only study.")
+               "Choose weights = random-full (VGGT-1B's real cost) or random-tiny (seconds) for a timing-only "
+               "study.")
 
 results_box = st.container()
 

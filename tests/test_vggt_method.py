@@ -112,6 +112,24 @@ def test_bad_views_and_options_raise_value_error(scene):
         METHOD.run(scene, [0], {"weights": "random-tiny", "branch": "mesh"})
     with pytest.raises(ValueError, match="unknown option"):
         METHOD.run(scene, [0], {"weights": "random-tiny", "colour": 1})
+    with pytest.raises(ValueError, match="weights"):
+        METHOD.run(scene, [0], {"weights": "random-huge"})
+
+
+def test_model_loading_is_timed_apart_from_the_reconstruction(scene, monkeypatch):
+    """The model is cached per process, so a run's seconds must not depend on who loaded it first."""
+    import time
+
+    from core.models.vggt import method
+
+    def slow_load(*args):
+        time.sleep(3.0)
+        return method.random_tiny_model()
+
+    monkeypatch.setattr(method, "load_model", slow_load)
+    recon = METHOD.run(scene, [0], {"weights": "random-tiny"})
+    assert recon.extra["model_load_seconds"] >= 3.0
+    assert recon.seconds < recon.extra["model_load_seconds"]
 
 
 def test_pretrained_unavailable_without_checkpoint(tmp_path, monkeypatch):
@@ -119,6 +137,7 @@ def test_pretrained_unavailable_without_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(weights, "_hf_cached", lambda checkpoint: None)
     status = availability({"weights": "pretrained"})
     assert not status.ok and "VGGT-1B" in status.missing
+    assert availability({"weights": "random-full"}).ok  # VGGT-1B's architecture, no checkpoint needed
     assert status.fix_command == "python -m core weights fetch vggt"
     assert {"vggt-1b", "vggt-1b-commercial"} <= set(weights.registered())
     assert weights.registered()["vggt-1b-commercial"].repo_id == "facebook/VGGT-1B-Commercial"

@@ -28,12 +28,16 @@ log = logging.getLogger(__name__)
 
 VERSION = "1"
 RANDOM_NOTE = "random weights: the geometry and scores are meaningless"
+WEIGHTS = ("pretrained", "random-tiny", "random-full")
+RANDOM_WEIGHTS = ("random-tiny", "random-full")
 
 
 @dataclass
 class VGGTOptions:
-    weights: str = option("pretrained", choices=("pretrained", "random-tiny"),
-                          help="pretrained VGGT-1B, or a tiny random model for tests and demos")
+    weights: str = option("pretrained", choices=WEIGHTS,
+                          help="pretrained VGGT-1B; random-tiny: a tiny random model for tests and "
+                               "demos; random-full: VGGT-1B's architecture with random weights "
+                               "(real timings and memory, meaningless outputs)")
     checkpoint: str = option("vggt-1b", choices=tuple(CHECKPOINTS),
                              help="which published checkpoint", advanced=True)
     checkpoint_path: str = option("", help="explicit checkpoint file (model.pt or .safetensors)",
@@ -84,14 +88,17 @@ def load_model(weights_name: str, checkpoint: str, checkpoint_path: str, device:
     """One model per (weights, checkpoint, path, device) per process."""
     if weights_name == "random-tiny":
         return random_tiny_model().to(device)
+    if weights_name == "random-full":
+        from .bench import random_full_model
+        return random_full_model(device=device)
     if weights_name != "pretrained":
-        raise ValueError(f"unknown weights {weights_name!r}; use pretrained or random-tiny")
+        raise ValueError(f"unknown weights {weights_name!r}; use one of {WEIGHTS}")
     return load_pretrained(CHECKPOINTS[checkpoint], checkpoint_path, device)
 
 
 def availability(options: VGGTOptions | dict | None = None) -> Availability:
     opts = _options(options)
-    if opts.weights == "random-tiny":
+    if opts.weights in RANDOM_WEIGHTS:
         return Availability(True)
     checkpoint = CHECKPOINTS.get(opts.checkpoint)
     if checkpoint is None:
@@ -115,6 +122,8 @@ def _check_options(opts: VGGTOptions) -> None:
     if not 0 <= opts.confidence_percentile <= 100:
         raise ValueError(f"confidence_percentile must be in [0, 100], got "
                          f"{opts.confidence_percentile}")
+    if opts.weights not in WEIGHTS:
+        raise ValueError(f"unknown weights {opts.weights!r}; use one of {WEIGHTS}")
     if opts.checkpoint not in CHECKPOINTS:
         raise ValueError(f"unknown checkpoint {opts.checkpoint!r}; use one of "
                          f"{tuple(CHECKPOINTS)}")
@@ -135,9 +144,12 @@ def run(scene: Scene, view_ids: list[int], options: VGGTOptions | dict | None = 
     cuda = device.type == "cuda"
     images = [scene.images[v] for v in view_ids]
     notes = []
-    with measure(cuda=cuda) as measurement:
-        progress(0.0, "loading VGGT")
+    # Loading is timed apart (the model is cached per process), so seconds and peak memory are
+    # those of one reconstruction whichever run loads the model first.
+    progress(0.0, "loading VGGT")
+    with measure(cuda=cuda) as loading:
         model = load_model(opts.weights, opts.checkpoint, opts.checkpoint_path, str(device))
+    with measure(cuda=cuda) as measurement:
         progress(0.1, f"preprocessing {len(images)} view(s) ({opts.preprocess})")
         tensor, transforms = preprocess_images(images, opts.preprocess)
         hw = tuple(tensor.shape[-2:])
@@ -170,7 +182,7 @@ def run(scene: Scene, view_ids: list[int], options: VGGTOptions | dict | None = 
         cloud = point_cloud(world, conf, tensor.numpy(), transforms, opts.confidence_percentile,
                             opts.min_confidence, masks)
         intrinsics = np.stack([t.intrinsics_to_original(k) for t, k in zip(transforms, k_net)])
-    if opts.weights == "random-tiny":
+    if opts.weights in RANDOM_WEIGHTS:
         notes.insert(0, RANDOM_NOTE)
     progress(1.0, f"VGGT: {len(cloud.points):,} points")
     return Reconstruction(
@@ -182,7 +194,8 @@ def run(scene: Scene, view_ids: list[int], options: VGGTOptions | dict | None = 
         peak_memory_bytes=measurement.peak_memory_bytes,
         parameter_count=sum(p.numel() for p in model.parameters()), device=str(device),
         notes=notes,
-        extra={"network_hw": list(hw), "pose_enc": pose_enc.cpu().numpy().tolist(),
+        extra={"network_hw": list(hw), "model_load_seconds": loading.seconds,
+               "pose_enc": pose_enc.cpu().numpy().tolist(),
                "intrinsics_network": k_net.tolist(),
                "transforms": [{"original_hw": list(t.original_hw), "scale": list(t.scale),
                                "offset": list(t.offset), "network_hw": list(t.network_hw)}
