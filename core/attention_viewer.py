@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -54,6 +55,14 @@ class AttentionSession:
     random_weights: bool = False
     seconds: float = 0.0
     peak_memory_bytes: int = 0
+    rollouts: dict = field(default_factory=dict, repr=False)
+
+    MAX_KEPT_ROLLOUTS = 64
+
+    @property
+    def capture_bytes(self) -> int:
+        """Bytes held by the captured queries and keys (all layers)."""
+        return sum(t.numel() * t.element_size() for pair in self.capture.qk.values() for t in pair)
 
     @property
     def num_frames(self) -> int:
@@ -95,17 +104,27 @@ class AttentionSession:
             row = probs[int(reduce)]
         return self._patch_maps(row.to(torch.float32).cpu().numpy())
 
-    def rollout(self, token: int, first_layer: int, last_layer: int, discard_fraction: float = 0.9) -> np.ndarray:
-        """Attention rollout of ``token`` over layers ``first..last`` (inclusive): ``[S, rows, cols]``."""
+    def rollout(self, token: int, first_layer: int, last_layer: int, discard_fraction: float = 0.9,
+                progress=None) -> np.ndarray:
+        """Attention rollout of ``token`` over layers ``first..last`` (inclusive): ``[S, rows, cols]``.
+
+        Results are kept per (token, layers, discard) in the session (a few KB each), so showing
+        the same query again costs nothing; ``progress(fraction, message)`` is called per layer.
+        """
         from core.models.vggt import AttentionCapture, attention_rollout
 
         chosen = [l for l in self.layers if first_layer <= l <= last_layer]
         if not chosen:
             raise ValueError(f"no captured layer in {first_layer}..{last_layer}")
-        view = AttentionCapture([token], layers=chosen, keep_qk=True)
-        view.qk = {l: self.capture.qk[l] for l in chosen}
-        rolled = attention_rollout(view, [token], discard_fraction=discard_fraction)
-        return self._patch_maps(rolled[0, 0].cpu().numpy())
+        key = (int(token), chosen[0], chosen[-1], float(discard_fraction))
+        if key not in self.rollouts:
+            view = AttentionCapture([token], layers=chosen, keep_qk=True)
+            view.qk = {l: self.capture.qk[l] for l in chosen}
+            rolled = attention_rollout(view, [token], discard_fraction=discard_fraction, progress=progress)
+            if len(self.rollouts) >= self.MAX_KEPT_ROLLOUTS:
+                self.rollouts.pop(next(iter(self.rollouts)))
+            self.rollouts[key] = self._patch_maps(rolled[0, 0].cpu().numpy())
+        return self.rollouts[key]
 
     def network_to_original(self, frame: int, u: float, v: float) -> tuple[float, float]:
         (sx, sy), (tx, ty) = self.transforms[frame].scale, self.transforms[frame].offset
@@ -140,19 +159,24 @@ class AttentionSession:
 
 def capture_session(scene, view_ids: list[int], weights: str = "pretrained", checkpoint_path: str = "",
                     preprocess: str = "crop", layers: list[int] | None = None, half_precision_keys: bool = False,
-                    progress=None) -> AttentionSession:
-    """Run VGGT once on ``view_ids`` with global-attention capture (queries and keys kept)."""
+                    progress=None, checkpoint: str = "vggt-1b") -> AttentionSession:
+    """Run VGGT once on ``scene.images[v]`` for ``v`` in ``view_ids`` with global-attention capture
+    (queries and keys kept; ``scene`` needs only ``images``).
+
+    ``weights`` is a VGGT weights option (pretrained, random-tiny, random-full); ``seconds`` and
+    ``peak_memory_bytes`` of the result cover the captured forward pass, not the model load.
+    """
     import torch
 
     from core.models.vggt import AttentionCapture, pose_encoding_to_extrinsics_intrinsics, preprocess_images
-    from core.models.vggt.method import load_model
+    from core.models.vggt.method import RANDOM_WEIGHTS, load_model
     from core.profiling import measure
 
     if not view_ids:
         raise ValueError("choose at least one view")
     report = progress or (lambda fraction, message="": None)
     report(0.05, "loading VGGT")
-    model = load_model(weights, "VGGT-1B", checkpoint_path, "cpu")
+    model = load_model(weights, checkpoint, checkpoint_path, "cpu")
     report(0.15, "preprocessing")
     tensor, transforms = preprocess_images([scene.images[v] for v in view_ids], preprocess)
     capture = AttentionCapture([], layers=layers, keep_qk=True,
@@ -174,5 +198,81 @@ def capture_session(scene, view_ids: list[int], weights: str = "pretrained", che
         tokens_per_frame=patch_start + grid[0] * grid[1], patch_start=patch_start,
         depth=out["depth"][0, ..., 0].float().numpy(), cam_from_world=cams.double().numpy(),
         intrinsics=k_net.double().numpy(), capture=capture, layers=captured, heads=heads,
-        random_weights=weights == "random-tiny", seconds=measured.seconds,
+        random_weights=weights in RANDOM_WEIGHTS, seconds=measured.seconds,
         peak_memory_bytes=measured.peak_memory_bytes)
+
+
+def _crop_to_aspect(image: np.ndarray, aspect: float) -> np.ndarray:
+    """Centre crop of an ``[H,W,C]`` image to height/width = ``aspect`` (the largest that fits)."""
+    h, w = image.shape[:2]
+    if h / w > aspect:
+        new_h = int(round(w * aspect))
+        top = (h - new_h) // 2
+        return image[top:top + new_h]
+    new_w = int(round(h / aspect))
+    left = (w - new_w) // 2
+    return image[:, left:left + new_w]
+
+
+def bench(argv: list[str] | None = None) -> list[dict]:
+    """``python -m core bench attention``: time and peak memory of the viewer's capture and rollout.
+
+    Loads the scene (default ``sample_data/toy``), runs :func:`capture_session` on ``--views``
+    evenly spaced views with every global layer captured (default weights ``random-full``:
+    VGGT-1B's architecture, so time and memory are the real model's), then computes one clicked
+    token's per-layer map and its rollout across all captured layers. Reports seconds, the
+    process's peak RSS (the number that must stay under 16 GB), the increase over the loaded
+    model, and the bytes held by the captured queries and keys.
+    """
+    import argparse
+    import time
+
+    import psutil
+
+    from core.cli import load_scene
+    from core.models.vggt.method import WEIGHTS, load_model
+    from core.profiling import measure
+
+    parser = argparse.ArgumentParser(prog="python -m core bench attention", description=bench.__doc__)
+    parser.add_argument("--scene", default="sample_data/toy")
+    parser.add_argument("--views", type=int, default=8)
+    parser.add_argument("--weights", default="random-full", choices=WEIGHTS)
+    parser.add_argument("--checkpoint-path", default="")
+    parser.add_argument("--half", action="store_true", help="keep queries and keys in float16")
+    parser.add_argument("--height", type=int, default=392, help="network input height (multiple of 14)")
+    parser.add_argument("--width", type=int, default=518, help="network input width (crop mode: 518)")
+    args = parser.parse_args(list(argv or []))
+
+    scene = load_scene(args.scene)
+    view_ids = scene.uniform_views(args.views)
+    cropped = SimpleNamespace(images=[_crop_to_aspect(scene.images[v], args.height / args.width) for v in view_ids])
+    process = psutil.Process()
+    base_rss = process.memory_info().rss
+    started = time.perf_counter()
+    model = load_model(args.weights, "vggt-1b", args.checkpoint_path, "cpu")
+    load_s = time.perf_counter() - started
+    model_rss = process.memory_info().rss
+    with measure() as whole:
+        session = capture_session(cropped, list(range(len(view_ids))), weights=args.weights, checkpoint_path=args.checkpoint_path,
+                                  half_precision_keys=args.half)
+        token = session.token_for_pixel(0, session.images.shape[2] / 2, session.images.shape[1] / 2)
+        with measure() as one_layer:
+            session.layer_attention(token, session.layers[-1], "max")
+        with measure() as rollout:
+            rolled = session.rollout(token, session.layers[0], session.layers[-1])
+    height, width = session.images.shape[1:3]
+    if (height, width) != (args.height, args.width):
+        log.warning("network input is %dx%d, not the requested %dx%d", height, width, args.height, args.width)
+    return [{
+        "bench": "attention", "weights": args.weights, "scene": scene.name, "views": len(view_ids),
+        "view_ids": view_ids, "height": int(height), "width": int(width),
+        "layers_captured": len(session.layers), "heads": session.heads,
+        "tokens": session.num_frames * session.tokens_per_frame,
+        "key_dtype": "float16" if args.half else "float32",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "model_load_seconds": round(load_s, 2), "model_rss_bytes": model_rss - base_rss,
+        "capture_seconds": session.seconds, "capture_bytes": session.capture_bytes,
+        "layer_map_seconds": one_layer.seconds, "rollout_seconds": rollout.seconds,
+        "rollout_mass_on_patches": float(rolled.sum()),
+        "peak_rss_bytes": whole.peak_rss_bytes, "peak_rss_over_model_bytes": whole.peak_rss_bytes - model_rss,
+        "peak_rss_gib": round(whole.peak_rss_bytes / 2**30, 3)}]

@@ -23,6 +23,7 @@ BENCHES: dict[str, str] = {
     "sfm": "core.sfm:bench",
     "dust3r": "core.models.dust3r.bench:bench",
     "fast3r": "core.models.fast3r.bench:bench",
+    "attention": "core.attention_viewer:bench",
 }
 
 

@@ -92,6 +92,10 @@ class StreamlitProgress:
     def done(self, message: str = "done") -> None:
         self.bar.progress(1.0, text=f"{message} — {self.progress.elapsed():.1f} s")
 
+    def clear(self) -> None:
+        """Remove the bar (for work whose result replaces it on screen)."""
+        self.bar.empty()
+
 
 def option_widgets(options_type: type, key: str, show_advanced: bool = False):
     """Widgets for an options dataclass (built with ``core.models.registry.option``); returns an instance."""

@@ -23,8 +23,9 @@ if scene is None:
 with st.form("attention.form"):
     c1, c2, c3 = st.columns(3)
     count = c1.slider("Views", 1, min(8, scene.num_views), min(3, scene.num_views), key="attention.count")
-    weights = c2.selectbox("Weights", ["pretrained", "random-tiny"], key="attention.weights",
-                           help="random-tiny: the fixture's tiny configuration with random weights (demo/tests)")
+    weights = c2.selectbox("Weights", ["pretrained", "random-tiny", "random-full"], key="attention.weights",
+                           help="random-tiny: the fixture's tiny configuration with random weights (demo/tests); "
+                                "random-full: VGGT-1B's architecture with random weights (real time and memory)")
     half = c3.checkbox("Keep keys in float16 (half the memory)", key="attention.half")
     checkpoint = st.text_input("Checkpoint path (optional)", key="attention.checkpoint")
     submitted = st.form_submit_button("Run VGGT with attention capture", type="primary", key="attention.run")
@@ -55,7 +56,8 @@ if session.random_weights:
     st.warning("random weights: the attention and the predicted correspondences are meaningless (demo of the "
                "viewer only).")
 st.caption(f"Views {session.view_ids}; {len(session.layers)} global layers × {session.heads} heads captured in "
-           f"{session.seconds:.1f} s, peak memory +{session.peak_memory_bytes / 2**20:,.0f} MB. Network input "
+           f"{session.seconds:.1f} s, peak memory +{session.peak_memory_bytes / 2**20:,.0f} MB (queries and keys "
+           f"{session.capture_bytes / 2**20:,.0f} MB). Network input "
            f"{session.images.shape[2]}×{session.images.shape[1]}, {session.grid[0]}×{session.grid[1]} patches.")
 
 frames = list(range(session.num_frames))
@@ -103,8 +105,12 @@ else:
 
 token = session.token_for_pixel(source, u, v)
 try:
-    maps = session.layer_attention(token, layer, reduce) if mode == "one layer" else \
-        session.rollout(token, first, last, discard)
+    if mode == "one layer":
+        maps = session.layer_attention(token, layer, reduce)
+    else:
+        bar = StreamlitProgress("Rolling out attention")
+        maps = session.rollout(token, first, last, discard, progress=bar.progress)
+        bar.clear()
 except ValueError as error:
     st.error(str(error))
     st.stop()

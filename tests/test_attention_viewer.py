@@ -65,7 +65,7 @@ def test_attention_maps_match_the_capture_rows(sample_scene):
 
     session = capture_session(sample_scene, [0, 14, 28], weights="random-tiny")
     token = session.token_for_pixel(1, 200, 150)
-    model = load_model("random-tiny", "VGGT-1B", "", "cpu")
+    model = load_model("random-tiny", "vggt-1b", "", "cpu")
     tensor, _ = preprocess_images([sample_scene.images[v] for v in (0, 14, 28)], "crop")
     rows = AttentionCapture([token])
     with torch.inference_mode():
@@ -76,7 +76,57 @@ def test_attention_maps_match_the_capture_rows(sample_scene):
         np.testing.assert_allclose(mine, session._patch_maps(reference), atol=1e-6)
         head0 = session.layer_attention(token, layer, 0)
         assert head0.sum() <= 1.0 + 1e-5  # patches only: camera/register tokens take the rest
-    rolled = session.rollout(token, session.layers[0], session.layers[-1], 0.5)
+    steps = []
+    rolled = session.rollout(token, session.layers[0], session.layers[-1], 0.5,
+                             progress=lambda fraction, message: steps.append(fraction))
     assert rolled.shape == (3,) + session.grid and rolled.min() >= 0 and rolled.sum() <= 1 + 1e-5
+    assert steps == [i / len(session.layers) for i in range(len(session.layers))]
+    again = session.rollout(token, session.layers[0], session.layers[-1], 0.5,
+                            progress=lambda fraction, message: steps.append(fraction))
+    assert again is rolled and len(steps) == len(session.layers)  # kept, not recomputed
+    other = session.rollout(token, session.layers[0], session.layers[-1], 0.9)
+    assert not np.array_equal(other, rolled)
     with pytest.raises(ValueError, match="no captured layer"):
         session.rollout(token, 50, 60)
+
+
+def test_capture_without_the_checkpoint_says_what_is_missing(sample_scene, tmp_path, monkeypatch):
+    from core.models import weights
+    from core.models.vggt.method import load_model
+    from core.models.weights import MissingWeights
+
+    monkeypatch.setenv("RECONBENCH_WEIGHTS", str(tmp_path))
+    monkeypatch.setattr(weights, "_hf_cached", lambda checkpoint: None)  # ignore a real HF cache
+    load_model.cache_clear()
+    with pytest.raises(MissingWeights, match="weights fetch vggt"):
+        capture_session(sample_scene, [0], weights="pretrained")
+    with pytest.raises(MissingWeights, match="nowhere.pt does not exist"):
+        capture_session(sample_scene, [0], weights="pretrained", checkpoint_path=str(tmp_path / "nowhere.pt"))
+
+
+def test_crop_to_aspect_keeps_the_centre():
+    from core.attention_viewer import _crop_to_aspect
+
+    portrait = np.arange(640 * 480).reshape(640, 480)
+    landscape = _crop_to_aspect(portrait, 392 / 518)
+    assert landscape.shape == (363, 480)  # 480 * 392/518 = 363.2
+    np.testing.assert_array_equal(landscape, portrait[138:501])
+    wide = _crop_to_aspect(portrait.T, 1.0)
+    assert wide.shape == (480, 480) and wide[0, 0] == portrait.T[0, 80]
+
+
+def test_attention_benchmark_reports_the_capture_it_holds(sample_scene):
+    from core.attention_viewer import bench
+    from core.cache import REPO_ROOT
+    from core.models.vggt import VGGTConfig
+
+    (row,) = bench(["--scene", str(REPO_ROOT / "sample_data" / "toy"), "--weights", "random-tiny", "--views", "2"])
+    config = VGGTConfig.tiny()
+    assert (row["height"], row["width"]) == (392, 518)
+    tokens = 2 * (1 + config.num_register_tokens + (392 // 14) * (518 // 14))
+    assert row["tokens"] == tokens and row["layers_captured"] == config.depth
+    # queries and keys of every global layer, float32: 2 · N · C · 4 bytes per layer
+    assert row["capture_bytes"] == config.depth * 2 * tokens * config.embed_dim * 4
+    assert 0.5 < row["rollout_mass_on_patches"] <= 1 + 1e-5
+    assert row["peak_rss_bytes"] > row["model_rss_bytes"] + row["capture_bytes"]
+    assert row["view_ids"] == sample_scene.uniform_views(2)

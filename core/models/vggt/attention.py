@@ -23,7 +23,7 @@ per row (a global quantile cannot be computed chunk by chunk).
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 
@@ -79,14 +79,23 @@ def token_index(frame: int, row: int, col: int, grid_w: int, tokens_per_frame: i
 def _fused_rows(q: torch.Tensor, k: torch.Tensor, start: int, end: int,
                 discard_fraction: float) -> torch.Tensor:
     """Rows ``start:end`` of the processed matrix (max over heads, discard, +I, normalise):
-    ``[B, end-start, N]``."""
-    logits = (q[:, :, start:end].float() @ k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5
-    a = logits.softmax(-1).amax(dim=1)
+    ``[B, end-start, N]``.
+
+    The softmax runs in place on the one ``[B, heads, rows, N]`` buffer, and the discard keeps the
+    top ``N - drop`` values rather than ranking the lowest ``drop`` (the same set barring exact
+    ties, several times cheaper for the usual 90 %).
+    """
+    logits = (q[:, :, start:end].float() * q.shape[-1] ** -0.5) @ k.float().transpose(-1, -2)
+    logits -= logits.amax(-1, keepdim=True)
+    logits.exp_()
+    logits /= logits.sum(-1, keepdim=True)
+    a = logits.amax(dim=1)
+    del logits
     n = a.shape[-1]
     drop = int(n * discard_fraction)
     if drop > 0:
-        lowest = a.topk(drop, dim=-1, largest=False).indices
-        a.scatter_(-1, lowest, 0.0)
+        top = a.topk(n - drop, dim=-1)
+        a = torch.zeros_like(a).scatter_(-1, top.indices, top.values)
     rows = torch.arange(start, end, device=a.device)
     a[:, rows - start, rows] += 1.0
     a *= 0.5
@@ -95,7 +104,8 @@ def _fused_rows(q: torch.Tensor, k: torch.Tensor, start: int, end: int,
 
 @torch.no_grad()
 def attention_rollout(capture: AttentionCapture, query_indices: Iterable[int] | None = None,
-                      discard_fraction: float = 0.9, chunk_size: int = 256) -> torch.Tensor:
+                      discard_fraction: float = 0.9, chunk_size: int = 256,
+                      progress: Callable[[float, str], None] | None = None) -> torch.Tensor:
     """Rolled-out attention of query tokens over all tokens.
 
     Args:
@@ -104,6 +114,8 @@ def attention_rollout(capture: AttentionCapture, query_indices: Iterable[int] | 
         discard_fraction: fraction in [0, 1) of each row's lowest values set to zero.
         chunk_size: rows of each attention matrix built at a time (memory:
             ``B * heads * chunk_size * N`` floats).
+        progress: called as ``progress(fraction, message)`` after each layer (a full-size layer
+            at 8 views takes seconds on a CPU).
 
     Returns:
         ``[B, n_queries, N]`` float32; each row sums to 1.
@@ -119,7 +131,9 @@ def attention_rollout(capture: AttentionCapture, query_indices: Iterable[int] | 
     b, n = q0.shape[0], q0.shape[2]
     v = torch.zeros(b, len(queries), n, device=q0.device)
     v[:, torch.arange(len(queries)), queries.to(q0.device)] = 1.0
-    for layer in reversed(layers):
+    for done, layer in enumerate(reversed(layers)):
+        if progress is not None:
+            progress(done / len(layers), f"rollout: layer {layer} ({done + 1}/{len(layers)})")
         q, k = capture.qk[layer]
         out = torch.zeros_like(v)
         for start in range(0, n, chunk_size):
