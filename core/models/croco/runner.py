@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from ..registry import options_from_dict
+from ..registry import Availability, checkpoint_availability, options_from_dict
 from .preprocess import ImageTransform, prepare_image, to_uint8
 
 RANDOM_NOTE = "random weights: the geometry and scores are meaningless"
@@ -112,6 +112,33 @@ def seeded(seed: int = 0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+def load_network(model_cls, config_cls, checkpoint, weights: str, checkpoint_path: str = "",
+                 device: str = "cpu"):
+    """``model_cls`` in eval mode on ``device``: ``random-tiny`` (seed 0, ``config_cls.tiny()``) or
+    ``pretrained`` (``checkpoint`` resolved through :mod:`core.models.weights`, full ``config_cls()``).
+
+    Raises ``MissingWeights`` (checkpoint not here) or ``BadCheckpoint`` (it does not fit).
+    """
+    from .. import weights as weights_lib
+
+    if weights == "random-tiny":
+        with seeded(0):
+            model = model_cls(config_cls.tiny())
+    elif weights == "pretrained":
+        path = weights_lib.resolve(checkpoint, checkpoint_path or None)
+        model = model_cls.from_state_dict(weights_lib.load_state_dict(path), config_cls())
+    else:
+        raise ValueError(f"unknown weights {weights!r}; use pretrained or random-tiny")
+    return model.to(device).eval()
+
+
+def network_availability(checkpoint, opts) -> Availability:
+    """Ready for ``random-tiny``; otherwise whether ``checkpoint`` (or ``opts.checkpoint_path``) is here."""
+    if opts.weights == "random-tiny":
+        return Availability(True)
+    return checkpoint_availability(checkpoint, opts.checkpoint_path)
 
 
 def random_full_size(model_cls, config, seed: int = 0):

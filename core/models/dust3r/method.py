@@ -18,10 +18,10 @@ import torch
 from ...profiling import measure
 from ...progress import silent
 from ...scene import Reconstruction, Scene
-from .. import weights as weights_lib
-from ..croco.runner import (RANDOM_NOTE, as_options, autocast_context, intrinsics_matrix, object_masks,
-                            options_dict, pick_device, point_cloud, prepare_views, seeded)
-from ..registry import Availability, Method, checkpoint_availability, option
+from ..croco.runner import (RANDOM_NOTE, as_options, autocast_context, intrinsics_matrix, load_network,
+                            network_availability, object_masks, options_dict, pick_device, point_cloud,
+                            prepare_views)
+from ..registry import Availability, Method, option
 from .config import CHECKPOINT, DUSt3RConfig
 from .inference import predict_pairs
 from .modeling_dust3r import DUSt3R
@@ -55,26 +55,12 @@ class DUSt3ROptions:
 
 @functools.cache
 def load_model(weights: str, checkpoint_path: str = "", device: str = "cpu") -> DUSt3R:
-    """The network, loaded once per process.
-
-    Raises ``MissingWeights`` (checkpoint not here) or ``BadCheckpoint`` (it does not fit).
-    """
-    if weights == "random-tiny":
-        with seeded(0):
-            model = DUSt3R(DUSt3RConfig.tiny())
-    elif weights == "pretrained":
-        path = weights_lib.resolve(CHECKPOINT, checkpoint_path or None)
-        model = DUSt3R.from_state_dict(weights_lib.load_state_dict(path), DUSt3RConfig())
-    else:
-        raise ValueError(f"unknown weights {weights!r}; use pretrained or random-tiny")
-    return model.to(device).eval()
+    """The network, loaded once per process (see :func:`core.models.croco.runner.load_network`)."""
+    return load_network(DUSt3R, DUSt3RConfig, CHECKPOINT, weights, checkpoint_path, device)
 
 
 def availability(options=None) -> Availability:
-    opts = as_options(DUSt3ROptions, options)
-    if opts.weights == "random-tiny":
-        return Availability(True)
-    return checkpoint_availability(CHECKPOINT, opts.checkpoint_path)
+    return network_availability(CHECKPOINT, as_options(DUSt3ROptions, options))
 
 
 def _global_align(pairs: dict, shapes, edges, opts: DUSt3ROptions, device: torch.device, progress) -> dict:
