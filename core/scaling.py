@@ -185,6 +185,19 @@ def run_study(scene, method_name: str, view_counts: list[int], repeats: int, opt
     return result
 
 
+def vggt_flops_model(scene, options) -> Callable[[int], float]:
+    """``n -> FLOPs`` of one VGGT forward on ``n`` views of ``scene`` with ``options`` (VGGTOptions):
+    the configuration that will run (tiny for random-tiny, VGGT-1B otherwise), the heads the
+    branch needs, at the network size of the scene's first image."""
+    from core.models.vggt import VGGTConfig, vggt_flops
+    from core.models.vggt.processing import preprocess_images
+
+    config = VGGTConfig.tiny() if options.weights == "random-tiny" else VGGTConfig()
+    h, w = preprocess_images([scene.images[0]], options.preprocess)[1][0].network_hw
+    heads = ("camera", "depth") + (("point",) if options.branch == "point map" else ())
+    return lambda n: vggt_flops(n, h, w, config, heads=heads)["total"]
+
+
 def summary_table(result: ScalingResult) -> list[dict]:
     """One row per view count: mean and spread of time, memory and (when available) scores."""
     rows = []
@@ -224,8 +237,6 @@ def _cli(args) -> int:
     from core.cli import CliError, load_scene, parse_option_values
     from core.cache import RunStore
     from core.models import registry
-    from core.models.vggt import VGGTConfig, vggt_flops
-    from core.models.vggt.processing import preprocess_images
     from core.progress import to_stderr
 
     scene = load_scene(args.scene)
@@ -238,10 +249,7 @@ def _cli(args) -> int:
     if not ready.ok:
         raise CliError(f"VGGT cannot run: {ready.message()} (or pass --option weights=random-full, or "
                        "random-tiny, for timing only)")
-    config = VGGTConfig.tiny() if options.weights == "random-tiny" else VGGTConfig()
-    h, w = preprocess_images([scene.images[0]], options.preprocess)[1][0].network_hw
-    heads = ("camera", "depth") + (("point",) if options.branch == "point map" else ())
-    flops = lambda n: vggt_flops(n, h, w, config, heads=heads)["total"]  # noqa: E731
+    flops = vggt_flops_model(scene, options)
     store = RunStore(args.cache) if args.cache else RunStore()
 
     def emit(point: ScalingPoint) -> None:

@@ -42,18 +42,6 @@ if not availability.ok:
 results_box = st.container()
 
 
-def flops_for(options):
-    """Analytic FLOPs of the configuration that will run, at the sample's network size."""
-    from core.models.vggt import VGGTConfig, vggt_flops
-    from core.models.vggt.processing import preprocess_images
-
-    config = VGGTConfig.tiny() if options.weights == "random-tiny" else VGGTConfig()
-    _, transforms = preprocess_images([scene.images[0]], options.preprocess)
-    h, w = transforms[0].network_hw
-    heads = ("camera", "depth") + (("point",) if options.branch == "point map" else ())
-    return lambda n: vggt_flops(n, h, w, config, heads=heads)["total"]
-
-
 def show(result: scaling.ScalingResult, flops) -> None:
     rows = scaling.summary_table(result)
     if not rows:
@@ -101,7 +89,7 @@ def show(result: scaling.ScalingResult, flops) -> None:
 
 if submitted and availability.ok and counts:
     bar = StreamlitProgress("Scaling study")
-    flops = flops_for(options)
+    flops = scaling.vggt_flops_model(scene, options)
     try:
         result = scaling.run_study(scene, "vggt", sorted(counts), int(repeats), options, bar.progress, store(),
                                    seed=int(seed), flops=flops)
@@ -112,4 +100,4 @@ if submitted and availability.ok and counts:
         st.error(f"The study failed: {error}")
 if "scaling.result" in st.session_state:
     result, used = st.session_state["scaling.result"]
-    show(result, flops_for(used))
+    show(result, scaling.vggt_flops_model(scene, used))
