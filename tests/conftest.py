@@ -22,6 +22,30 @@ def sample_scene():
     return Scene.load(SAMPLE)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for the module, restored afterwards. Tiny models and problems run
+    far faster single-threaded on a shared 2-core machine (two OpenMP threads can be 10x slower).
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def load_vggt_reference() -> tuple[dict, dict]:
+    """The VGGT conformance fixture (authors' code, tiny config): ``(config kwargs, {name: tensor})``;
+    tensor names are ``weights.*``, ``input.*`` and ``output.*``."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(FIXTURES / "vggt_tiny_reference.safetensors"), "pt") as f:
+        return json.loads(f.metadata()["config"]), {k: f.get_tensor(k) for k in f.keys()}
+
+
 @pytest.fixture()
 def isolated_cache(tmp_path, monkeypatch):
     """Point the run store at an empty temporary folder (the app and CLI read $RECONBENCH_CACHE)."""

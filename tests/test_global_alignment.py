@@ -37,15 +37,7 @@ PAIR_KEYS = ("view1_idx", "view2_idx", "pts3d", "conf1", "pts3d_in_other_view", 
 SHAPES = [(48, 64)] * 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These problems are tiny (3 x 3072 pixels): one intra-op thread is fastest, and on a shared
-    2-core machine two OpenMP threads can be 10x slower. The README reports identical reference
-    results with 1 and 2 threads."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -28,14 +28,7 @@ REFERENCE = FIXTURES / "pointe_tiny_reference.safetensors"
 STAGES = ("base", "upsample")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine run faster on one thread (restored afterwards)."""
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,7 @@ from core.progress import Progress, Stopped
 from core.scene import Scene
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine run faster on one thread (restored afterwards)."""
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _scene(views: int = 2, with_masks: bool = True) -> Scene:

@@ -1,32 +1,21 @@
 """Global-attention capture (vs the fixture's full maps) and chunked attention rollout."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
-from safetensors import safe_open
 
 from core.models.vggt import VGGT, VGGTConfig, AttentionCapture, attention_rollout, token_index
+from tests.conftest import load_vggt_reference
 
-TINY = Path(__file__).parent / "fixtures" / "vggt_tiny_reference.safetensors"
 QUERIES = [0, 6, 24, 30, 52, 74]          # camera token, patches of frames 0..2, last token
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def fixture():
-    with safe_open(str(TINY), "pt") as f:
-        config = json.loads(f.metadata()["config"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    config, tensors = load_vggt_reference()
     model = VGGT(VGGTConfig(**config)).eval()
     model.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("weights.")})
     return model, tensors

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
 
 from core.models import weights
 from core.models.vggt import VGGT, VGGTConfig
@@ -16,16 +14,10 @@ from core.models.vggt.checkpoints import (VGGT_1B, load_pretrained, model_from_s
 from core.models.vggt.flops import vggt_flops
 from core.models.vggt.method import METHOD, RANDOM_NOTE, VGGTOptions, availability
 from core.scene import Scene
+from tests.conftest import load_vggt_reference
 
-TINY = Path(__file__).parent / "fixtures" / "vggt_tiny_reference.safetensors"
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -144,9 +136,9 @@ def test_pretrained_unavailable_without_checkpoint(tmp_path, monkeypatch):
 
 
 def _fixture_state():
-    with safe_open(str(TINY), "pt") as f:
-        return ({k[8:]: f.get_tensor(k) for k in f.keys() if k.startswith("weights.")},
-                f.get_tensor("input.images"), f.get_tensor("output.depth"))
+    _, tensors = load_vggt_reference()
+    return ({k[8:]: v for k, v in tensors.items() if k.startswith("weights.")},
+            tensors["input.images"], tensors["output.depth"])
 
 
 def test_checkpoint_file_loads_through_weights_module(tmp_path):

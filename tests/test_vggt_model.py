@@ -6,33 +6,23 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 
 from core.models.vggt import (VGGT, VGGTConfig, extrinsics_intrinsics_to_pose_encoding,
                               pose_encoding_to_extrinsics_intrinsics, quaternion_to_matrix)
 from core.models.vggt.flops import vggt_flops
+from tests.conftest import load_vggt_reference
 
 FIXTURES = Path(__file__).parent / "fixtures"
-TINY = FIXTURES / "vggt_tiny_reference.safetensors"
 MANIFEST = FIXTURES / "vggt_1b_state_dict_manifest.json"
 OUTPUTS = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run far faster single-threaded on a shared machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def fixture():
-    with safe_open(str(TINY), "pt") as f:
-        config = json.loads(f.metadata()["config"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    return config, tensors
+    return load_vggt_reference()
 
 
 @pytest.fixture(scope="module")
