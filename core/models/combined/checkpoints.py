@@ -14,12 +14,15 @@ names all files of one model) and :func:`model_folder` finds them again, never d
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.models import weights
 from core.models.weights import Checkpoint, MissingWeights
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -137,3 +140,26 @@ def missing(model_key: str, table: dict[str, HFModel]) -> str | None:
 def sam_checkpoint(key: str, explicit_path: str = "") -> Path:
     """Local ``.pth`` of SAM variant ``key`` (explicit path first); raises MissingWeights."""
     return weights.resolve(SEGMENTERS[key][1], explicit_path or None)
+
+
+class ModelWithProcessor:
+    """A transformers model (eval mode, on ``device``) with its image/text processor."""
+
+    def __init__(self, model, processor, device: str = "cpu", name: str = "") -> None:
+        self.model = model.to(device).eval()
+        self.processor = processor
+        self.device = device
+        self.name = name
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @classmethod
+    def from_local(cls, spec: HFModel, model_cls, processor_cls, device: str = "cpu"):
+        """Load ``spec`` with ``model_cls`` / ``processor_cls`` from :func:`model_folder` (never
+        downloads; raises MissingWeights)."""
+        folder = model_folder(spec)
+        log.info("loading %s from %s", spec.key, folder)
+        return cls(model_cls.from_pretrained(folder, local_files_only=True),
+                   processor_cls.from_pretrained(folder, local_files_only=True), device, spec.key)

@@ -6,28 +6,15 @@ The network predicts *relative inverse depth* (disparity up to an unknown scale 
 from __future__ import annotations
 
 import functools
-import logging
 
 import numpy as np
 import torch
 
-from core.models.combined.checkpoints import DEPTH_MODELS, model_folder
-
-log = logging.getLogger(__name__)
+from core.models.combined.checkpoints import DEPTH_MODELS, ModelWithProcessor
 
 
-class DepthEstimator:
+class DepthEstimator(ModelWithProcessor):
     """A Depth Anything model with its DPT image processor."""
-
-    def __init__(self, model, processor, device: str = "cpu", name: str = "") -> None:
-        self.model = model.to(device).eval()
-        self.processor = processor
-        self.device = device
-        self.name = name
-
-    @property
-    def parameter_count(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         """Relative inverse depth ``float32 [H,W]`` (>= 0, larger = nearer) at the image's size.
@@ -48,11 +35,7 @@ def load_depth_estimator(key: str, device: str = "cpu") -> DepthEstimator:
     """The pretrained Depth Anything ``key`` (local cache only; raises MissingWeights)."""
     from transformers import AutoImageProcessor, DepthAnythingForDepthEstimation
 
-    folder = model_folder(DEPTH_MODELS[key])
-    log.info("loading %s from %s", key, folder)
-    model = DepthAnythingForDepthEstimation.from_pretrained(folder, local_files_only=True)
-    processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
-    return DepthEstimator(model, processor, device, key)
+    return DepthEstimator.from_local(DEPTH_MODELS[key], DepthAnythingForDepthEstimation, AutoImageProcessor, device)
 
 
 @functools.cache

@@ -6,16 +6,13 @@ whose prompt tokens pass the text threshold), sorted by score, in pixels of the 
 from __future__ import annotations
 
 import functools
-import logging
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from core.models.combined.checkpoints import DETECTORS, model_folder
-
-log = logging.getLogger(__name__)
+from core.models.combined.checkpoints import DETECTORS, ModelWithProcessor
 
 
 @dataclass
@@ -60,18 +57,8 @@ def normalise_prompt(prompt: str) -> str:
     return text if text.endswith(".") else text + "."
 
 
-class Detector:
+class Detector(ModelWithProcessor):
     """A Grounding DINO model with its processor (image resizing/normalising + BERT tokenizer)."""
-
-    def __init__(self, model, processor, device: str = "cpu", name: str = "") -> None:
-        self.model = model.to(device).eval()
-        self.processor = processor
-        self.device = device
-        self.name = name
-
-    @property
-    def parameter_count(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
 
     def detect(self, image: np.ndarray, prompt: str, box_threshold: float = 0.35,
                text_threshold: float = 0.25) -> Detections:
@@ -104,11 +91,7 @@ def load_detector(key: str, device: str = "cpu") -> Detector:
     """The pretrained Grounding DINO ``key`` (from the local cache only; raises MissingWeights)."""
     from transformers import AutoProcessor, GroundingDinoForObjectDetection
 
-    folder = model_folder(DETECTORS[key])
-    log.info("loading %s from %s", key, folder)
-    model = GroundingDinoForObjectDetection.from_pretrained(folder, local_files_only=True)
-    processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
-    return Detector(model, processor, device, key)
+    return Detector.from_local(DETECTORS[key], GroundingDinoForObjectDetection, AutoProcessor, device)
 
 
 @functools.cache
