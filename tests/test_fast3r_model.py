@@ -200,3 +200,18 @@ def test_views_of_different_shapes_fuse_with_their_own_grids(outputs):
         out = model([torch.zeros(1, 3, 48, 64), torch.zeros(1, 3, 64, 48)])
     assert out["preds"][0]["conf"].shape == (1, 48, 64) and out["preds"][1]["pts3d_local"].shape == (1, 64, 48, 3)
     assert out["decoder_output"][0].shape == (1, 24, 32)
+
+
+def test_benchmark_loop_reports_one_row_per_view_count():
+    from argparse import Namespace
+
+    from core.models.croco.runner import bench_network
+    from core.models.fast3r.method import Fast3ROptions, reconstruct
+
+    config = Fast3RConfig.tiny()
+    rows = bench_network("fast3r", Fast3R, config, reconstruct, lambda device: Fast3ROptions(device=device),
+                         lambda n, rec: {"points": len(rec.points)}, Namespace(views=[1, 2], size=64, device="cpu"))
+    assert [r["views"] for r in rows] == [1, 2]
+    assert rows[0]["parameters"] == sum(p.numel() for p in Fast3R(config).parameters())
+    assert all(list(r["image_size"]) == [48, 64] and r["points"] > 0 for r in rows)
+    assert all(r["network_seconds"] <= r["seconds"] and r["process_peak_rss_bytes"] > 0 for r in rows)

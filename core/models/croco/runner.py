@@ -174,3 +174,54 @@ def bench_images(num_views: int, height: int = 384, width: int = 512, seed: int 
         low = rng.integers(0, 255, (height // 16, width // 16, 3)).astype(np.uint8)
         out.append(np.kron(low, np.ones((16, 16, 1), dtype=np.uint8)))
     return out
+
+
+def bench_parser(method: str, description: str):
+    """The arguments both benchmarks share: ``--views``, ``--size``, ``--device``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"python -m core bench {method}", description=description)
+    parser.add_argument("--views", type=int, nargs="+", default=[2, 5], help="view counts to run")
+    parser.add_argument("--size", type=int, default=512, help="network input long side (published 512)")
+    parser.add_argument("--device", default="auto")
+    return parser
+
+
+def bench_network(method: str, model_cls, config, reconstruct, make_options, extra_fields, args) -> list[dict]:
+    """Run ``reconstruct`` with a random full-size ``model_cls(config)`` on each of ``args.views``
+    synthetic views at ``args.size`` (4:3), one JSON-ready row per view count.
+
+    ``make_options(device)`` builds the method's options; ``extra_fields(n, recon)`` adds the
+    method's own columns. Rows hold total and network seconds, the process's peak RSS so far
+    (``ru_maxrss``: model + everything run before) and the run's own peak increase.
+    """
+    import logging
+    import resource
+    import time
+
+    from ...progress import silent
+    from ...scene import Scene
+
+    device = pick_device(args.device)
+    started = time.perf_counter()
+    model = random_full_size(model_cls, config).to(device)
+    build_seconds = time.perf_counter() - started
+    params = sum(p.numel() for p in model.parameters())
+    images = bench_images(max(args.views), height=args.size * 3 // 4, width=args.size)
+    results = []
+    for n in args.views:
+        scene = Scene(name="bench", images=images[:n], image_names=[f"{i}.png" for i in range(n)],
+                      intrinsics=np.tile(np.eye(3), (n, 1, 1)), cam_from_world=np.tile(np.eye(4), (n, 1, 1)))
+        rec = reconstruct(model, scene, list(range(n)), make_options(str(device)), silent(), device, args.size)
+        row = {
+            "method": method, "weights": "random full-size (no checkpoint; geometry meaningless)",
+            "views": n, "image_size": rec.extra["model_input_size"], "device": str(device),
+            "threads": torch.get_num_threads(), "parameters": params, "build_seconds": round(build_seconds, 2),
+            "seconds": round(rec.seconds, 2), "network_seconds": round(rec.extra["network_seconds"], 2),
+            **extra_fields(n, rec),
+            "process_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "run_peak_memory_bytes": rec.peak_memory_bytes,
+        }
+        results.append(row)
+        logging.getLogger(__name__).info("%s bench %s", method, row)
+    return results

@@ -8,58 +8,28 @@ downloaded here); the numbers measure the computation, the geometry is meaningle
 """
 from __future__ import annotations
 
-import argparse
-import logging
-import resource
-import time
-
-import numpy as np
-import torch
-
-from ...progress import silent
-from ...scene import Scene
-from ..croco.runner import bench_images, pick_device, random_full_size
+from ..croco.runner import bench_network, bench_parser
 from .config import DUSt3RConfig
 from .method import DUSt3ROptions, reconstruct
 from .modeling_dust3r import DUSt3R
 
-log = logging.getLogger(__name__)
-
 
 def bench(argv: list[str]) -> list[dict]:
-    parser = argparse.ArgumentParser(prog="python -m core bench dust3r", description=__doc__)
-    parser.add_argument("--views", type=int, nargs="+", default=[2, 5], help="view counts to run")
-    parser.add_argument("--size", type=int, default=512, help="network input long side (published 512)")
+    parser = bench_parser("dust3r", __doc__)
     parser.add_argument("--scene-graph", default="complete", choices=("complete", "swin", "oneref"))
     parser.add_argument("--ga-iterations", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
-    device = pick_device(args.device)
-    started = time.perf_counter()
-    model = random_full_size(DUSt3R, DUSt3RConfig()).to(device)
-    build_seconds = time.perf_counter() - started
-    params = sum(p.numel() for p in model.parameters())
-    images = bench_images(max(args.views), height=args.size * 3 // 4, width=args.size)
-    results = []
-    for n in args.views:
-        scene = Scene(name="bench", images=images[:n], image_names=[f"{i}.png" for i in range(n)],
-                      intrinsics=np.tile(np.eye(3), (n, 1, 1)), cam_from_world=np.tile(np.eye(4), (n, 1, 1)))
-        opts = DUSt3ROptions(scene_graph=args.scene_graph, ga_iterations=args.ga_iterations,
-                             batch_size=args.batch_size, device=str(device))
-        rec = reconstruct(model, scene, list(range(n)), opts, silent(), device, args.size)
-        row = {
-            "method": "dust3r", "weights": "random full-size (no checkpoint; geometry meaningless)",
-            "views": n, "image_size": rec.extra["model_input_size"], "device": str(device),
-            "threads": torch.get_num_threads(), "parameters": params, "build_seconds": round(build_seconds, 2),
-            "seconds": round(rec.seconds, 2), "network_seconds": round(rec.extra["network_seconds"], 2),
-            "alignment_seconds": round(rec.extra["alignment_seconds"], 2),
-            "alignment": "global alignment" if n > 2 else "pair geometry",
-            "ga_iterations": args.ga_iterations if n > 2 else 0, "scene_graph": args.scene_graph if n > 2 else "pair",
-            "pairs_evaluated": rec.extra["pairs_evaluated"],
-            "process_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "run_peak_memory_bytes": rec.peak_memory_bytes,
-        }
-        results.append(row)
-        log.info("dust3r bench %s", row)
-    return results
+
+    def options(device: str) -> DUSt3ROptions:
+        return DUSt3ROptions(scene_graph=args.scene_graph, ga_iterations=args.ga_iterations,
+                             batch_size=args.batch_size, device=device)
+
+    def alignment(n: int, rec) -> dict:
+        return {"alignment_seconds": round(rec.extra["alignment_seconds"], 2),
+                "alignment": "global alignment" if n > 2 else "pair geometry",
+                "ga_iterations": args.ga_iterations if n > 2 else 0,
+                "scene_graph": args.scene_graph if n > 2 else "pair",
+                "pairs_evaluated": rec.extra["pairs_evaluated"]}
+
+    return bench_network("dust3r", DUSt3R, DUSt3RConfig(), reconstruct, options, alignment, args)
