@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import os
 import sys
 from pathlib import Path
 
@@ -35,15 +34,27 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-def load_vggt_reference() -> tuple[dict, dict]:
-    """The VGGT conformance fixture (authors' code, tiny config): ``(config kwargs, {name: tensor})``;
-    tensor names are ``weights.*``, ``input.*`` and ``output.*``."""
-    import json
-
+def load_reference(name: str) -> tuple[dict, dict]:
+    """A conformance fixture ``tests/fixtures/<name>`` (safetensors, made with the authors' code):
+    ``({tensor name: tensor}, metadata)``."""
     from safetensors import safe_open
 
-    with safe_open(str(FIXTURES / "vggt_tiny_reference.safetensors"), "pt") as f:
-        return json.loads(f.metadata()["config"]), {k: f.get_tensor(k) for k in f.keys()}
+    with safe_open(str(FIXTURES / name), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+
+
+def prefixed(tensors: dict, prefix: str) -> dict:
+    """The tensors whose names start with ``prefix``, with the prefix removed (e.g. ``weights.``)."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def load_vggt_reference() -> tuple[dict, dict]:
+    """The VGGT conformance fixture (tiny config): ``(config kwargs, {name: tensor})``; tensor
+    names are ``weights.*``, ``input.*`` and ``output.*``."""
+    import json
+
+    tensors, metadata = load_reference("vggt_tiny_reference.safetensors")
+    return json.loads(metadata["config"]), tensors
 
 
 @pytest.fixture()

@@ -2,25 +2,21 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
 
 from core.models.croco.dpt import DPTHead, LinearHead, activate_pointmap, add_tied_aliases, tied_aliases
 from core.models.croco.geometry import estimate_focal, weighted_umeyama
 from core.models.croco.layers import PatchEmbed
 from core.models.croco.preprocess import prepare_image
 from core.models.croco.rope import RoPE2D, patch_positions
-
-FIXTURES = Path(__file__).parent / "fixtures"
+from tests.conftest import load_reference
 
 
 def _tensors(name: str, prefix: str = "") -> dict:
-    with safe_open(str(FIXTURES / name), "pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+    return {k: v for k, v in load_reference(name)[0].items() if k.startswith(prefix)}
 
 
 def test_rope_matches_explicit_pairwise_rotations():

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from core.models import weights as weights_lib
@@ -16,6 +15,7 @@ from core.models.dust3r import DUSt3R, DUSt3RConfig
 from core.models.dust3r import method as dust3r_method
 from core.models.dust3r.pair_geometry import two_views
 from core.scene import Scene
+from tests.conftest import load_reference, prefixed
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOL = dict(rtol=1e-4, atol=1e-5)
@@ -23,14 +23,12 @@ TOL = dict(rtol=1e-4, atol=1e-5)
 
 @pytest.fixture(scope="module")
 def fixture():
-    with safe_open(str(FIXTURES / "dust3r_tiny_reference.safetensors"), "pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    return load_reference("dust3r_tiny_reference.safetensors")
 
 
 @pytest.fixture(scope="module")
 def weights(fixture):
-    tensors, _ = fixture
-    return {k[len("weights."):]: v for k, v in tensors.items() if k.startswith("weights.")}
+    return prefixed(fixture[0], "weights.")
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +121,7 @@ def test_linear_head_variant_builds():
 
 
 def test_fast3r_checkpoint_is_rejected_naming_tensors(tmp_path):
-    with safe_open(str(FIXTURES / "fast3r_tiny_reference.safetensors"), "pt") as f:
-        fast3r = {k[len("weights."):]: f.get_tensor(k) for k in f.keys() if k.startswith("weights.")}
+    fast3r = prefixed(load_reference("fast3r_tiny_reference.safetensors")[0], "weights.")
     path = tmp_path / "model.safetensors"
     save_file(fast3r, str(path))
     with pytest.raises(weights_lib.BadCheckpoint) as error:

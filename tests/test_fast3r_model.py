@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from core.models import weights as weights_lib
 from core.models.fast3r import Fast3R, Fast3RConfig, align_local_to_global, default_image_idx
 from core.models.fast3r import method as fast3r_method
 from core.scene import Scene
+from tests.conftest import load_reference, prefixed
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TOL = dict(rtol=1e-4, atol=1e-5)
@@ -23,14 +23,12 @@ TOL = dict(rtol=1e-4, atol=1e-5)
 
 @pytest.fixture(scope="module")
 def fixture():
-    with safe_open(str(FIXTURES / "fast3r_tiny_reference.safetensors"), "pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    return load_reference("fast3r_tiny_reference.safetensors")
 
 
 @pytest.fixture(scope="module")
 def weights(fixture):
-    tensors, _ = fixture
-    return {k[len("weights."):]: v for k, v in tensors.items() if k.startswith("weights.")}
+    return prefixed(fixture[0], "weights.")
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +111,7 @@ def test_full_size_names_and_shapes_match_manifest():
 
 
 def test_dust3r_checkpoint_is_rejected_naming_tensors(tmp_path):
-    with safe_open(str(FIXTURES / "dust3r_tiny_reference.safetensors"), "pt") as f:
-        dust3r = {k[len("weights."):]: f.get_tensor(k) for k in f.keys() if k.startswith("weights.")}
+    dust3r = prefixed(load_reference("dust3r_tiny_reference.safetensors")[0], "weights.")
     path = tmp_path / "model.safetensors"
     save_file(dust3r, str(path))
     with pytest.raises(weights_lib.BadCheckpoint) as error:

@@ -13,18 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
 
 from core.models.fast3r.poses import estimate_cameras, estimate_focal_view0
 from core.models.pose_utils import invert_pose, rotation_angle_deg
+from tests.conftest import load_reference
 
 FIXTURE = Path(__file__).parent / "fixtures" / "fast3r_tiny_reference.safetensors"
 
 
 @pytest.fixture(scope="module")
 def ref():
-    with safe_open(str(FIXTURE), "pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys() if not k.startswith("weights.")}
+    tensors, _ = load_reference(FIXTURE.name)
+    return {k: v for k, v in tensors.items() if not k.startswith("weights.")}
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
 
 from core.models.dust3r import global_alignment as ga_mod
 from core.models.dust3r.global_alignment import global_align, synthetic_pairs
@@ -31,6 +30,7 @@ from core.models.pose_utils import (
     weiszfeld_focal,
 )
 from core.progress import Progress, Stopped
+from tests.conftest import load_reference
 
 FIXTURE = Path(__file__).parent / "fixtures" / "dust3r_global_alignment_reference.safetensors"
 PAIR_KEYS = ("view1_idx", "view2_idx", "pts3d", "conf1", "pts3d_in_other_view", "conf2")
@@ -42,10 +42,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def ref():
-    with safe_open(str(FIXTURE), "pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-        meta = f.metadata()
-    return tensors, meta
+    return load_reference(FIXTURE.name)
 
 
 def _pairs(d, p):

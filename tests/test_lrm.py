@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
 
 from core.models.lrm import LRM, LRMConfig, orbit_cameras, preset, source_camera
 from core.models.lrm.mesh import extract_mesh
 from core.models.lrm.preprocess import preprocess_image
 from core.models.lrm.renderer import auto_near_far, camera_rays, ray_box_limits
+from tests.conftest import load_reference
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ATOL = 1e-5
@@ -26,10 +26,7 @@ ATOL = 1e-5
 
 @pytest.fixture(scope="module")
 def ref():
-    with safe_open(str(FIXTURES / "lrm_tiny_reference.safetensors"), "pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-        meta = f.metadata()
-    return tensors, meta
+    return load_reference("lrm_tiny_reference.safetensors")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
 
 from core.models.pointe import (CLIPImageGrid, CLIPImageGridPointDiffusionTransformer,
                                 CLIPImageGridUpsamplePointDiffusionTransformer, GaussianDiffusion,
@@ -22,6 +21,7 @@ from core.models.pointe import (CLIPImageGrid, CLIPImageGridPointDiffusionTransf
                                 samples_to_points)
 from core.models.pointe.sampler import heun_gamma
 from core.progress import Progress, Stopped
+from tests.conftest import load_reference, prefixed
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REFERENCE = FIXTURES / "pointe_tiny_reference.safetensors"
@@ -33,23 +33,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def ref():
-    with safe_open(str(REFERENCE), framework="pt") as handle:
-        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
-        metadata = handle.metadata()
-    return tensors, metadata
-
-
-def _prefixed(tensors: dict, prefix: str) -> dict:
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return load_reference(REFERENCE.name)
 
 
 def _load(ref, attention):
     tensors, metadata = ref
     config = PointEConfig.from_fixture_metadata(metadata, attention=attention)
     pe = PointE(config).eval()
-    pe.clip.load_transformers_state_dict(_prefixed(tensors, "clip.weights.hf."))
-    pe.base.load_state_dict(_prefixed(tensors, "base.weights."), strict=True)
-    pe.upsampler.load_state_dict(_prefixed(tensors, "upsample.weights."), strict=True)
+    pe.clip.load_transformers_state_dict(prefixed(tensors, "clip.weights.hf."))
+    pe.base.load_state_dict(prefixed(tensors, "base.weights."), strict=True)
+    pe.upsampler.load_state_dict(prefixed(tensors, "upsample.weights."), strict=True)
     return pe
 
 
@@ -124,8 +117,8 @@ def test_clip_grid_and_embed(ref, model):
 
 def test_openai_clip_names_convert_to_transformers(ref):
     tensors, _ = ref
-    converted = openai_clip_to_transformers(_prefixed(tensors, "clip.weights.openai."))
-    expected = _prefixed(tensors, "clip.weights.hf.")
+    converted = openai_clip_to_transformers(prefixed(tensors, "clip.weights.openai."))
+    expected = prefixed(tensors, "clip.weights.hf.")
     assert set(converted) == set(expected)
     for name, value in expected.items():
         assert torch.equal(converted[name], value), name
@@ -136,7 +129,7 @@ def test_openai_clip_names_convert_to_transformers(ref):
 def test_clip_loads_openai_naming_directly(ref, model):
     tensors, _ = ref
     clip = CLIPImageGrid(model.config.clip_vision_config()).eval()
-    clip.load_transformers_state_dict(_prefixed(tensors, "clip.weights.openai."))
+    clip.load_transformers_state_dict(prefixed(tensors, "clip.weights.openai."))
     with torch.no_grad():
         grid, _ = clip(tensors["clip.input.pixel_values"])
     torch.testing.assert_close(grid, tensors["clip.output.grid"], atol=1e-5, rtol=0)

@@ -3,7 +3,7 @@ import pytest
 
 from core import scaling
 from core.cache import RunStore
-from core.progress import Progress, Stopped
+from core.progress import Progress
 
 
 def test_fits_recover_known_coefficients_and_pick_the_generating_model():

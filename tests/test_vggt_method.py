@@ -14,7 +14,7 @@ from core.models.vggt.checkpoints import (VGGT_1B, load_pretrained, model_from_s
 from core.models.vggt.flops import vggt_flops
 from core.models.vggt.method import METHOD, RANDOM_NOTE, VGGTOptions, availability
 from core.scene import Scene
-from tests.conftest import load_vggt_reference
+from tests.conftest import load_vggt_reference, prefixed
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -137,7 +137,7 @@ def test_pretrained_unavailable_without_checkpoint(tmp_path, monkeypatch):
 
 def _fixture_state():
     _, tensors = load_vggt_reference()
-    return ({k[8:]: v for k, v in tensors.items() if k.startswith("weights.")},
+    return (prefixed(tensors, "weights."),
             tensors["input.images"], tensors["output.depth"])
 
 
