@@ -202,18 +202,6 @@ def capture_session(scene, view_ids: list[int], weights: str = "pretrained", che
         peak_memory_bytes=measured.peak_memory_bytes)
 
 
-def _crop_to_aspect(image: np.ndarray, aspect: float) -> np.ndarray:
-    """Centre crop of an ``[H,W,C]`` image to height/width = ``aspect`` (the largest that fits)."""
-    h, w = image.shape[:2]
-    if h / w > aspect:
-        new_h = int(round(w * aspect))
-        top = (h - new_h) // 2
-        return image[top:top + new_h]
-    new_w = int(round(h / aspect))
-    left = (w - new_w) // 2
-    return image[:, left:left + new_w]
-
-
 def bench(argv: list[str] | None = None) -> list[dict]:
     """``python -m core bench attention``: time and peak memory of the viewer's capture and rollout.
 
@@ -230,6 +218,7 @@ def bench(argv: list[str] | None = None) -> list[dict]:
     import psutil
 
     from core.cli import load_scene
+    from core.dataset import crop_to_aspect
     from core.models.vggt.method import WEIGHTS, load_model
     from core.profiling import measure
 
@@ -245,7 +234,7 @@ def bench(argv: list[str] | None = None) -> list[dict]:
 
     scene = load_scene(args.scene)
     view_ids = scene.uniform_views(args.views)
-    cropped = SimpleNamespace(images=[_crop_to_aspect(scene.images[v], args.height / args.width) for v in view_ids])
+    cropped = SimpleNamespace(images=[crop_to_aspect(scene.images[v], args.height / args.width) for v in view_ids])
     process = psutil.Process()
     base_rss = process.memory_info().rss
     started = time.perf_counter()
@@ -253,8 +242,8 @@ def bench(argv: list[str] | None = None) -> list[dict]:
     load_s = time.perf_counter() - started
     model_rss = process.memory_info().rss
     with measure() as whole:
-        session = capture_session(cropped, list(range(len(view_ids))), weights=args.weights, checkpoint_path=args.checkpoint_path,
-                                  half_precision_keys=args.half)
+        session = capture_session(cropped, list(range(len(view_ids))), weights=args.weights,
+                                  checkpoint_path=args.checkpoint_path, half_precision_keys=args.half)
         token = session.token_for_pixel(0, session.images.shape[2] / 2, session.images.shape[1] / 2)
         with measure() as one_layer:
             session.layer_attention(token, session.layers[-1], "max")

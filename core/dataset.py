@@ -156,19 +156,25 @@ def list_image_files(folder: Path | str) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def crop_to_aspect(image: np.ndarray, aspect: float) -> np.ndarray:
+    """The largest centred crop of an ``[H,W,...]`` image with height/width = ``aspect`` (the
+    image itself when its aspect is within 1e-3)."""
+    h, w = image.shape[:2]
+    if abs(h / w - aspect) <= 1e-3:
+        return image
+    if h / w > aspect:  # too tall
+        nh = int(round(w * aspect))
+        top = (h - nh) // 2
+        return image[top:top + nh]
+    nw = int(round(h / aspect))
+    left = (w - nw) // 2
+    return image[:, left:left + nw]
+
+
 def _resize_to(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Centre-crop ``image`` to the aspect ratio of ``size`` (H, W) and resize to it."""
-    h, w = image.shape[:2]
     th, tw = size
-    if abs(h / w - th / tw) > 1e-3:
-        if h / w > th / tw:  # too tall
-            nh = int(round(w * th / tw))
-            top = (h - nh) // 2
-            image = image[top:top + nh]
-        else:
-            nw = int(round(h * tw / th))
-            left = (w - nw) // 2
-            image = image[:, left:left + nw]
+    image = crop_to_aspect(image, th / tw)
     if image.shape[:2] != (th, tw):
         area = image.shape[0] * image.shape[1] > th * tw
         image = cv2.resize(image, (tw, th), interpolation=cv2.INTER_AREA if area else cv2.INTER_CUBIC)

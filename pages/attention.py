@@ -5,6 +5,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.attention_viewer import capture_session
+from core.models.vggt.method import WEIGHTS, availability
 from core.ui import StreamlitProgress, current_scene, require_app_navigation
 
 require_app_navigation()
@@ -23,7 +24,7 @@ if scene is None:
 with st.form("attention.form"):
     c1, c2, c3 = st.columns(3)
     count = c1.slider("Views", 1, min(8, scene.num_views), min(3, scene.num_views), key="attention.count")
-    weights = c2.selectbox("Weights", ["pretrained", "random-tiny", "random-full"], key="attention.weights",
+    weights = c2.selectbox("Weights", WEIGHTS, key="attention.weights",
                            help="random-tiny: the fixture's tiny configuration with random weights (demo/tests); "
                                 "random-full: VGGT-1B's architecture with random weights (real time and memory)")
     half = c3.checkbox("Keep keys in float16 (half the memory)", key="attention.half")
@@ -35,8 +36,6 @@ session_key = (scene.name, tuple(view_ids), weights, checkpoint, half)
 if submitted:
     bar = StreamlitProgress("Capturing global attention")
     try:
-        from core.models.vggt.method import availability
-
         ready = availability({"weights": weights, "checkpoint_path": checkpoint})
         if not ready.ok:
             raise RuntimeError(ready.message())

@@ -105,14 +105,15 @@ def test_capture_without_the_checkpoint_says_what_is_missing(sample_scene, tmp_p
 
 
 def test_crop_to_aspect_keeps_the_centre():
-    from core.attention_viewer import _crop_to_aspect
+    from core.dataset import crop_to_aspect
 
     portrait = np.arange(640 * 480).reshape(640, 480)
-    landscape = _crop_to_aspect(portrait, 392 / 518)
+    landscape = crop_to_aspect(portrait, 392 / 518)
     assert landscape.shape == (363, 480)  # 480 * 392/518 = 363.2
     np.testing.assert_array_equal(landscape, portrait[138:501])
-    wide = _crop_to_aspect(portrait.T, 1.0)
+    wide = crop_to_aspect(portrait.T, 1.0)
     assert wide.shape == (480, 480) and wide[0, 0] == portrait.T[0, 80]
+    assert crop_to_aspect(portrait, 640 / 480) is portrait
 
 
 def test_attention_benchmark_reports_the_capture_it_holds(sample_scene):

@@ -114,8 +114,8 @@ def attention_rollout(capture: AttentionCapture, query_indices: Iterable[int] | 
         discard_fraction: fraction in [0, 1) of each row's lowest values set to zero.
         chunk_size: rows of each attention matrix built at a time (memory:
             ``B * heads * chunk_size * N`` floats).
-        progress: called as ``progress(fraction, message)`` after each layer (a full-size layer
-            at 8 views takes seconds on a CPU).
+        progress: called as ``progress(fraction done, message)`` before each layer (a full-size
+            layer at 8 views takes seconds on a CPU).
 
     Returns:
         ``[B, n_queries, N]`` float32; each row sums to 1.
