@@ -12,7 +12,6 @@ import argparse
 import gc
 import logging
 import time
-import zlib
 
 import psutil
 import torch
@@ -21,44 +20,12 @@ from core.profiling import measure
 
 from .config import VGGTConfig
 from .flops import vggt_flops
-from .modeling_vggt import HEADS, VGGT
+from .method import random_full_model
+from .modeling_vggt import HEADS
 
 log = logging.getLogger(__name__)
 
 NOTE = "random weights (VGGT-1B architecture): timings are real, outputs are meaningless"
-
-
-def fill_random_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Overwrite every parameter in place: LayerScale 0.01, norm weights 1, biases 0, others
-    N(0, 0.02). Each tensor's draw is seeded by its name, so two models with the same
-    parameter names get identical weights whatever their registration order."""
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("gamma"):
-                param.fill_(0.01)
-            elif "norm" in name and name.endswith("weight"):
-                param.fill_(1.0)
-            elif name.endswith("bias"):
-                param.zero_()
-            else:
-                generator = torch.Generator(device=param.device)
-                generator.manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
-                param.normal_(0.0, 0.02, generator=generator)
-    return model
-
-
-def random_full_model(config: VGGTConfig | None = None, seed: int = 0,
-                      device: str = "cpu") -> VGGT:
-    """VGGT-1B's architecture with seeded random weights (see :func:`fill_random_`).
-
-    Built on the meta device and filled in place, so only one copy of the weights exists.
-    """
-    from .checkpoints import materialize_buffers
-    with torch.device("meta"):
-        model = VGGT(config or VGGTConfig())
-    model = fill_random_(model.to_empty(device=device), seed)
-    materialize_buffers(model, device)
-    return model.eval()
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import zlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -18,7 +19,7 @@ from core.profiling import measure
 from core.progress import Progress, silent
 from core.scene import Reconstruction, Scene
 
-from .checkpoints import CHECKPOINTS, load_pretrained
+from .checkpoints import CHECKPOINTS, load_pretrained, materialize_buffers
 from .config import VGGTConfig
 from .modeling_vggt import VGGT
 from .pose_encoding import pose_encoding_to_extrinsics_intrinsics
@@ -83,13 +84,44 @@ def random_tiny_model(seed: int = 0) -> VGGT:
     return model.eval()
 
 
+def fill_random_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Overwrite every parameter in place: LayerScale 0.01, norm weights 1, biases 0, others
+    N(0, 0.02). Each tensor's draw is seeded by its name, so two models with the same
+    parameter names get identical weights whatever their registration order."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("gamma"):
+                param.fill_(0.01)
+            elif "norm" in name and name.endswith("weight"):
+                param.fill_(1.0)
+            elif name.endswith("bias"):
+                param.zero_()
+            else:
+                generator = torch.Generator(device=param.device)
+                generator.manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+                param.normal_(0.0, 0.02, generator=generator)
+    return model
+
+
+def random_full_model(config: VGGTConfig | None = None, seed: int = 0,
+                      device: str = "cpu") -> VGGT:
+    """VGGT-1B's architecture with seeded random weights (see :func:`fill_random_`).
+
+    Built on the meta device and filled in place, so only one copy of the weights exists.
+    """
+    with torch.device("meta"):
+        model = VGGT(config or VGGTConfig())
+    model = fill_random_(model.to_empty(device=device), seed)
+    materialize_buffers(model, device)
+    return model.eval()
+
+
 @functools.cache
 def load_model(weights_name: str, checkpoint: str, checkpoint_path: str, device: str) -> VGGT:
     """One model per (weights, checkpoint, path, device) per process."""
     if weights_name == "random-tiny":
         return random_tiny_model().to(device)
     if weights_name == "random-full":
-        from .bench import random_full_model
         return random_full_model(device=device)
     if weights_name != "pretrained":
         raise ValueError(f"unknown weights {weights_name!r}; use one of {WEIGHTS}")
