@@ -208,19 +208,8 @@ def plane_sweep(ref_gray: np.ndarray, src_grays: list[np.ndarray], k_ref: np.nda
             warped = cv2.warpPerspective(src, homography, (w, h), flags=flags, borderValue=0)
             valid = cv2.warpPerspective(ones, homography, (w, h), flags=flags, borderValue=0)
             per_source[s] = stats.zncc(warped, valid)
-        if k == len(src_grays):
-            volume[d] = per_source.mean(axis=0)
-        else:
-            volume[d] = -np.partition(-per_source, k - 1, axis=0)[:k].mean(axis=0)
-    best = volume.argmax(axis=0)
-    score = np.take_along_axis(volume, best[None], 0)[0]
-    # parabola through the neighbours of the best plane (in plane-index units)
-    lo = np.take_along_axis(volume, np.clip(best - 1, 0, options.num_depths - 1)[None], 0)[0]
-    hi = np.take_along_axis(volume, np.clip(best + 1, 0, options.num_depths - 1)[None], 0)[0]
-    denom = lo - 2 * score + hi
-    offset = np.where((denom < -1e-6) & (best > 0) & (best < options.num_depths - 1),
-                      0.5 * (lo - hi) / np.where(denom < -1e-6, denom, -1.0), 0.0)
-    offset = np.clip(offset, -0.5, 0.5)
+        volume[d] = _best_sources_mean(per_source, k)
+    best, score, offset = _best_plane(volume)
     step = inv_depths[1] - inv_depths[0] if options.num_depths > 1 else 0.0
     inv = inv_depths[best] + offset * step
     at_edge = (best == 0) | (best == options.num_depths - 1)
@@ -257,10 +246,25 @@ def _refine(stats: _Window, src_grays, k_ref, k_srcs, relatives, depth, inv, ste
             warped = cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderValue=0)
             valid = cv2.remap(ones, map_x, map_y, cv2.INTER_LINEAR, borderValue=0)
             per_source[s] = stats.zncc(warped, valid)
-        if k == len(src_grays):
-            volume[i] = per_source.mean(axis=0)
-        else:
-            volume[i] = -np.partition(-per_source, k - 1, axis=0)[:k].mean(axis=0)
+        volume[i] = _best_sources_mean(per_source, k)
+    best, score, offset = _best_plane(volume)
+    fine_step = offsets[1] - offsets[0]
+    new_inv = inv + offsets[best] + offset * fine_step
+    return (1.0 / np.clip(new_inv, 1e-6, None)).astype(np.float32), score
+
+
+def _best_sources_mean(per_source: np.ndarray, k: int) -> np.ndarray:
+    """Mean of the ``k`` best scores over sources: ``[S,h,w]`` -> ``[h,w]``."""
+    if k == len(per_source):
+        return per_source.mean(axis=0)
+    return -np.partition(-per_source, k - 1, axis=0)[:k].mean(axis=0)
+
+
+def _best_plane(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pixel of a ``[D,h,w]`` score volume: the best plane index, its score, and the sub-plane
+    offset in [-0.5, 0.5] (plane-index units) of the parabola through it and its neighbours
+    (0 at the first and last planes and where the parabola does not open downwards)."""
+    n = len(volume)
     best = volume.argmax(axis=0)
     score = np.take_along_axis(volume, best[None], 0)[0]
     lo = np.take_along_axis(volume, np.clip(best - 1, 0, n - 1)[None], 0)[0]
@@ -268,9 +272,7 @@ def _refine(stats: _Window, src_grays, k_ref, k_srcs, relatives, depth, inv, ste
     denom = lo - 2 * score + hi
     offset = np.where((denom < -1e-6) & (best > 0) & (best < n - 1),
                       0.5 * (lo - hi) / np.where(denom < -1e-6, denom, -1.0), 0.0)
-    fine_step = offsets[1] - offsets[0]
-    new_inv = inv + offsets[best] + np.clip(offset, -0.5, 0.5) * fine_step
-    return (1.0 / np.clip(new_inv, 1e-6, None)).astype(np.float32), score
+    return best, score, np.clip(offset, -0.5, 0.5)
 
 
 def consistency_counts(depths: np.ndarray, intrinsics: np.ndarray, cam_from_world: np.ndarray,
