@@ -22,22 +22,22 @@ import sys
 from pathlib import Path
 
 from core.cli import CliError, load_scene, parse_option_values
-from core.scene import to_json
+from core.data.scene import to_json
 
 
 # Further commands live beside the code they drive: each module has register(subparsers), which adds
 # its parser(s) with set_defaults(func=...); a func returns the exit status and raises core.cli.CliError.
 COMMAND_MODULES: list[str] = [
-    "core.dataset",
-    "core.scaling",
+    "core.data.dataset",
+    "core.studies.scaling",
     "core.models.lmnet.cli",
 ]
 
 
 def cmd_evaluate(args) -> int:
-    from core import metrics
-    from core.cache import RunStore
-    from core.importers import ReconstructionFileError
+    from core.eval import metrics
+    from core.store.cache import RunStore
+    from core.data.importers import ReconstructionFileError
     from core.progress import to_stderr
     from core.runner import import_file
 
@@ -57,7 +57,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from core.cache import RunStore
+    from core.store.cache import RunStore
     from core.models import registry
     from core.progress import Stopped, to_stderr
     from core.runner import run_method
@@ -86,7 +86,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from core.cache import RunStore
+    from core.store.cache import RunStore
     from core.runner import leaderboard
 
     store = RunStore(args.cache) if args.cache else RunStore()
@@ -136,7 +136,7 @@ def cmd_weights(args) -> int:
 
 def cmd_synth(args) -> int:
     from core.progress import to_stderr
-    from core.synthetic import write_toy_sample
+    from core.data.synthetic import write_toy_sample
 
     if args.kind != "toy":
         raise CliError("only the 'toy' scene can be synthesised")

@@ -20,10 +20,10 @@ BENCHES: dict[str, str] = {
     "vggt": "core.models.vggt.bench:bench",
     "pointe": "core.models.pointe.bench:bench",
     "combined": "core.models.combined.bench:bench",
-    "sfm": "core.sfm:bench",
+    "sfm": "core.data.sfm:bench",
     "dust3r": "core.models.dust3r.bench:bench",
     "fast3r": "core.models.fast3r.bench:bench",
-    "attention": "core.attention_viewer:bench",
+    "attention": "core.studies.attention:bench",
 }
 
 
@@ -35,7 +35,8 @@ def machine() -> dict:
 
 def bench_metrics(argv: list[str]) -> list[dict]:
     """Chamfer (10k, 100k points per side), exact EMD (1k, 2k) and ICP (20k points) on random clouds."""
-    from core import geometry, metrics
+    from core import geometry
+    from core.eval import metrics
 
     parser = argparse.ArgumentParser(prog="python -m core bench metrics")
     parser.add_argument("--repeat", type=int, default=3)
@@ -60,8 +61,8 @@ def bench_metrics(argv: list[str]) -> list[dict]:
         p, q = rng.normal(size=(n, 3)), rng.normal(size=(n, 3))
         timed("emd_exact", lambda: metrics.earth_movers_distance(p, q), points_per_side=n)
     # ICP on the sample toy's surface (normalised), started 10 degrees and 10 % scale away.
-    from core.scene import Scene
-    from core.cache import REPO_ROOT
+    from core.data.scene import Scene
+    from core.store.cache import REPO_ROOT
 
     gt = Scene.load(REPO_ROOT / "sample_data" / "toy").gt_points.astype(np.float64)
     surface = geometry.transform_points(metrics.normalization_transform(gt), gt)

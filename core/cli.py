@@ -22,7 +22,7 @@ def parse_option_values(pairs: list[str]) -> dict:
 
 
 def load_scene(path: str):
-    from core.scene import Scene, SceneError
+    from core.data.scene import Scene, SceneError
 
     try:
         return Scene.load(path)

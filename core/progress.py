@@ -12,10 +12,12 @@ import threading
 import time
 from typing import Callable
 
+from core.errors import Cancelled
+
 log = logging.getLogger(__name__)
 
 
-class Stopped(Exception):
+class Stopped(Cancelled):
     """The user asked the running work to stop; nothing half-done is kept."""
 
 

@@ -10,12 +10,12 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
-from core import metrics
-from core.cache import RunStore, run_key
-from core.importers import read_reconstruction
+from core.eval import metrics
+from core.store.cache import RunStore, run_key
+from core.data.importers import read_reconstruction
 from core.models import registry
 from core.progress import Progress, silent
-from core.scene import Reconstruction, Scene
+from core.data.scene import Reconstruction, Scene
 
 log = logging.getLogger(__name__)
 

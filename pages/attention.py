@@ -4,9 +4,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.attention_viewer import capture_session
+from core.studies.attention import capture_session
 from core.models.vggt.method import WEIGHTS, availability
-from core.ui import StreamlitProgress, current_scene, require_app_navigation
+from core.app.widgets import StreamlitProgress, current_scene, require_app_navigation
 
 require_app_navigation()
 

@@ -1,13 +1,13 @@
 """Combined pipeline: text-prompted detection -> segmentation -> monocular depth -> back-projection."""
 import streamlit as st
 
-from core import viz
+from core.app import figures as viz
 from core.models.combined import method as combined
 from core.models.combined import panels as panel_images
 from core.models.combined import scene_masks
 from core.models.combined.pipeline import StageError
 from core.runner import run_method
-from core.ui import StreamlitProgress, current_scene, option_widgets, require_app_navigation, score_cards, store
+from core.app.widgets import StreamlitProgress, current_scene, option_widgets, require_app_navigation, score_cards, store
 
 require_app_navigation()
 

@@ -5,12 +5,13 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import dataset, viz
-from core.cache import REPO_ROOT
+from core.data import dataset
+from core.app import figures as viz
+from core.store.cache import REPO_ROOT
 from core.progress import Stopped
-from core.scene import Scene, SceneError
-from core.sfm import CAMERA_MODELS, MATCHERS, SfmError, SfmOptions
-from core.ui import StreamlitProgress, require_app_navigation
+from core.data.scene import Scene, SceneError
+from core.data.sfm import CAMERA_MODELS, MATCHERS, SfmError, SfmOptions
+from core.app.widgets import StreamlitProgress, require_app_navigation
 
 require_app_navigation()
 

@@ -1,7 +1,7 @@
 """Discriminative methods (VGGT, DUSt3R, Fast3R): N views to cameras, depth and a point cloud."""
 import streamlit as st
 
-from core.ui import method_workbench, require_app_navigation
+from core.app.widgets import method_workbench, require_app_navigation
 
 require_app_navigation()
 

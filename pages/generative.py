@@ -1,7 +1,7 @@
 """Generative methods (3D-LMNet, Point-E, LRM): one or several views to a cloud or a mesh."""
 import streamlit as st
 
-from core.ui import method_workbench, require_app_navigation
+from core.app.widgets import method_workbench, require_app_navigation
 
 require_app_navigation()
 
@@ -18,7 +18,7 @@ st.caption("The shipped 3D-LMNet checkpoints were trained here on procedural Sha
 upload = st.file_uploader("Image (PNG/JPEG)", type=["png", "jpg", "jpeg"], key="lmnet.upload")
 variant = st.radio("Variant", ["original", "dgcnn"], horizontal=True, key="lmnet.variant")
 if upload is not None and st.button("Reconstruct", key="lmnet.go"):
-    from core import viz
+    from core.app import figures as viz
     from core.models.lmnet import run_on_image
 
     try:

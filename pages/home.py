@@ -2,8 +2,8 @@
 import numpy as np
 import streamlit as st
 
-from core import viz
-from core.ui import current_scene, require_app_navigation, store
+from core.app import figures as viz
+from core.app.widgets import current_scene, require_app_navigation, store
 
 require_app_navigation()
 

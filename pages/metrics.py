@@ -1,10 +1,11 @@
 """Metrics: import a reconstruction made anywhere, score it, and the leaderboard of every run."""
 import streamlit as st
 
-from core import metrics, viz
-from core.importers import ReconstructionFileError, SUPPORTED_SUFFIXES
+from core.eval import metrics
+from core.app import figures as viz
+from core.data.importers import ReconstructionFileError, SUPPORTED_SUFFIXES
 from core.runner import evaluate_run, import_file, leaderboard
-from core.ui import StreamlitProgress, current_scene, require_app_navigation, score_cards, show_notes, store
+from core.app.widgets import StreamlitProgress, current_scene, require_app_navigation, score_cards, show_notes, store
 
 require_app_navigation()
 

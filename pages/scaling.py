@@ -3,10 +3,10 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import scaling
+from core.studies import scaling
 from core.models import registry
 from core.progress import Stopped
-from core.ui import StreamlitProgress, current_scene, option_widgets, require_app_navigation, store
+from core.app.widgets import StreamlitProgress, current_scene, option_widgets, require_app_navigation, store
 
 require_app_navigation()
 

@@ -16,7 +16,7 @@ SAMPLE = ROOT / "sample_data" / "toy"
 
 @pytest.fixture(scope="session")
 def sample_scene():
-    from core.scene import Scene
+    from core.data.scene import Scene
 
     return Scene.load(SAMPLE)
 

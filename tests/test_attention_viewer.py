@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from core import geometry
-from core.attention_viewer import capture_session
+from core.studies.attention import capture_session
 
 
 def _raycaster(scene):
@@ -105,7 +105,7 @@ def test_capture_without_the_checkpoint_says_what_is_missing(sample_scene, tmp_p
 
 
 def test_crop_to_aspect_keeps_the_centre():
-    from core.dataset import crop_to_aspect
+    from core.data.dataset import crop_to_aspect
 
     portrait = np.arange(640 * 480).reshape(640, 480)
     landscape = crop_to_aspect(portrait, 392 / 518)
@@ -117,8 +117,8 @@ def test_crop_to_aspect_keeps_the_centre():
 
 
 def test_attention_benchmark_reports_the_capture_it_holds(sample_scene):
-    from core.attention_viewer import bench
-    from core.cache import REPO_ROOT
+    from core.studies.attention import bench
+    from core.store.cache import REPO_ROOT
     from core.models.vggt import VGGTConfig
 
     (row,) = bench(["--scene", str(REPO_ROOT / "sample_data" / "toy"), "--weights", "random-tiny", "--views", "2"])

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from core import cache
-from core.cache import RunStore, run_key, safe_name
-from core.scene import Reconstruction
+from core.store import cache
+from core.store.cache import RunStore, run_key, safe_name
+from core.data.scene import Reconstruction
 
 
 def _recon(seed=0):
@@ -47,7 +47,7 @@ def test_an_interrupted_write_leaves_nothing_behind(tmp_path, monkeypatch):
             raise KeyboardInterrupt("power cut")
         real_write(path, data)
 
-    monkeypatch.setattr("core.scene.atomic_write_bytes", crash_on_meta)
+    monkeypatch.setattr("core.data.scene.atomic_write_bytes", crash_on_meta)
     with pytest.raises(KeyboardInterrupt):
         store.save("toy", "k2", _recon())
     assert calls == ["reconstruction.npz", "meta.json"]  # it crashed half-way

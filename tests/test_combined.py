@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core import geometry, metrics
+from core import geometry
+from core.eval import metrics
 from core.models.combined import depth_fit, projection, tiny
 from core.models.combined.pipeline import StageError, Stages, ViewSettings, run_view, unpack_mask
 
@@ -137,8 +138,8 @@ def test_colmap_sparse_points_seen_in_the_view(sample_scene, tmp_path):
 
 def test_stored_vggt_run_is_a_reference_and_a_camera(stages, sample_scene, isolated_cache):
     """A stored VGGT run (network pixels = half the original, its own scale x2) serves depth and intrinsics."""
-    from core.cache import RunStore
-    from core.scene import Reconstruction
+    from core.store.cache import RunStore
+    from core.data.scene import Reconstruction
 
     h, w = sample_scene.image_size
     net_depth = 2.0 * sample_scene.depths[[VIEW, 1], ::2, ::2]             # VGGT's frame: twice the scale
@@ -163,7 +164,7 @@ def test_backprojection_reproduces_ground_truth_surface(sample_scene):
     """Exact depth + exact intrinsics + object mask -> the object's visible surface (Chamfer < 1e-3).
 
     The reference surface is computed independently: rays through the same masked pixels cast
-    (open3d) against the ground-truth mesh; both clouds in core.metrics' normalised frame.
+    (open3d) against the ground-truth mesh; both clouds in core.eval.metrics' normalised frame.
     """
     import open3d as o3d
 
@@ -207,7 +208,7 @@ def test_erosion_and_fov_guess(sample_scene):
 
 # ----------------------------------------------------------------------------- whole pipeline
 def test_pipeline_end_to_end_through_cache(stages, sample_scene, isolated_cache, registered, monkeypatch):
-    from core.cache import RunStore
+    from core.store.cache import RunStore
     from core.models.combined import method as combined
     from core.runner import leaderboard, run_method
 

@@ -94,7 +94,7 @@ def test_view_without_depth_reference_keeps_box_and_mask(page, sample_scene):
     at.button(key="combined.save_masks").click()
     at.run()
     assert any("into scene “bare”" in s.value for s in at.success)
-    from core.scene import Scene
+    from core.data.scene import Scene
 
     saved = Scene.load(scenes_root() / "bare")
     assert saved.provenance["object_masks"]["views"] == [0] and saved.masks[0].any()

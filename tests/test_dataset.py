@@ -1,4 +1,4 @@
-"""Dataset preparation (core.dataset): uploads, image/video checks, object crop, the prepare pipeline and CLI."""
+"""Dataset preparation (core.data.dataset): uploads, image/video checks, object crop, the prepare pipeline and CLI."""
 import io
 import json
 from pathlib import Path
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import dataset
-from core.scene import Scene
+from core.data import dataset
+from core.data.scene import Scene
 from tests.conftest import SAMPLE
 
 
@@ -163,7 +163,7 @@ def prepared_by_cli(tmp_path_factory):
     argv = ["prepare", "--images", str(images), "--out", str(out), "--max-features", "1024",
             "--mvs-max-size", "128", "--name", "cli-toy"]
     modules = list(cli.COMMAND_MODULES)
-    cli.COMMAND_MODULES[:] = modules + ([] if "core.dataset" in modules else ["core.dataset"])
+    cli.COMMAND_MODULES[:] = modules + ([] if "core.data.dataset" in modules else ["core.data.dataset"])
     try:
         status = cli.main(argv)
     finally:
@@ -182,7 +182,7 @@ def test_cli_prepare_writes_a_scene_in_input_order(prepared_by_cli, sample_scene
     # the views are the inputs, undistorted when COLMAP's lens model found a (here tiny) distortion
     assert np.abs(scene.images[3].astype(int) - sample_scene.images[3].astype(int)).mean() < 3
     if (out / "images_distorted").is_dir():
-        from core.scene import read_image
+        from core.data.scene import read_image
 
         np.testing.assert_array_equal(read_image(out / "images_distorted" / "photo_3.png"), sample_scene.images[3])
     assert (out / "sparse" / "0" / "cameras.bin").is_file() and (out / "database.db").is_file()
@@ -191,7 +191,7 @@ def test_cli_prepare_writes_a_scene_in_input_order(prepared_by_cli, sample_scene
     report = json.loads((out / "prepare.json").read_text())
     assert report["registered"] == 8 and report["object_points"] == len(scene.gt_points)
     # relative poses equal the exact ones (up to the similarity of COLMAP's frame)
-    from core import metrics
+    from core.eval import metrics
 
     errors = metrics.camera_errors(scene.cam_from_world, sample_scene.cam_from_world[:8])
     assert errors["rre_deg"] < 0.5 and errors["rte_deg"] < 1.0
@@ -217,7 +217,7 @@ def test_cli_bad_input_exits_2_with_a_message(tmp_path, capsys):
     folder.mkdir()
     (folder / "a.jpg").write_bytes((SAMPLE / "images" / "view_000.jpg").read_bytes())
     modules = list(cli.COMMAND_MODULES)
-    cli.COMMAND_MODULES[:] = modules + ([] if "core.dataset" in modules else ["core.dataset"])
+    cli.COMMAND_MODULES[:] = modules + ([] if "core.data.dataset" in modules else ["core.data.dataset"])
     try:
         status = cli.main(["prepare", "--images", str(folder), "--out", str(tmp_path / "out")])
         video = tmp_path / "v.mp4"

@@ -14,7 +14,7 @@ from core.models import weights as weights_lib
 from core.models.dust3r import DUSt3R, DUSt3RConfig
 from core.models.dust3r import method as dust3r_method
 from core.models.dust3r.pair_geometry import two_views
-from core.scene import Scene
+from core.data.scene import Scene
 from tests.conftest import load_reference, prefixed
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from core import geometry
-from core.cache import RunStore
+from core.store.cache import RunStore
 from tests.conftest import ROOT, SAMPLE, known_sim3, ply_bytes
 
 
@@ -28,7 +28,7 @@ def test_evaluate_prints_the_scores_as_json(tmp_path, sample_scene):
     assert scores["chamfer"] < 1e-3 and scores["fscore"]["0.01"] == 1.0
     assert scores["alignment"]["scale"] == pytest.approx(
         1 / geometry.sim3_parts(sim)[0] * geometry.sim3_parts(
-            __import__("core.metrics", fromlist=["x"]).normalization_transform(sample_scene.gt_points))[0], rel=1e-4)
+            __import__("core.eval.metrics", fromlist=["x"]).normalization_transform(sample_scene.gt_points))[0], rel=1e-4)
     assert scores["alignment"]["fitness"] > 0.99
     assert len(RunStore(tmp_path / "c").runs("toy")) == 1
 
@@ -53,7 +53,7 @@ EXPECTED = {"empty.ply": "no points", "nans.ply": "no finite points", "two.ply":
 
 def test_bad_inputs_give_one_line_errors_and_leave_the_cache_alone(tmp_path):
     store = RunStore(tmp_path / "c")
-    store.save("toy", "existing", __import__("core.scene", fromlist=["x"]).Reconstruction(
+    store.save("toy", "existing", __import__("core.data.scene", fromlist=["x"]).Reconstruction(
         method="earlier", points=np.zeros((20, 3))))
     before = store.snapshot()
     for name, data in _bad_files(tmp_path).items():

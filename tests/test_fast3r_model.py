@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from core.models import weights as weights_lib
 from core.models.fast3r import Fast3R, Fast3RConfig, align_local_to_global, default_image_idx
 from core.models.fast3r import method as fast3r_method
-from core.scene import Scene
+from core.data.scene import Scene
 from tests.conftest import load_reference, prefixed
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from core.importers import ReconstructionFileError, read_reconstruction
+from core.data.importers import ReconstructionFileError, read_reconstruction
 
 
 def _box_mesh():

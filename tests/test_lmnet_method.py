@@ -16,7 +16,7 @@ from core.models.lmnet import cli as lm_cli
 from core.models.lmnet.data import list_models, load_rendering
 from core.models.lmnet.evaluate import EvalOptions, evaluate
 from core.models.lmnet.method import METHOD, LMNetOptions, RANDOM_NOTE
-from core.scene import Scene
+from core.data.scene import Scene
 
 SUBSET = Path(__file__).parent / "fixtures" / "lmnet_subset"
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "lmnet"

@@ -13,7 +13,7 @@ from core.models.lrm.mesh import Mesh, export_mesh, extract_mesh, marching_cubes
 from core.models.lrm.method import (METHOD, RANDOM_NOTE, LRMOptions, availability, decode_renders,
                                     load_model)
 from core.models.lrm.preprocess import crop_object
-from core.scene import Scene
+from core.data.scene import Scene
 
 TINY = dict(weights="random-tiny", grid_size=24, render_resolution=24, orbit_views=3, num_points=500)
 

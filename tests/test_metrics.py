@@ -3,8 +3,9 @@ import pytest
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
-from core import geometry, metrics
-from core.scene import Reconstruction
+from core import geometry
+from core.eval import metrics
+from core.data.scene import Reconstruction
 from tests.conftest import known_sim3
 
 
@@ -82,7 +83,7 @@ def test_depth_errors_after_median_scaling():
 
 def _sphere_scene(count=4000, seed=0):
     """A lumpy sphere with cameras around it, as a minimal Scene."""
-    from core.scene import Scene
+    from core.data.scene import Scene
 
     rng = np.random.default_rng(seed)
     d = rng.normal(size=(count, 3))

@@ -1,16 +1,18 @@
-"""CPU multi-view stereo (core.mvs): geometry helpers, one depth map, consistency, and the fused object's F-score.
+"""CPU multi-view stereo (core.data.mvs): geometry helpers, one depth map, consistency, and the fused object's F-score.
 
 The accuracy test runs the stereo with the sample's exact cameras (so it measures the stereo alone) on 14 of
 the 42 views (every third) at a quarter of the resolution (120x160 depth maps, 64 planes), crops the object
-with the automatic crop box (core.dataset.propose_crop) and scores it with core.metrics against the exact
+with the automatic crop box (core.data.dataset.propose_crop) and scores it with core.eval.metrics against the exact
 ground-truth points.
 """
 import numpy as np
 import pytest
 
-from core import geometry, metrics, mvs
-from core.dataset import propose_crop
-from core.scene import Reconstruction
+from core import geometry
+from core.eval import metrics
+from core.data import mvs
+from core.data.dataset import propose_crop
+from core.data.scene import Reconstruction
 
 VIEWS = list(range(0, 42, 3))
 

@@ -4,7 +4,7 @@ import json
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
-from core.scene import Scene
+from core.data.scene import Scene
 from tests.conftest import ROOT, SAMPLE
 from tests.test_dataset import _jpeg, write_video
 
@@ -49,7 +49,7 @@ def test_a_video_goes_through_the_page_end_to_end(isolated_cache, sample_scene, 
     assert len(at.get("plotly_chart")) == 1
     assert any(e.label == "COLMAP log" for e in at.expander)
     # the picker lists it
-    from core.ui import available_scenes
+    from core.app.widgets import available_scenes
 
     assert "orbit-video" in available_scenes()
     # adjust the crop and store it

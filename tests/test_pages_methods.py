@@ -2,7 +2,7 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.cache import RunStore
+from core.store.cache import RunStore
 from tests.conftest import ROOT
 
 APP = str(ROOT / "app.py")

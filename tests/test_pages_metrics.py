@@ -4,8 +4,9 @@ import pytest
 from scipy.spatial import cKDTree
 from streamlit.testing.v1 import AppTest
 
-from core import geometry, metrics
-from core.cache import RunStore
+from core import geometry
+from core.eval import metrics
+from core.store.cache import RunStore
 from tests.conftest import ROOT, known_sim3, ply_bytes
 from tests.test_evaluate_cli import EXPECTED, _bad_files
 
@@ -75,7 +76,7 @@ def test_import_of_transformed_ground_truth_scores_perfectly_then_noise_scores_w
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_bad_files_give_a_clear_message_and_leave_the_cache_untouched(isolated_cache, tmp_path, name):
     store = RunStore(isolated_cache)
-    from core.scene import Reconstruction
+    from core.data.scene import Reconstruction
 
     store.save("toy", "earlier", Reconstruction(method="earlier", points=np.zeros((20, 3))))
     before = store.snapshot()

@@ -9,7 +9,7 @@ from core.models.pointe import method as pointe_method
 from core.models.pointe.method import METHOD, PointEOptions, object_image
 from core.models.registry import option_specs, options_from_dict
 from core.progress import Progress, Stopped
-from core.scene import Scene
+from core.data.scene import Scene
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -178,7 +178,7 @@ def test_load_checkpoint_files(tmp_path):
 
 
 def test_no_object_tiny_image_and_stopped_runs_leave_the_cache_empty(tmp_path):
-    from core.cache import RunStore
+    from core.store.cache import RunStore
     from core.runner import run_method
 
     scene = _scene(1)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from core import scaling
-from core.cache import RunStore
+from core.studies import scaling
+from core.store.cache import RunStore
 from core.progress import Progress
 
 

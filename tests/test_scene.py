@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from core.scene import Reconstruction, Scene, SceneError, find_scenes
+from core.data.scene import Reconstruction, Scene, SceneError, find_scenes
 
 
 def _random_scene(n=3, h=20, w=30, seed=0):

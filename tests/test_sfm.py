@@ -1,11 +1,11 @@
-"""COLMAP sparse reconstruction (core.sfm) on the sample's 42 views, against the exact cameras.
+"""COLMAP sparse reconstruction (core.data.sfm) on the sample's 42 views, against the exact cameras.
 
 The reconstruction runs once per session (1,024 SIFT features per image) and is shared by the tests.
 """
 import numpy as np
 import pytest
 
-from core import sfm
+from core.data import sfm
 from tests.conftest import SAMPLE
 
 
@@ -118,7 +118,7 @@ def test_dense_without_cuda_says_so(tmp_path):
 
 
 def test_colmap_method_returns_cameras_and_points_for_a_view_subset(sample_scene):
-    from core import metrics
+    from core.eval import metrics
     from core.models.colmap.method import METHOD, ColmapOptions
 
     assert METHOD.name == "colmap" and METHOD.family == "sfm" and METHOD.availability(ColmapOptions()).ok

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from core import geometry
-from core.synthetic import SAMPLE_DEPTH_SCALE, SAMPLE_JPEG_QUALITY, ToySceneSpec, render_toy_scene, toy_sdf
+from core.data.synthetic import SAMPLE_DEPTH_SCALE, SAMPLE_JPEG_QUALITY, ToySceneSpec, render_toy_scene, toy_sdf
 from tests.conftest import SAMPLE
 
 

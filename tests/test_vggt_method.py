@@ -13,7 +13,7 @@ from core.models.vggt.bench import bench
 from core.models.vggt.checkpoints import (VGGT_1B, load_pretrained, model_from_state_dict)
 from core.models.vggt.flops import vggt_flops
 from core.models.vggt.method import METHOD, RANDOM_NOTE, VGGTOptions, availability
-from core.scene import Scene
+from core.data.scene import Scene
 from tests.conftest import load_vggt_reference, prefixed
 
 

@@ -1,7 +1,8 @@
 import numpy as np
 
-from core import geometry, viz
-from core.scene import Reconstruction
+from core import geometry
+from core.app import figures as viz
+from core.data.scene import Reconstruction
 
 
 def test_cloud_is_capped_and_says_how_many_it_shows():
@@ -35,7 +36,7 @@ def test_frustums_are_one_line_trace_with_view_labels():
 
 
 def test_error_overlay_and_depth_grid(sample_scene):
-    from core import metrics
+    from core.eval import metrics
 
     recon = Reconstruction(method="m", points=sample_scene.gt_points[::10] + 0.002)
     evaluation = metrics.evaluate(sample_scene, recon, metrics.EvaluationOptions(alignment="none", icp=False))

@@ -1,7 +1,7 @@
 """The ``colmap`` method: COLMAP sparse reconstruction (pycolmap, CPU) + dense stereo on a view subset.
 
 Dense stereo is COLMAP's PatchMatch when pycolmap was built with CUDA, else the CPU plane-sweep
-stereo of :mod:`core.mvs`. The Reconstruction is in COLMAP's world frame (arbitrary similarity);
+stereo of :mod:`core.data.mvs`. The Reconstruction is in COLMAP's world frame (arbitrary similarity);
 ``cam_from_world`` has NaN rows for views COLMAP could not register; ``intrinsics`` are in pixels
 of the scene's original images (pixel centres at integer coordinates); ``depth_maps`` are the
 stereo's depth maps (at ``mvs_max_size``), ``confidence`` the ZNCC of each fused point and
@@ -19,7 +19,7 @@ from pathlib import Path
 from core.models.registry import Availability, Method, option
 from core.profiling import measure
 from core.progress import silent
-from core.scene import Reconstruction, Scene
+from core.data.scene import Reconstruction, Scene
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,9 @@ def availability(options: ColmapOptions) -> Availability:
 
 def run(scene: Scene, view_ids: list[int], options: ColmapOptions, progress=None) -> Reconstruction:
     """Sparse (+ dense) COLMAP reconstruction of ``view_ids`` of ``scene`` (module docstring)."""
-    from core import mvs, sfm
-    from core.dataset import _file_names, _write_png
+    from core.data import mvs
+    from core.data import sfm
+    from core.data.dataset import _file_names, _write_png
 
     progress = progress or silent()
     options = options if isinstance(options, ColmapOptions) else ColmapOptions(**dict(options or {}))
@@ -93,7 +94,7 @@ def run(scene: Scene, view_ids: list[int], options: ColmapOptions, progress=None
                                     mvs.MvsOptions(scale=scale), progress.sub(0.5, 1.0))
                 points, colors = dense.points, dense.colors
                 confidence, source, depth_maps = dense.confidence, dense.source_view, dense.depths
-                notes.append(f"dense: CPU plane-sweep stereo at scale {scale:.3g} (core.mvs)")
+                notes.append(f"dense: CPU plane-sweep stereo at scale {scale:.3g} (core.data.mvs)")
         else:
             notes.append("sparse points only")
     report = result.report()

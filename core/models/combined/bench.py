@@ -10,7 +10,7 @@ import time
 from core.models.combined import method as combined
 from core.models.combined.pipeline import run_view
 from core.profiling import measure
-from core.scene import Scene
+from core.data.scene import Scene
 
 
 def bench(argv: list[str]) -> list[dict]:

@@ -267,7 +267,7 @@ def scene_points_reference(scene, view: int) -> DepthReference | None:
 
 def stored_vggt_run(scene, view: int, store=None):
     """(key, Reconstruction) of the newest stored VGGT run of ``scene`` that includes ``view``, or None."""
-    from core.cache import RunStore
+    from core.store.cache import RunStore
 
     store = store or RunStore()
     for record in store.runs(scene.name):

@@ -19,7 +19,7 @@ from core.models.registry import Availability, Method, option
 from core.models.weights import MissingWeights
 from core.profiling import measure
 from core.progress import silent
-from core.scene import Reconstruction
+from core.data.scene import Reconstruction
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.cache import cache_root
-from core.scene import Scene
+from core.store.cache import cache_root
+from core.data.scene import Scene
 
 log = logging.getLogger(__name__)
 

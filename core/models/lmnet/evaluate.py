@@ -4,10 +4,10 @@ Protocol (3D-LMNet, Mandikal et al. 2018, as reproduced here): the prediction an
 truth are each translated to their bounding-box centre and scaled so that the longest side of
 their bounding box is 1 (unit box), subsampled to 1,024 points (seeded), the prediction is
 aligned to the ground truth by point-to-point ICP (rigid, no scale; open3d through
-:func:`core.metrics.icp`), then scored:
+:func:`core.eval.metrics.icp`), then scored:
 
-- Chamfer: mean nearest L2 distance pred->gt plus gt->pred (:func:`core.metrics.chamfer_distance`);
-- EMD: exact optimal transport, mean matched distance (:func:`core.metrics.earth_movers_distance`);
+- Chamfer: mean nearest L2 distance pred->gt plus gt->pred (:func:`core.eval.metrics.chamfer_distance`);
+- EMD: exact optimal transport, mean matched distance (:func:`core.eval.metrics.earth_movers_distance`);
 - F-score at ``tau`` (fraction of points within ``tau`` both ways, harmonic mean).
 
 All distances are in unit-box units (the object's longest side = 1).
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import metrics
+from core.eval import metrics
 
 from . import data as lm_data
 from .modeling import LMNet

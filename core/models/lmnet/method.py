@@ -16,7 +16,7 @@ from core.models import weights
 from core.models.registry import Availability, Method, option
 from core.profiling import measure
 from core.progress import Progress, silent
-from core.scene import Reconstruction, Scene
+from core.data.scene import Reconstruction, Scene
 
 from .inference import get_model, predict, shipped_dir
 

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from core import geometry
-from core.synthetic import _ValueNoise, _open3d_mesh
+from core.data.synthetic import _ValueNoise, _open3d_mesh
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from core.models import weights
 from core.models.registry import Availability, Method, option
 from core.profiling import measure
 from core.progress import Progress
-from core.scene import Reconstruction, Scene
+from core.data.scene import Reconstruction, Scene
 
 from .cameras import source_cam_from_world_cv
 from .checkpoints import checkpoint_for

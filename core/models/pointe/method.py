@@ -18,7 +18,7 @@ from core.models import weights
 from core.models.registry import Availability, Method, option
 from core.profiling import measure
 from core.progress import Progress, silent
-from core.scene import Reconstruction, Scene
+from core.data.scene import Reconstruction, Scene
 
 from . import checkpoints
 from .modeling_pointe import MULTIVIEW_MODES, PointE, combine_views, samples_to_points

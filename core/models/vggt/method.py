@@ -17,7 +17,7 @@ import torch
 from core.models.registry import Availability, Method, checkpoint_availability, option, options_from_dict
 from core.profiling import measure
 from core.progress import Progress, silent
-from core.scene import Reconstruction, Scene
+from core.data.scene import Reconstruction, Scene
 
 from .checkpoints import CHECKPOINTS, load_pretrained, materialize_buffers
 from .config import VGGTConfig

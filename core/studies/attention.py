@@ -218,7 +218,7 @@ def bench(argv: list[str] | None = None) -> list[dict]:
     import psutil
 
     from core.cli import load_scene
-    from core.dataset import crop_to_aspect
+    from core.data.dataset import crop_to_aspect
     from core.models.vggt.method import WEIGHTS, load_model
     from core.profiling import measure
 

@@ -28,7 +28,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from core import geometry
-from core.scene import Reconstruction, Scene
+from core.data.scene import Reconstruction, Scene
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ Inputs (the Dataset page and ``python -m core prepare`` share this code):
 Uploads are written under ``cache_root()/uploads/<batch>/`` with sanitised names and a size
 limit before any work starts, and are never deleted when a later step fails.
 
-The ``prepare`` pipeline writes ``<out>/`` (a folder :meth:`core.scene.Scene.load` reads)::
+The ``prepare`` pipeline writes ``<out>/`` (a folder :meth:`core.data.scene.Scene.load` reads)::
 
     scene.json, cameras.npz    image names in input order; intrinsics [N,3,3] (pixel centres at
                                integer coordinates), cam_from_world [N,4,4] (NaN = unregistered)
@@ -44,10 +44,10 @@ import numpy as np
 from PIL import Image
 
 from core import geometry
-from core.cache import cache_root, safe_name
+from core.store.cache import cache_root, safe_name
 from core.progress import Progress, silent
-from core.scene import IMAGE_SUFFIXES, Scene, SceneError, atomic_write_bytes, read_image, to_json
-from core.sfm import SfmError, SfmOptions, SfmResult, run_sfm
+from core.data.scene import IMAGE_SUFFIXES, Scene, SceneError, atomic_write_bytes, read_image, to_json
+from core.data.sfm import SfmError, SfmOptions, SfmResult, run_sfm
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def uploads_root() -> Path:
 def store_uploads(files: list[tuple[str, bytes]], kind: str = "images", batch: str | None = None) -> UploadBatch:
     """Write uploaded ``(name, bytes)`` pairs under ``cache_root()/uploads/<batch>/`` before any work.
 
-    Names are sanitised (:func:`core.cache.safe_name`) and made unique; each file must be under the
+    Names are sanitised (:func:`core.store.cache.safe_name`) and made unique; each file must be under the
     size limit (40 MB per image, 1 GB per video) and have an accepted suffix.
     Raises DatasetError (nothing is written) when a file is refused.
     """
@@ -526,7 +526,8 @@ def prepare(images: list[np.ndarray], names: list[str], out: Path | str, scene_n
     Raises:
         DatasetError / SfmError with a one-line message; ``core.progress.Stopped`` when stopped.
     """
-    from core import mvs, sfm
+    from core.data import mvs
+    from core.data import sfm
 
     options = options or PrepareOptions()
     progress = progress or silent()
@@ -590,7 +591,7 @@ def prepare(images: list[np.ndarray], names: list[str], out: Path | str, scene_n
                                 mvs_options, dense_progress)
             dense_points, dense_colors = dense.points, dense.colors
             depths = mvs.upsample_depths(dense.depths, views[0].shape[:2])
-            dense_info = {"method": "cpu plane-sweep stereo (core.mvs)", "points": int(len(dense_points)),
+            dense_info = {"method": "cpu plane-sweep stereo (core.data.mvs)", "points": int(len(dense_points)),
                           "options": asdict(mvs_options), "stage_seconds": dense.stage_seconds}
             atomic_write_bytes(out / "dense" / "fused.npz", _npz(points=dense.points, colors=dense.colors,
                                                                  confidence=dense.confidence,
@@ -614,7 +615,7 @@ def prepare(images: list[np.ndarray], names: list[str], out: Path | str, scene_n
     scene = Scene(name=scene_name, images=views, image_names=list(names), intrinsics=result.intrinsics,
                   cam_from_world=result.cam_from_world, depths=depths,
                   gt_points=cloud[inside].astype(np.float32), gt_colors=colors[inside].astype(np.uint8),
-                  provenance={"generator": "core.dataset.prepare", "ground_truth": "COLMAP sparse + "
+                  provenance={"generator": "core.data.dataset.prepare", "ground_truth": "COLMAP sparse + "
                               + dense_info["method"] + ", object crop", "units": "COLMAP (arbitrary scale)",
                               "world": "COLMAP's frame", **(provenance or {}),
                               "report": {k: v for k, v in report.items() if k != "crop"}})
@@ -683,12 +684,12 @@ def prepare_from_scene_views(scene: Scene, views: list[int], out: Path, dense: b
                              mvs_max_size: int = 256) -> dict:
     """Prepare ``views`` of an existing scene into ``out`` and score it against the scene's exact ground truth.
 
-    Returns the report plus ``pose_errors`` and, with ``dense``, ``dense_scores`` (core.metrics,
+    Returns the report plus ``pose_errors`` and, with ``dense``, ``dense_scores`` (core.eval.metrics,
     normalised units: F-score at 0.02, accuracy, completeness).
     """
-    from core import metrics
-    from core.scene import Reconstruction
-    from core.sfm import pose_errors
+    from core.eval import metrics
+    from core.data.scene import Reconstruction
+    from core.data.sfm import pose_errors
 
     sub = scene.subset(views)
     options = PrepareOptions(sfm=sfm_options or SfmOptions(), dense=dense, mvs_max_size=mvs_max_size)
@@ -726,7 +727,7 @@ def cmd_prepare(args) -> int:
     provenance: dict = {}
     try:
         if args.sample:
-            from core.cache import REPO_ROOT
+            from core.store.cache import REPO_ROOT
 
             source = Scene.load(REPO_ROOT / "sample_data" / args.sample)
             images, names = source.images, source.image_names
@@ -761,7 +762,7 @@ def cmd_prepare(args) -> int:
 
 def register(subparsers) -> None:
     """Add ``prepare`` to the CLI (``core.__main__`` calls this)."""
-    from core.sfm import CAMERA_MODELS, MATCHERS
+    from core.data.sfm import CAMERA_MODELS, MATCHERS
 
     p = subparsers.add_parser("prepare", help="photos or a video -> a scene folder with a COLMAP ground truth")
     source = p.add_mutually_exclusive_group(required=True)
@@ -785,8 +786,8 @@ def register(subparsers) -> None:
 
 
 def bench(argv: list[str]) -> list[dict]:
-    """``python -m core bench sfm``: see :func:`core.sfm.bench`."""
-    from core.sfm import bench as sfm_bench
+    """``python -m core bench sfm``: see :func:`core.data.sfm.bench`."""
+    from core.data.sfm import bench as sfm_bench
 
     return sfm_bench(argv)
 

@@ -1,6 +1,6 @@
 """Content-addressed store of runs: ``cache/runs/<scene>/<method>/<key>/``.
 
-Each run folder holds ``reconstruction.npz`` + ``meta.json`` (see :class:`core.scene.Reconstruction`)
+Each run folder holds ``reconstruction.npz`` + ``meta.json`` (see :class:`core.data.scene.Reconstruction`)
 and, once scored, ``evaluation.json``. The key hashes the method's name and version, its options,
 the input view ids and the input images' bytes, so equal inputs share a key and any change gives
 a new one. A run folder appears complete or not at all: it is written under a temporary name in
@@ -23,11 +23,11 @@ from typing import Iterable
 
 import numpy as np
 
-from core.scene import Reconstruction, atomic_write_bytes, to_json
+from core.data.scene import Reconstruction, atomic_write_bytes, to_json
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE_ENV = "RECONBENCH_CACHE"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

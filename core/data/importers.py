@@ -1,7 +1,7 @@
 """Reconstructions made elsewhere: PLY point clouds or meshes, OBJ/GLB meshes, VGGT ``predictions.npz``.
 
 Every reader takes the file's bytes and its (user-given) name and returns a
-:class:`core.scene.Reconstruction` with ``method="imported"``, or raises :class:`ImportError_`
+:class:`core.data.scene.Reconstruction` with ``method="imported"``, or raises :class:`ImportError_`
 with a one-line message that says what is wrong with the file.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.scene import Reconstruction
+from core.data.scene import Reconstruction
 
 log = logging.getLogger(__name__)
 

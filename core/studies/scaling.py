@@ -235,7 +235,7 @@ def _cli(args) -> int:
     from dataclasses import asdict
 
     from core.cli import CliError, load_scene, parse_option_values
-    from core.cache import RunStore
+    from core.store.cache import RunStore
     from core.models import registry
     from core.progress import to_stderr
 

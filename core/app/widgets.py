@@ -9,9 +9,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.cache import REPO_ROOT, RunStore, cache_root
+from core.store.cache import REPO_ROOT, RunStore, cache_root
 from core.progress import Progress
-from core.scene import Scene, find_scenes
+from core.data.scene import Scene, find_scenes
 
 SCENE_KEY = "scene_name"
 APP_RAN_KEY = "_reconbench_app_ran"
@@ -187,7 +187,8 @@ def method_workbench(family: str) -> None:
     run it through the cache, and show its cloud, cameras, depth maps, mesh and scores."""
     import numpy as np
 
-    from core import metrics, viz
+    from core.eval import metrics
+    from core.app import figures as viz
     from core.models import registry
     from core.progress import Stopped
     from core.runner import run_method

@@ -410,7 +410,7 @@ def colmap_dense(sparse_path: Path, image_dir: Path, workdir: Path, progress: Pr
 
     progress = progress or silent()
     if not dense_cuda_available():
-        raise SfmError("COLMAP PatchMatch stereo needs a CUDA build of pycolmap; use the CPU stereo (core.mvs)")
+        raise SfmError("COLMAP PatchMatch stereo needs a CUDA build of pycolmap; use the CPU stereo (core.data.mvs)")
     dense = Path(workdir) / "dense"
     progress(0.0, "undistorting images")
     pycolmap.undistort_images(dense, sparse_path, image_dir)
@@ -464,8 +464,8 @@ def bench(argv: list[str]) -> list[dict]:
     """
     import tempfile
 
-    from core.cache import REPO_ROOT
-    from core.scene import Scene
+    from core.store.cache import REPO_ROOT
+    from core.data.scene import Scene
 
     parser = argparse.ArgumentParser(prog="python -m core bench sfm")
     parser.add_argument("--views", type=int, nargs="*", default=[20, 42])
@@ -479,7 +479,7 @@ def bench(argv: list[str]) -> list[dict]:
     for count in args.views:
         views = np.linspace(0, scene.num_views - 1, count).round().astype(int).tolist()
         with tempfile.TemporaryDirectory() as tmp:
-            from core.dataset import prepare_from_scene_views  # local import: dataset imports this module
+            from core.data.dataset import prepare_from_scene_views  # local import: dataset imports this module
             started = time.perf_counter()
             summary = prepare_from_scene_views(scene, views, Path(tmp), dense=not args.no_dense,
                                                sfm_options=SfmOptions(num_threads=args.threads,

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from core import geometry
-from core.scene import Scene
+from core.data.scene import Scene
 
 log = logging.getLogger(__name__)
 

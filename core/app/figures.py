@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from core import geometry
-from core.metrics import subsample_indices
+from core.eval.metrics import subsample_indices
 
 DEFAULT_MAX_POINTS = 60_000
 
