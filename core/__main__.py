@@ -57,29 +57,27 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from core.store.cache import RunStore
+    from core import options as option_surface
     from core.models import registry
     from core.progress import Stopped, to_stderr
     from core.runner import run_method
+    from core.store.cache import RunStore
 
     scene = load_scene(args.scene)
-    try:
-        method = registry.get(args.method)
-        options = registry.options_from_dict(method.options_type, parse_option_values(args.option))
-    except (KeyError, ValueError, TypeError) as error:
-        raise CliError(str(error).strip('"')) from None
+    method = registry.get(args.method)
+    options = option_surface.from_namespace(method.options_type, args, args.option)
+    method.check_options(options)
     views = args.views if args.views else list(range(min(scene.num_views, method.max_views or scene.num_views)))
     store = RunStore(args.cache) if args.cache else RunStore()
     try:
         result = run_method(scene, method.name, views, options, to_stderr(), store)
-    except (ValueError, RuntimeError, FileNotFoundError) as error:
-        raise CliError(str(error)) from None
     except Stopped:
         raise CliError("stopped; nothing was stored") from None
     recon = result.recon
     print(to_json({"method": method.name, "key": result.key, "cached": result.cached,
                    "views": recon.view_ids, "points": int(len(recon.points)), "seconds": recon.seconds,
                    "peak_memory_bytes": recon.peak_memory_bytes, "parameter_count": recon.parameter_count,
+                   "weights_kind": recon.weights_kind,
                    "notes": recon.notes, "evaluation": result.evaluation,
                    "path": str(store.run_dir(scene.name, method.name, result.key))}))
     return 0
@@ -145,7 +143,23 @@ def cmd_synth(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _registered() -> list[str]:
+    from core.models.registry import METHOD_MODULES
+
+    return sorted(METHOD_MODULES)
+
+
+def _run_method_name(argv: list[str] | None) -> str | None:
+    """The METHOD of ``run METHOD ...`` when it is registered (its options then get flags)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "run" not in argv:
+        return None
+    rest = argv[argv.index("run") + 1:]
+    name = next((a for a in rest if not a.startswith("-")), None)
+    return name if name in _registered() else None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", help="run store root (default: $RECONBENCH_CACHE or ./cache)")
@@ -161,11 +175,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("run", help="run a registered method on a scene (cached)")
-    p.add_argument("method")
+    method = _run_method_name(argv)
+    p = sub.add_parser("run", help="run a registered method on a scene (cached)",
+                       description="Run a registered method on a scene (cached). "
+                                   "`python -m core run METHOD --help` lists METHOD's options.")
+    p.add_argument("method", help="registered method: " + ", ".join(_registered()))
     p.add_argument("--scene", required=True)
     p.add_argument("--views", type=int, nargs="*")
-    p.add_argument("--option", action="append", help="key=value (JSON values allowed)")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="set an option by name (same as its flag below)")
+    if method is not None:
+        from core import options as option_surface
+        from core.models import registry
+
+        option_surface.add_arguments(p, registry.get(method).options_type,
+                                     f"{method} options (also as --option key=value)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("runs", help="list stored runs of a scene with their scores (JSON lines)")
@@ -196,10 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    from core.errors import UserError
+
     try:
+        args = build_parser(argv).parse_args(argv)
         return args.func(args)
-    except CliError as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

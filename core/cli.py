@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 
+from core.errors import UserError
 
-class CliError(Exception):
-    """A user error: printed as one line, exit status 2."""
+
+class CliError(UserError):
+    """A user error found by the command line itself: printed as one line, exit status 2."""
 
 
 def parse_option_values(pairs: list[str]) -> dict:
@@ -26,7 +28,7 @@ def load_scene(path: str):
 
     try:
         return Scene.load(path)
-    except (SceneError, FileNotFoundError) as error:
+    except (SceneError, FileNotFoundError, NotADirectoryError) as error:
         raise CliError(str(error)) from None
 
 

@@ -1,23 +1,35 @@
-"""Running a method or importing a file, through the cache, then scoring: what pages and CLI call.
+"""Running a method through its lifecycle and the run store; importing files; scoring.
 
-``run_method`` looks the run up in the cache by its key and computes only when missing;
-``import_file`` stores an imported reconstruction; ``evaluate_run`` scores a stored run and
-saves ``evaluation.json`` beside it. Nothing is written unless the step succeeded.
+:func:`execute` is the method lifecycle, the only place that validates options and views,
+checks availability, resolves the device, takes the model from the per-process model cache,
+measures time and peak memory, counts parameters and records provenance (method, version,
+options, views, device, typed weights kind, checkpoint licences). :func:`run_method` puts the
+run key and the store around it: a stored run is returned as it is, a new one is computed,
+optionally scored, and stored atomically. Nothing is written unless the step succeeded.
 """
 from __future__ import annotations
 
-import dataclasses
+import json
 import logging
 from dataclasses import dataclass
 
-from core.eval import metrics
-from core.store.cache import RunStore, run_key
+from core import options as opts
 from core.data.importers import read_reconstruction
-from core.models import registry
-from core.progress import Progress, silent
 from core.data.scene import Reconstruction, Scene
+from core.errors import UserError
+from core.eval import metrics
+from core.models import model_cache, registry
+from core.profiling import measure
+from core.progress import Progress, silent
+from core.store.cache import RunStore, run_key
 
 log = logging.getLogger(__name__)
+
+RANDOM_NOTE = "random weights: the geometry and scores are meaningless"
+
+
+class NoCuda(UserError):
+    """CUDA was asked for on a machine without it."""
 
 
 @dataclass
@@ -30,47 +42,103 @@ class RunResult:
     evaluation: dict | None = None
 
 
-def options_dict(options) -> dict:
-    return dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options or {})
+def resolve_device(choice: str = "auto") -> str:
+    """``cpu`` or ``cuda`` for a device option (``auto`` = CUDA when available)."""
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise NoCuda("device 'cuda' was asked for but CUDA is not available here (use auto or cpu)")
+    if choice not in ("cpu", "cuda"):
+        raise UserError(f"unknown device {choice!r} (choices: auto, cpu, cuda)")
+    return choice
+
+
+def is_random(recon_or_meta) -> bool:
+    """True when a run (Reconstruction or stored meta dict) used random weights."""
+    kind = recon_or_meta.get("weights_kind") if isinstance(recon_or_meta, dict) else recon_or_meta.weights_kind
+    return kind in opts.RANDOM_WEIGHTS
+
+
+def prepare_call(method: registry.Method, scene: Scene, view_ids, options):
+    """Validated ``(options, view_ids)``; raises UserError naming what is wrong."""
+    options = method.parse_options(options if options is not None else None)
+    view_ids = method.check_views(view_ids, scene.num_views)
+    return options, view_ids
+
+
+def load_model(method: registry.Method, options, device: str):
+    """``(model, load_seconds)`` from the per-process cache (one copy per model key)."""
+    key = (method.name, method.version, method.model_key(options), device)
+    model, seconds, _ = model_cache.get(key, lambda: method.load(options, device), method.cost_bytes)
+    return model, seconds
+
+
+def execute(method: registry.Method, scene: Scene, view_ids, options=None,
+            progress: Progress | None = None) -> Reconstruction:
+    """Run ``method`` on ``view_ids`` of ``scene`` (no store): the whole method lifecycle.
+
+    Raises :class:`UserError` for bad options or views, a method that cannot run here
+    (missing checkpoint, no CUDA) or bad input the method detects; ``Stopped`` when stopped.
+    """
+    progress = progress or silent()
+    options, view_ids = prepare_call(method, scene, view_ids, options)
+    available = method.availability(options)
+    if not available.ok:
+        raise registry.CannotRun(f"{method.label} cannot run: {available.message()}")
+    device = resolve_device(getattr(options, "device", "auto"))
+    progress(0.0, f"loading {method.label}")
+    model, load_seconds = load_model(method, options, device)
+    with measure(cuda=device == "cuda") as measured:
+        recon = method.predict(model, scene, view_ids, options, progress, device)
+    progress.check()
+    kind = method.weights_kind(options)
+    recon.method = method.name
+    recon.version = method.version
+    recon.view_ids = list(view_ids)
+    recon.options = opts.as_dict(options)
+    recon.seconds = measured.seconds
+    recon.peak_memory_bytes = measured.peak_memory_bytes
+    recon.parameter_count = method.parameter_count(model)
+    recon.device = device
+    recon.weights_kind = kind
+    if kind in opts.RANDOM_WEIGHTS and RANDOM_NOTE not in recon.notes:
+        recon.notes.insert(0, RANDOM_NOTE)
+    recon.extra["model_load_seconds"] = load_seconds
+    licences = method.licences(options)
+    if licences:
+        recon.extra["licences"] = licences
+    return recon
 
 
 def key_for(scene: Scene, method: registry.Method, view_ids: list[int], options) -> str:
-    return run_key(method.name, method.version, options_dict(options), view_ids,
+    return run_key(method.name, method.version, opts.as_dict(options), view_ids,
                    [scene.images[i] for i in view_ids])
 
 
 def run_method(scene: Scene, method_name: str, view_ids: list[int], options=None,
                progress: Progress | None = None, store: RunStore | None = None,
-               evaluate: bool = True) -> RunResult:
-    """Run (or fetch from the cache) ``method_name`` on ``view_ids`` of ``scene``.
+               evaluate: bool = True, score_random_weights: bool = True) -> RunResult:
+    """Run (or fetch from the store) ``method_name`` on ``view_ids`` of ``scene``.
 
-    Raises ValueError for bad views/options, ``core.progress.Stopped`` when stopped (nothing
-    stored), and whatever the method raises for bad input.
+    ``evaluate`` scores a new run against the ground truth; ``score_random_weights=False``
+    skips scoring when the weights are random (the scaling study, which only times them).
+    Raises :class:`UserError` for bad input and ``Stopped`` when stopped (nothing stored).
     """
     method = registry.get(method_name)
-    options = options if options is not None else method.default_options()
-    if isinstance(options, dict):
-        options = registry.options_from_dict(method.options_type, options)
-    view_ids = [int(v) for v in view_ids]
-    if any(v < 0 or v >= scene.num_views for v in view_ids):
-        raise ValueError(f"view ids must be in 0..{scene.num_views - 1}; got {view_ids}")
-    method.check_views(view_ids)
+    options, view_ids = prepare_call(method, scene, view_ids, options)
     store = store or RunStore()
     progress = progress or silent()
     key = key_for(scene, method, view_ids, options)
     if store.has(scene.name, method.name, key):
         record = store.load(scene.name, method.name, key)
-        evaluation = _stored_evaluation(store, scene.name, method.name, key)
-        return RunResult(record, scene.name, method.name, key, cached=True, evaluation=evaluation)
-    available = method.availability(options)
-    if not available.ok:
-        raise RuntimeError(f"{method.label} cannot run: {available.message()}")
-    recon = method.run(scene, view_ids, options, progress.sub(0.0, 0.9))
-    recon.view_ids = view_ids
-    recon.version = method.version
-    recon.options = options_dict(options)
+        return RunResult(record, scene.name, method.name, key, cached=True,
+                         evaluation=_stored_evaluation(store, scene.name, method.name, key))
+    recon = execute(method, scene, view_ids, options, progress.sub(0.0, 0.9))
     evaluation = None
-    if evaluate and scene.has_ground_truth:
+    wanted = evaluate and (score_random_weights or not is_random(recon))
+    if wanted and scene.has_ground_truth:
         try:
             evaluation = metrics.evaluate(scene, recon, progress=progress.sub(0.9, 1.0)).scores
         except metrics.EvaluationError as error:
@@ -80,8 +148,6 @@ def run_method(scene: Scene, method_name: str, view_ids: list[int], options=None
 
 
 def _stored_evaluation(store: RunStore, scene: str, method: str, key: str) -> dict | None:
-    import json
-
     path = store.run_dir(scene, method, key) / "evaluation.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -93,7 +159,7 @@ def import_file(scene: Scene, data: bytes, file_name: str, view_ids: list[int] |
 
     The file is read and scored before anything is written, so a bad file (unreadable, empty,
     NaN-only, too few points) raises ``ReconstructionFileError`` / ``EvaluationError`` and leaves
-    the cache untouched.
+    the store untouched.
     """
     store = store or RunStore()
     recon = read_reconstruction(data, file_name, view_ids)
@@ -121,6 +187,7 @@ def leaderboard(store: RunStore, scene: str, tau: str = "0.01") -> list[dict]:
         rows.append({
             "method": record.method,
             "views": len(meta.get("view_ids") or []) or None,
+            "weights": meta.get("weights_kind"),
             "chamfer": ev.get("chamfer"),
             "emd": ev.get("emd"),
             f"F@{tau}": (ev.get("fscore") or {}).get(tau),

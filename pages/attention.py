@@ -5,7 +5,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.studies.attention import capture_session
-from core.models.vggt.method import WEIGHTS, availability
+import typing
+
+from core.errors import UserError
+from core.models.vggt.method import Weights
 from core.app.widgets import StreamlitProgress, current_scene, require_app_navigation
 
 require_app_navigation()
@@ -24,7 +27,7 @@ if scene is None:
 with st.form("attention.form"):
     c1, c2, c3 = st.columns(3)
     count = c1.slider("Views", 1, min(8, scene.num_views), min(3, scene.num_views), key="attention.count")
-    weights = c2.selectbox("Weights", WEIGHTS, key="attention.weights",
+    weights = c2.selectbox("Weights", typing.get_args(Weights), key="attention.weights",
                            help="random-tiny: the fixture's tiny configuration with random weights (demo/tests); "
                                 "random-full: VGGT-1B's architecture with random weights (real time and memory)")
     half = c3.checkbox("Keep keys in float16 (half the memory)", key="attention.half")
@@ -36,14 +39,11 @@ session_key = (scene.name, tuple(view_ids), weights, checkpoint, half)
 if submitted:
     bar = StreamlitProgress("Capturing global attention")
     try:
-        ready = availability({"weights": weights, "checkpoint_path": checkpoint})
-        if not ready.ok:
-            raise RuntimeError(ready.message())
         st.session_state["attention.session"] = (session_key, capture_session(
             scene, view_ids, weights=weights, checkpoint_path=checkpoint, half_precision_keys=half,
             progress=bar.progress))
         bar.done("captured")
-    except (RuntimeError, ValueError, FileNotFoundError) as error:
+    except UserError as error:
         st.error(f"Cannot run VGGT: {error}")
 
 stored = st.session_state.get("attention.session")
@@ -110,7 +110,7 @@ try:
         bar = StreamlitProgress("Rolling out attention")
         maps = session.rollout(token, first, last, discard, progress=bar.progress)
         bar.clear()
-except ValueError as error:
+except UserError as error:
     st.error(str(error))
     st.stop()
 links = session.correspondences(source, u, v, scene)

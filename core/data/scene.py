@@ -35,11 +35,13 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from core.errors import UserError
+
 SCENE_FORMAT_VERSION = 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-class SceneError(ValueError):
+class SceneError(UserError):
     """A scene folder or a reconstruction file is missing, malformed or inconsistent."""
 
 
@@ -59,7 +61,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def _npz_bytes(**arrays: np.ndarray) -> bytes:
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    """A compressed ``.npz`` archive of ``arrays`` as bytes (for :func:`atomic_write_bytes`)."""
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()
@@ -254,11 +257,11 @@ class Scene:
                 Image.fromarray(image).save(buffer, format="JPEG", quality=jpeg_quality, subsampling=0)
             atomic_write_bytes(folder / "images" / file_name, buffer.getvalue())
             names.append(file_name)
-        atomic_write_bytes(folder / "cameras.npz", _npz_bytes(
+        atomic_write_bytes(folder / "cameras.npz", npz_bytes(
             intrinsics=self.intrinsics, cam_from_world=self.cam_from_world))
         if self.depths is not None:
             if depth_scale is None:
-                atomic_write_bytes(folder / "depths.npz", _npz_bytes(depth=self.depths.astype(np.float32)))
+                atomic_write_bytes(folder / "depths.npz", npz_bytes(depth=self.depths.astype(np.float32)))
             else:
                 steps = np.round(self.depths.astype(np.float64) / depth_scale)
                 if steps.max() >= 65535:
@@ -267,7 +270,7 @@ class Scene:
                     ok, encoded = cv2.imencode(".png", view_steps, [cv2.IMWRITE_PNG_COMPRESSION, 9])
                     atomic_write_bytes(folder / "depths" / f"{stem}.png", encoded.tobytes())
         if self.masks is not None:
-            atomic_write_bytes(folder / "masks.npz", _npz_bytes(
+            atomic_write_bytes(folder / "masks.npz", npz_bytes(
                 packed=np.packbits(self.masks, axis=-1), shape=np.array(self.masks.shape)))
         if self.gt_points is not None:
             arrays = {"points": self.gt_points.astype(np.float32)}
@@ -275,13 +278,13 @@ class Scene:
                 arrays["colors"] = self.gt_colors.astype(np.uint8)
             if self.gt_normals is not None:
                 arrays["normals"] = self.gt_normals.astype(np.float32)
-            atomic_write_bytes(folder / "gt_points.npz", _npz_bytes(**arrays))
+            atomic_write_bytes(folder / "gt_points.npz", npz_bytes(**arrays))
         if self.mesh_vertices is not None and self.mesh_faces is not None:
             arrays = {"vertices": self.mesh_vertices.astype(np.float32),
                       "faces": self.mesh_faces.astype(np.int32)}
             if self.mesh_colors is not None:
                 arrays["colors"] = self.mesh_colors.astype(np.uint8)
-            atomic_write_bytes(folder / "gt_mesh.npz", _npz_bytes(**arrays))
+            atomic_write_bytes(folder / "gt_mesh.npz", npz_bytes(**arrays))
         meta = {"format_version": SCENE_FORMAT_VERSION, "name": self.name,
                 "image_names": list(self.image_names), "image_files": names,
                 "depth_scale": depth_scale if self.depths is not None else None,
@@ -370,6 +373,8 @@ class Reconstruction:
         peak_memory_bytes: peak memory (RSS on CPU, allocator peak on CUDA).
         parameter_count: number of model parameters (0 for non-learned methods).
         device: ``cpu``, ``cuda:0``, ...
+        weights_kind: ``pretrained`` | ``random-tiny`` | ``random-full`` | ``trained-here``, or
+            None for methods without learned weights (COLMAP, imported files).
         notes: human-readable caveats shown with the result (e.g. "random weights").
         extra: any further JSON-serialisable record (stage timings, loss curves...).
     """
@@ -395,6 +400,7 @@ class Reconstruction:
     peak_memory_bytes: int = 0
     parameter_count: int = 0
     device: str = "cpu"
+    weights_kind: str | None = None
     notes: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
@@ -431,7 +437,7 @@ class Reconstruction:
             value = getattr(self, name)
             if value is not None:
                 arrays[name] = value
-        return _npz_bytes(**arrays), to_json(self.meta()).encode()
+        return npz_bytes(**arrays), to_json(self.meta()).encode()
 
     def save(self, folder: Path | str) -> Path:
         """Write ``reconstruction.npz`` and ``meta.json`` into ``folder`` (atomically each)."""
@@ -451,8 +457,22 @@ class Reconstruction:
         except FileNotFoundError as error:
             raise SceneError(f"no reconstruction in {folder}: {error.filename} missing") from None
         meta.pop("num_points", None)
+        meta.setdefault("weights_kind", infer_weights_kind(meta))
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in meta.items() if k in known}, **arrays)
+
+
+def infer_weights_kind(meta: dict) -> str | None:
+    """The weights kind of a run stored before ``weights_kind`` was recorded, from its options
+    (``weights`` = pretrained / random-tiny / random-full, 3D-LMNet's ``shipped`` = trained-here)."""
+    if meta.get("weights_kind") is not None:
+        return meta["weights_kind"]
+    value = (meta.get("options") or {}).get("weights")
+    if value in ("pretrained", "random-tiny", "random-full", "trained-here"):
+        return value
+    if value == "shipped":
+        return "trained-here"
+    return None
 
 
 def find_scenes(*roots: Path) -> dict[str, Path]:

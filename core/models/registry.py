@@ -1,16 +1,32 @@
-"""The method registry: one line per method, options as dataclasses read by the UI and the CLI.
+"""The method registry and the method contract.
 
-A method lives in its own module that defines ``METHOD = Method(...)``; add its module path to
-``METHOD_MODULES`` below and it appears on its family's page, in the CLI (``python -m core run``)
-and in the Metrics leaderboard. Modules are imported lazily so that the app opens without
-importing torch.
+A method is a subclass of :class:`Method` that declares what it is (name, family, version,
+options type, checkpoints with their licences, accepted view counts) and implements two
+things only:
+
+- ``load(options, device) -> model``: build or load the model the options ask for;
+- ``predict(model, scene, view_ids, options, progress, device) -> Reconstruction``: the
+  reconstruction itself (points, cameras, depth... in the method's frame).
+
+Everything else is the runner's (:mod:`core.models.runner`): validating options and views,
+checking availability, resolving the device, caching loaded models, measuring time and peak
+memory, counting parameters and recording provenance (including the typed weights kind).
+
+A method lives in its own package module that defines ``METHOD = SomeMethod()``; add the
+module path to ``METHOD_MODULES`` below and it appears on its family's page, in the CLI
+(``python -m core run NAME --help`` lists its options) and in the leaderboard. Modules are
+imported lazily so that the app opens without importing torch.
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import importlib
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from core import options as opts
+from core.errors import UserError
 
 Family = Literal["sfm", "pipeline", "discriminative", "generative", "imported"]
 
@@ -27,34 +43,12 @@ METHOD_MODULES: dict[str, str] = {
 }
 
 
-def option(default: Any, help: str = "", choices: tuple | None = None,
-           min: float | None = None, max: float | None = None, step: float | None = None,
-           advanced: bool = False) -> Any:
-    """A dataclass field carrying what the UI and CLI need to show it."""
-    meta = {"help": help, "choices": choices, "min": min, "max": max, "step": step,
-            "advanced": advanced}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
+class UnknownMethod(UserError):
+    """A method name that is not registered."""
 
 
-def option_specs(options_type: type) -> list[dict]:
-    """[{name, type, default, help, choices, min, max, step, advanced}] for a dataclass type."""
-    specs = []
-    for f in dataclasses.fields(options_type):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        specs.append({"name": f.name, "type": f.type, "default": default, **f.metadata})
-    return specs
-
-
-def options_from_dict(options_type: type, values: dict | None) -> Any:
-    """Build an options dataclass from a dict, refusing unknown names."""
-    values = dict(values or {})
-    known = {f.name for f in dataclasses.fields(options_type)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return options_type(**values)
+class CannotRun(UserError):
+    """The method cannot run here with these options (missing checkpoint, no CUDA, ...)."""
 
 
 @dataclass(frozen=True)
@@ -84,42 +78,143 @@ def checkpoint_availability(checkpoint, explicit_path: str = "") -> Availability
     return Availability(True)
 
 
-@dataclass(frozen=True)
-class Method:
-    """A reconstruction method.
+def all_available(*results: Availability) -> Availability:
+    """The first missing piece of several (or ready when all are)."""
+    for result in results:
+        if not result.ok:
+            return result
+    return Availability(True)
 
-    Attributes:
+
+class Method(abc.ABC):
+    """A reconstruction method (see the module docstring for the contract).
+
+    Class attributes:
         name: registry key and cache folder name.
         label: display name.
         family: ``sfm`` | ``pipeline`` | ``discriminative`` | ``generative``.
         version: bump when outputs change (part of the cache key).
-        options_type: dataclass of the method's options (defaults = recommended).
-        run: ``run(scene, view_ids, options, progress) -> Reconstruction``.
-        availability: ``availability(options) -> Availability``.
+        options_type: options dataclass (built with :func:`core.options.option`; defaults are
+            the recommended settings).
+        checkpoints: ``{weights choice: (Checkpoint, ...)}`` the choice needs; each
+            Checkpoint states its licence.
         min_views / max_views: accepted number of input views (None = unbounded).
         description: one paragraph for the page.
     """
 
-    name: str
-    label: str
-    family: Family
-    version: str
-    options_type: type
-    run: Callable
-    availability: Callable
-    min_views: int = 1
-    max_views: int | None = None
-    description: str = ""
+    name: ClassVar[str]
+    label: ClassVar[str]
+    family: ClassVar[Family]
+    version: ClassVar[str]
+    options_type: ClassVar[type]
+    min_views: ClassVar[int] = 1
+    max_views: ClassVar[int | None] = None
+    description: ClassVar[str] = ""
 
+    # ------------------------------------------------------------------ declarations
     def default_options(self) -> Any:
         return self.options_type()
 
-    def check_views(self, view_ids: list[int]) -> None:
-        n = len(view_ids)
-        if n < self.min_views:
-            raise ValueError(f"{self.label} needs at least {self.min_views} view(s); got {n}")
-        if self.max_views is not None and n > self.max_views:
-            raise ValueError(f"{self.label} takes at most {self.max_views} view(s); got {n}")
+    def weights_kind(self, options) -> opts.WeightsKind | None:
+        """The typed kind of the weights these options use (None: the method has no weights).
+
+        Default: the ``weights`` option's value when it names a kind, else ``pretrained``.
+        """
+        value = getattr(options, "weights", None)
+        if value is None:
+            return None
+        return value if value in typing_args(opts.WeightsKind) else "pretrained"
+
+    def checkpoints(self, options) -> tuple:
+        """The :class:`core.models.weights.Checkpoint` objects these options load (none for
+        random weights)."""
+        return ()
+
+    def explicit_path(self, options) -> str:
+        """An explicit checkpoint file named by the options (``checkpoint_path``), or ''."""
+        return getattr(options, "checkpoint_path", "") or ""
+
+    def availability(self, options) -> Availability:
+        """Ready, or what is missing and the command that fetches it (default: every
+        checkpoint of :meth:`checkpoints` resolves locally)."""
+        checkpoints = self.checkpoints(options)
+        path = self.explicit_path(options)
+        return all_available(*(checkpoint_availability(c, path if i == 0 else "")
+                               for i, c in enumerate(checkpoints)))
+
+    def check_options(self, options) -> None:
+        """Cross-field checks beyond each option's declared type and range (raise OptionError)."""
+
+    def model_key(self, options) -> tuple:
+        """What identifies the loaded model for the runner's cache: by default the values of
+        the options that change the model (``weights``, ``checkpoint``, ``variant`` and
+        ``checkpoint_path``); free text beyond that never enters the key."""
+        names = ("weights", "checkpoint", "variant", "checkpoint_path", "detector", "segmenter",
+                 "depth_model", "upsample_checkpoint_path", "clip_checkpoint_path", "image_size")
+        return tuple((n, getattr(options, n)) for n in names if hasattr(options, n))
+
+    def parameter_count(self, model) -> int:
+        """Parameters of the loaded model (0 when it has none)."""
+        parameters = getattr(model, "parameters", None)
+        if parameters is None:
+            return 0
+        return int(sum(p.numel() for p in parameters()))
+
+    def cost_bytes(self, model) -> int:
+        """Memory the loaded model holds (for the model cache's eviction)."""
+        parameters = getattr(model, "parameters", None)
+        if parameters is None:
+            return 0
+        return int(sum(p.numel() * p.element_size() for p in parameters()))
+
+    # ------------------------------------------------------------------ the two steps
+    @abc.abstractmethod
+    def load(self, options, device: str) -> Any:
+        """Build or load the model the options ask for, on ``device`` (``cpu`` / ``cuda``)."""
+
+    @abc.abstractmethod
+    def predict(self, model, scene, view_ids: list[int], options, progress, device: str):
+        """Reconstruct ``scene``'s views ``view_ids`` -> :class:`core.data.scene.Reconstruction`.
+
+        ``options`` are validated, ``view_ids`` checked, ``device`` resolved; the runner fills
+        in timing, memory, parameter count and provenance afterwards.
+        """
+
+    # ------------------------------------------------------------------ helpers
+    def parse_options(self, values=None):
+        """Validated options of this method (see :func:`core.options.parse`)."""
+        parsed = opts.parse(self.options_type, values)
+        self.check_options(parsed)
+        return parsed
+
+    def check_views(self, view_ids: list[int], num_views: int | None = None) -> list[int]:
+        """``view_ids`` as ints, refusing out-of-range, duplicate or too few/many views."""
+        try:
+            ids = [int(v) for v in view_ids]
+        except (TypeError, ValueError):
+            raise UserError(f"view ids must be integers; got {list(view_ids)!r}") from None
+        if num_views is not None:
+            bad = [v for v in ids if not 0 <= v < num_views]
+            if bad:
+                raise UserError(f"view ids must be in 0..{num_views - 1}; got {bad}")
+        duplicates = sorted({v for v in ids if ids.count(v) > 1})
+        if duplicates:
+            raise UserError(f"view ids must be distinct; {duplicates} repeated")
+        if len(ids) < self.min_views:
+            raise UserError(f"{self.label} needs at least {self.min_views} view(s); got {len(ids)}")
+        if self.max_views is not None and len(ids) > self.max_views:
+            raise UserError(f"{self.label} takes at most {self.max_views} view(s); got {len(ids)}")
+        return ids
+
+    def licences(self, options) -> list[str]:
+        """Licence of each checkpoint the options load."""
+        return [f"{c.key}: {c.licence}" for c in self.checkpoints(options)]
+
+
+def typing_args(alias) -> tuple:
+    import typing
+
+    return typing.get_args(alias)
 
 
 _loaded: dict[str, Method] = {}
@@ -128,7 +223,7 @@ _loaded: dict[str, Method] = {}
 def get(name: str) -> Method:
     """The Method registered as ``name`` (imports its module on first use)."""
     if name not in METHOD_MODULES:
-        raise KeyError(f"unknown method {name!r}; registered: {', '.join(sorted(METHOD_MODULES))}")
+        raise UnknownMethod(f"unknown method {name!r}; registered: {', '.join(sorted(METHOD_MODULES))}")
     if name not in _loaded:
         _loaded[name] = importlib.import_module(METHOD_MODULES[name]).METHOD
     return _loaded[name]
@@ -140,3 +235,8 @@ def names(family: str | None = None) -> list[str]:
     if family is not None:
         out = [n for n in out if get(n).family == family]
     return out
+
+
+def options_dict(options) -> dict:
+    """Plain dict of an options instance (stored and hashed)."""
+    return dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options or {})

@@ -14,16 +14,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import UserError
+
 log = logging.getLogger(__name__)
 
 WEIGHTS_ENV = "RECONBENCH_WEIGHTS"
 
 
-class MissingWeights(FileNotFoundError):
+class MissingWeights(UserError):
     """A checkpoint is not on this machine. ``str(error)`` says what and how to get it."""
 
 
-class BadCheckpoint(ValueError):
+class BadCheckpoint(UserError):
     """A checkpoint file exists but does not fit the model (names, shapes, format)."""
 
 
@@ -39,6 +41,8 @@ class Checkpoint:
         size_mb: approximate download size, for messages.
         description: one line shown to users.
         fetch_key: the name to pass to ``python -m core weights fetch`` (defaults to ``key``).
+        licence: the checkpoint's licence as its authors publish it (shown next to the weights
+            choice and recorded in each run's provenance).
     """
 
     key: str
@@ -48,6 +52,7 @@ class Checkpoint:
     size_mb: float = 0.0
     description: str = ""
     fetch_key: str | None = None
+    licence: str = "unknown"
 
     @property
     def fetch_command(self) -> str:

@@ -23,7 +23,7 @@ from typing import Iterable
 
 import numpy as np
 
-from core.data.scene import Reconstruction, atomic_write_bytes, to_json
+from core.data.scene import Reconstruction, atomic_write_bytes, infer_weights_kind, to_json
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ class RunStore:
                     continue
                 try:
                     meta = json.loads(meta_path.read_text())
+                    meta["weights_kind"] = infer_weights_kind(meta)
                     evaluation_path = folder / "evaluation.json"
                     evaluation = json.loads(evaluation_path.read_text()) if evaluation_path.is_file() else None
                 except (OSError, json.JSONDecodeError) as error:

@@ -13,12 +13,14 @@ unprojection); "original" pixels index the scene image (core.geometry's conventi
 from __future__ import annotations
 
 import logging
+import typing
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import numpy as np
 
 from core import geometry
+from core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,7 @@ class AttentionSession:
         import torch
 
         if layer not in self.capture.qk:
-            raise ValueError(f"layer {layer} was not captured (captured: {self.layers})")
+            raise UserError(f"layer {layer} was not captured (captured: {self.layers})")
         q, k = self.capture.qk[layer]
         logits = (q[0, :, token:token + 1].float() @ k[0].float().transpose(-1, -2)) * q.shape[-1] ** -0.5
         probs = logits.softmax(-1)[:, 0]  # [heads, N]
@@ -115,7 +117,7 @@ class AttentionSession:
 
         chosen = [l for l in self.layers if first_layer <= l <= last_layer]
         if not chosen:
-            raise ValueError(f"no captured layer in {first_layer}..{last_layer}")
+            raise UserError(f"no captured layer in {first_layer}..{last_layer}")
         key = (int(token), chosen[0], chosen[-1], float(discard_fraction))
         if key not in self.rollouts:
             view = AttentionCapture([token], layers=chosen, keep_qk=True)
@@ -157,6 +159,21 @@ class AttentionSession:
         return {"predicted": predicted, "ground_truth": truth}
 
 
+def vggt_model(weights: str = "pretrained", checkpoint: str = "vggt-1b", checkpoint_path: str = ""):
+    """The CPU VGGT for these weights from the runner's model cache (options validated and
+    availability checked like a run's; raises UserError otherwise)."""
+    from core.models import registry
+    from core.runner import load_model
+
+    method = registry.get("vggt")
+    options = method.parse_options({"weights": weights, "checkpoint": checkpoint,
+                                    "checkpoint_path": checkpoint_path, "device": "cpu"})
+    available = method.availability(options)
+    if not available.ok:
+        raise registry.CannotRun(f"VGGT cannot run: {available.message()}")
+    return load_model(method, options, "cpu")[0]
+
+
 def capture_session(scene, view_ids: list[int], weights: str = "pretrained", checkpoint_path: str = "",
                     preprocess: str = "crop", layers: list[int] | None = None, half_precision_keys: bool = False,
                     progress=None, checkpoint: str = "vggt-1b") -> AttentionSession:
@@ -169,14 +186,14 @@ def capture_session(scene, view_ids: list[int], weights: str = "pretrained", che
     import torch
 
     from core.models.vggt import AttentionCapture, pose_encoding_to_extrinsics_intrinsics, preprocess_images
-    from core.models.vggt.method import RANDOM_WEIGHTS, load_model
+    from core.options import RANDOM_WEIGHTS
     from core.profiling import measure
 
     if not view_ids:
-        raise ValueError("choose at least one view")
+        raise UserError("choose at least one view")
     report = progress or (lambda fraction, message="": None)
     report(0.05, "loading VGGT")
-    model = load_model(weights, checkpoint, checkpoint_path, "cpu")
+    model = vggt_model(weights, checkpoint, checkpoint_path)
     report(0.15, "preprocessing")
     tensor, transforms = preprocess_images([scene.images[v] for v in view_ids], preprocess)
     capture = AttentionCapture([], layers=layers, keep_qk=True,
@@ -219,13 +236,13 @@ def bench(argv: list[str] | None = None) -> list[dict]:
 
     from core.cli import load_scene
     from core.data.dataset import crop_to_aspect
-    from core.models.vggt.method import WEIGHTS, load_model
+    from core.models.vggt.method import Weights
     from core.profiling import measure
 
     parser = argparse.ArgumentParser(prog="python -m core bench attention", description=bench.__doc__)
     parser.add_argument("--scene", default="sample_data/toy")
     parser.add_argument("--views", type=int, default=8)
-    parser.add_argument("--weights", default="random-full", choices=WEIGHTS)
+    parser.add_argument("--weights", default="random-full", choices=typing.get_args(Weights))
     parser.add_argument("--checkpoint-path", default="")
     parser.add_argument("--half", action="store_true", help="keep queries and keys in float16")
     parser.add_argument("--height", type=int, default=392, help="network input height (multiple of 14)")
@@ -238,7 +255,7 @@ def bench(argv: list[str] | None = None) -> list[dict]:
     process = psutil.Process()
     base_rss = process.memory_info().rss
     started = time.perf_counter()
-    model = load_model(args.weights, "vggt-1b", args.checkpoint_path, "cpu")
+    model = vggt_model(args.weights, "vggt-1b", args.checkpoint_path)
     load_s = time.perf_counter() - started
     model_rss = process.memory_info().rss
     with measure() as whole:

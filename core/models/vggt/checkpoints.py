@@ -20,10 +20,12 @@ log = logging.getLogger(__name__)
 
 VGGT_1B = weights.Checkpoint(
     key="vggt-1b", filename="model.pt", repo_id="facebook/VGGT-1B", size_mb=5030, fetch_key="vggt",
-    description="VGGT-1B (facebook/VGGT-1B, non-commercial licence)")
+    description="VGGT-1B (facebook/VGGT-1B, non-commercial licence)",
+    licence="CC BY-NC 4.0")
 VGGT_1B_COMMERCIAL = weights.Checkpoint(
     key="vggt-1b-commercial", filename="model.pt", repo_id="facebook/VGGT-1B-Commercial",
-    size_mb=5030, description="VGGT-1B-Commercial (facebook/VGGT-1B-Commercial, gated)")
+    size_mb=5030, description="VGGT-1B-Commercial (facebook/VGGT-1B-Commercial, gated)",
+    licence="VGGT commercial licence (Meta; gated on the Hub)")
 weights.register(VGGT_1B, VGGT_1B_COMMERCIAL)
 
 CHECKPOINTS = {"vggt-1b": VGGT_1B, "vggt-1b-commercial": VGGT_1B_COMMERCIAL}
