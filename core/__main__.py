@@ -28,13 +28,14 @@ from core.data.scene import to_json
 # Further commands live beside the code they drive: each module has register(subparsers), which adds
 # its parser(s) with set_defaults(func=...); a func returns the exit status and raises core.cli.CliError.
 COMMAND_MODULES: list[str] = [
-    "core.data.dataset",
+    "core.data.prepare.cli",
     "core.studies.scaling",
     "core.models.lmnet.cli",
 ]
 
 
 def cmd_evaluate(args) -> int:
+    from core import options as option_surface
     from core.eval import metrics
     from core.store.cache import RunStore
     from core.data.importers import ReconstructionFileError
@@ -45,7 +46,7 @@ def cmd_evaluate(args) -> int:
     path = Path(args.reconstruction)
     if not path.is_file():
         raise CliError(f"no such file: {path}")
-    options = metrics.EvaluationOptions(sample_points=args.points, emd_points=args.emd_points, seed=args.seed)
+    options = option_surface.from_namespace(metrics.EvaluationOptions, args)
     store = RunStore(args.cache) if args.cache else RunStore()
     try:
         result, _ = import_file(scene, path.read_bytes(), path.name, args.views, store=store, options=options,
@@ -169,10 +170,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--scene", required=True)
     p.add_argument("--reconstruction", required=True, help="PLY, OBJ, GLB or VGGT predictions.npz")
     p.add_argument("--views", type=int, nargs="*", help="scene view ids of the frames in predictions.npz")
-    p.add_argument("--points", type=int, default=10_000, help="query points per direction")
-    p.add_argument("--emd-points", type=int, default=2_048)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--points", dest="opt__sample_points", metavar="INT", help="same as --sample-points")
     p.add_argument("-v", "--verbose", action="store_true")
+    from core import options as option_surface
+    from core.eval.metrics import EvaluationOptions
+
+    option_surface.add_arguments(p, EvaluationOptions, "evaluation options")
     p.set_defaults(func=cmd_evaluate)
 
     method = _run_method_name(argv)

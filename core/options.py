@@ -56,7 +56,7 @@ class OptionSpec:
     """What one option is: its name, type, default, choices or range, and help."""
 
     name: str
-    kind: str                      # "choice" | "bool" | "int" | "float" | "str"
+    kind: str                      # "choice" | "bool" | "int" | "float" | "str" | "floats"
     default: Any
     help: str = ""
     choices: tuple = ()
@@ -81,10 +81,13 @@ class OptionSpec:
 def _kind_and_choices(annotation) -> tuple[str, tuple]:
     if typing.get_origin(annotation) is Literal:
         return "choice", tuple(typing.get_args(annotation))
+    if typing.get_origin(annotation) is tuple and typing.get_args(annotation) == (float, ...):
+        return "floats", ()
     for kind, python_type in (("bool", bool), ("int", int), ("float", float), ("str", str)):
         if annotation is python_type:
             return kind, ()
-    raise TypeError(f"option type {annotation!r} is not supported (use Literal, bool, int, float, str)")
+    raise TypeError(f"option type {annotation!r} is not supported "
+                    "(use Literal, bool, int, float, str, tuple[float, ...])")
 
 
 def specs(options_type: type) -> list[OptionSpec]:
@@ -121,6 +124,19 @@ def _coerce(spec: OptionSpec, value: Any) -> Any:
         if text in _FALSE:
             return False
         raise OptionError(f"{name} must be true or false; got {value!r}")
+    if spec.kind == "floats":
+        items = value.replace(",", " ").split() if isinstance(value, str) else value
+        try:
+            numbers = tuple(float(v) for v in items)
+        except (TypeError, ValueError):
+            raise OptionError(f"{name} must be numbers separated by commas; got {value!r}") from None
+        if not numbers or not all(math.isfinite(v) for v in numbers):
+            raise OptionError(f"{name} must be one or more finite numbers; got {value!r}")
+        bad = [v for v in numbers if (spec.min is not None and v < spec.min) or
+               (spec.max is not None and v > spec.max)]
+        if bad:
+            raise OptionError(f"{name} values must be in [{spec.min:g}, {spec.max:g}]; got {bad}")
+        return numbers
     if spec.kind == "str":
         if not isinstance(value, str):
             raise OptionError(f"{name} must be text; got {value!r}")

@@ -2,6 +2,7 @@
 import streamlit as st
 
 from core.app.widgets import method_workbench, require_app_navigation
+from core.errors import UserError
 
 require_app_navigation()
 
@@ -28,7 +29,7 @@ if upload is not None and st.button("Reconstruct", key="lmnet.go"):
         trace, shown, total = viz.cloud_trace(points, values=points[:, 1], name="3D-LMNet", size=2.5)
         right.plotly_chart(viz.figure_3d([trace], revision="lmnet-upload"), width="stretch", key="lmnet.cloud")
         right.caption(f"{total:,} points in the model's object-centred frame (unit box), coloured by height.")
-    except ValueError as error:
+    except UserError as error:
         st.error(f"3D-LMNet cannot use {upload.name}: {error}")
 
 with st.expander("Training curves and test scores of the shipped 3D-LMNet checkpoints"):

@@ -5,7 +5,9 @@ from core.eval import metrics
 from core.app import figures as viz
 from core.data.importers import ReconstructionFileError, SUPPORTED_SUFFIXES
 from core.runner import evaluate_run, import_file, leaderboard
-from core.app.widgets import StreamlitProgress, current_scene, require_app_navigation, score_cards, show_notes, store
+from core.app.widgets import (StreamlitProgress, current_scene, option_widgets, parse_view_ids,
+                              require_app_navigation, score_cards, show_notes, store)
+from core.errors import UserError
 
 require_app_navigation()
 
@@ -29,22 +31,23 @@ upload = st.file_uploader("Reconstruction file (PLY points or mesh, OBJ/GLB mesh
 with st.expander("Options"):
     views_text = st.text_input("Scene view ids of the frames in predictions.npz (comma-separated, optional)",
                                key="metrics.views")
-    sample_points = st.number_input("Query points per direction", 1_000, 200_000, 10_000, step=1_000)
-    emd_points = st.number_input("EMD points per side", 256, 4_096, 2_048, step=256)
-    max_points = st.number_input("Points drawn in 3D (cap)", 1_000, 400_000, 40_000, step=10_000)
+    left, right = st.columns(2)
+    with left:
+        evaluation_options = option_widgets(metrics.EvaluationOptions, "metrics.evaluation")
+    with right:
+        max_points = st.number_input("Points drawn in 3D (cap)", 1_000, 400_000, 40_000, step=10_000)
 
 if st.button("Evaluate", type="primary", disabled=upload is None, key="metrics.evaluate"):
     try:
-        views = [int(v) for v in views_text.replace(" ", "").split(",") if v] or None
+        views = parse_view_ids(views_text) or None
         bar = StreamlitProgress("Evaluating")
-        options = metrics.EvaluationOptions(sample_points=int(sample_points), emd_points=int(emd_points))
         result, evaluation = import_file(scene, upload.getvalue(), upload.name, views, store=run_store,
-                                         options=options, progress=bar.progress)
+                                         options=evaluation_options, progress=bar.progress)
         bar.done("evaluated")
         st.session_state["metrics.inspect"] = (scene.name, "imported", result.key)
         st.session_state["metrics.last_evaluation"] = (scene.name, result.key, evaluation)
         st.success(f"Scored {upload.name}; stored in the leaderboard as run {result.key}.")
-    except ValueError as error:  # ReconstructionFileError, EvaluationError, bad view ids
+    except UserError as error:  # ReconstructionFileError, EvaluationError, bad view ids
         st.error(f"Could not evaluate {upload.name}: {error}")
 
 rows = leaderboard(run_store, scene.name)
@@ -80,7 +83,7 @@ if record.evaluation is None or "error" in (record.evaluation or {}):
         try:
             evaluate_run(scene, run_store, method, key)
             st.rerun()
-        except ValueError as error:
+        except UserError as error:
             st.error(f"Could not score this run: {error}")
     st.stop()
 
@@ -89,7 +92,7 @@ if last is not None and last[0] == scene.name and last[1] == key:
     evaluation = last[2]
 else:
     evaluation = metrics.overlay_from_scores(scene, recon, record.evaluation)
-show_notes(recon.notes)
+show_notes(recon.notes, recon.weights_kind)
 score_cards(evaluation.scores)
 if "cameras" in evaluation.scores and evaluation.scores["cameras"]:
     st.caption("Camera errors over all view pairs: " + ", ".join(

@@ -7,6 +7,7 @@ from core.studies import scaling
 from core.models import registry
 from core.progress import Stopped
 from core.app.widgets import StreamlitProgress, current_scene, option_widgets, require_app_navigation, store
+from core.errors import UserError
 
 require_app_navigation()
 
@@ -96,8 +97,8 @@ if submitted and availability.ok and counts:
         st.session_state["scaling.result"] = (result, options)
     except Stopped:
         st.warning("Stopped; finished points are cached and reappear when you run the study again.")
-    except (ValueError, RuntimeError) as error:
-        st.error(f"The study failed: {error}")
+    except UserError as error:
+        st.error(f"The study cannot run: {error}")
 if "scaling.result" in st.session_state:
     result, used = st.session_state["scaling.result"]
     show(result, scaling.vggt_flops_model(scene, used))

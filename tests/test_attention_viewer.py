@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import UserError
+
 from core import geometry
 from core.studies.attention import capture_session
 
@@ -60,12 +62,12 @@ def test_ground_truth_transfer_lands_within_a_pixel_and_sees_occlusion(sample_sc
 
 def test_attention_maps_match_the_capture_rows(sample_scene):
     from core.models.vggt import AttentionCapture
-    from core.models.vggt.method import load_model
     from core.models.vggt.processing import preprocess_images
+    from core.studies.attention import vggt_model
 
     session = capture_session(sample_scene, [0, 14, 28], weights="random-tiny")
     token = session.token_for_pixel(1, 200, 150)
-    model = load_model("random-tiny", "vggt-1b", "", "cpu")
+    model = vggt_model("random-tiny")
     tensor, _ = preprocess_images([sample_scene.images[v] for v in (0, 14, 28)], "crop")
     rows = AttentionCapture([token])
     with torch.inference_mode():
@@ -86,26 +88,24 @@ def test_attention_maps_match_the_capture_rows(sample_scene):
     assert again is rolled and len(steps) == len(session.layers)  # kept, not recomputed
     other = session.rollout(token, session.layers[0], session.layers[-1], 0.9)
     assert not np.array_equal(other, rolled)
-    with pytest.raises(ValueError, match="no captured layer"):
+    with pytest.raises(UserError, match="no captured layer"):
         session.rollout(token, 50, 60)
 
 
 def test_capture_without_the_checkpoint_says_what_is_missing(sample_scene, tmp_path, monkeypatch):
-    from core.models import weights
-    from core.models.vggt.method import load_model
-    from core.models.weights import MissingWeights
+    from core.models import model_cache, weights
 
     monkeypatch.setenv("RECONBENCH_WEIGHTS", str(tmp_path))
     monkeypatch.setattr(weights, "_hf_cached", lambda checkpoint: None)  # ignore a real HF cache
-    load_model.cache_clear()
-    with pytest.raises(MissingWeights, match="weights fetch vggt"):
+    model_cache.clear()
+    with pytest.raises(UserError, match="weights fetch vggt"):
         capture_session(sample_scene, [0], weights="pretrained")
-    with pytest.raises(MissingWeights, match="nowhere.pt does not exist"):
+    with pytest.raises(UserError, match="nowhere.pt does not exist"):
         capture_session(sample_scene, [0], weights="pretrained", checkpoint_path=str(tmp_path / "nowhere.pt"))
 
 
 def test_crop_to_aspect_keeps_the_centre():
-    from core.data.dataset import crop_to_aspect
+    from core.data.prepare.frames import crop_to_aspect
 
     portrait = np.arange(640 * 480).reshape(640, 480)
     landscape = crop_to_aspect(portrait, 392 / 518)

@@ -56,6 +56,8 @@ def test_study_runs_timing_only_on_random_weights_and_reuses_the_cache(sample_sc
     assert [p.views for p in result.points] == [1, 2] and seen == result.points
     assert not result.quality_available and "random weights" in result.quality_note
     assert all(p.scores is None and p.seconds > 0 for p in result.points)
+    # random-weight runs are stored unscored: the study asked not to score what it discards
+    assert all(r.evaluation is None and r.meta["weights_kind"] == "random-tiny" for r in store.runs("toy"))
     rows = scaling.summary_table(result)
     assert [r["views"] for r in rows] == [1, 2] and "chamfer" not in rows[0]
     again = scaling.run_study(sample_scene, "vggt", [1, 2], 1, options, Progress(), store)

@@ -12,8 +12,15 @@ from core.models.vggt import VGGT, VGGTConfig
 from core.models.vggt.bench import bench
 from core.models.vggt.checkpoints import (VGGT_1B, load_pretrained, model_from_state_dict)
 from core.models.vggt.flops import vggt_flops
-from core.models.vggt.method import METHOD, RANDOM_NOTE, VGGTOptions, availability
 from core.data.scene import Scene
+from core.errors import OptionError, UserError
+from core.models import model_cache
+from core.models.vggt.method import METHOD, VGGTOptions
+from core.runner import RANDOM_NOTE, execute
+
+
+def availability(values):
+    return METHOD.availability(METHOD.parse_options(values))
 from tests.conftest import load_vggt_reference, prefixed
 
 
@@ -36,7 +43,7 @@ def scene():
 
 @pytest.fixture(scope="module")
 def recon(scene):
-    return METHOD.run(scene, [0, 1, 2], {"weights": "random-tiny"})
+    return execute(METHOD, scene, [0, 1, 2], {"weights": "random-tiny"})
 
 
 def test_method_metadata():
@@ -48,7 +55,8 @@ def test_method_metadata():
 def test_run_returns_a_complete_reconstruction(recon, scene):
     n = 3
     assert recon.method == "vggt" and recon.view_ids == [0, 1, 2]
-    assert RANDOM_NOTE in recon.notes
+    assert RANDOM_NOTE in recon.notes and recon.weights_kind == "random-tiny"
+    assert recon.options == {**VGGTOptions().__dict__, "weights": "random-tiny"}
     assert recon.cam_from_world.shape == (n, 4, 4) and recon.intrinsics.shape == (n, 3, 3)
     assert recon.depth_maps.shape == (n, 420, 518) and recon.depth_confidence.shape == (n, 420, 518)
     m = len(recon.points)
@@ -87,7 +95,7 @@ def test_points_lie_on_the_predicted_depth_in_each_camera(recon):
 def test_object_masks_point_map_branch_and_pad_mode(scene):
     options = {"weights": "random-tiny", "use_object_masks": True, "branch": "point map",
                "preprocess": "pad", "confidence_percentile": 0.0}
-    recon = METHOD.run(scene, [2, 1], options)
+    recon = execute(METHOD, scene, [2, 1], options)
     assert recon.view_ids == [2, 1] and recon.point_maps.shape == (2, 518, 518, 3)
     assert not (recon.source_view == 1).any()          # scene view 1's mask is empty
     # pad mode: 64x80 -> 420x518 inside 518x518; only the right half of view 2 is object
@@ -95,17 +103,21 @@ def test_object_masks_point_map_branch_and_pad_mode(scene):
     np.testing.assert_allclose(recon.intrinsics[:, :2, 2], [[40.0, 32.0]] * 2, atol=1e-9)
 
 
-def test_bad_views_and_options_raise_value_error(scene):
-    with pytest.raises(ValueError, match="at least 1"):
-        METHOD.run(scene, [], {"weights": "random-tiny"})
-    with pytest.raises(ValueError, match="outside"):
-        METHOD.run(scene, [0, 7], {"weights": "random-tiny"})
-    with pytest.raises(ValueError, match="branch"):
-        METHOD.run(scene, [0], {"weights": "random-tiny", "branch": "mesh"})
-    with pytest.raises(ValueError, match="unknown option"):
-        METHOD.run(scene, [0], {"weights": "random-tiny", "colour": 1})
-    with pytest.raises(ValueError, match="weights"):
-        METHOD.run(scene, [0], {"weights": "random-huge"})
+def test_bad_views_and_options_raise_user_errors_naming_the_fix(scene):
+    with pytest.raises(UserError, match="at least 1"):
+        execute(METHOD, scene, [], {"weights": "random-tiny"})
+    with pytest.raises(UserError, match=r"in 0\.\.2; got \[7\]"):
+        execute(METHOD, scene, [0, 7], {"weights": "random-tiny"})
+    with pytest.raises(UserError, match="distinct"):
+        execute(METHOD, scene, [0, 0], {"weights": "random-tiny"})
+    with pytest.raises(OptionError, match=r"unknown branch 'mesh' \(choices: depth\+camera, point map\)"):
+        execute(METHOD, scene, [0], {"weights": "random-tiny", "branch": "mesh"})
+    with pytest.raises(OptionError, match="unknown option"):
+        execute(METHOD, scene, [0], {"weights": "random-tiny", "colour": 1})
+    with pytest.raises(OptionError, match="choices: pretrained, random-tiny, random-full"):
+        execute(METHOD, scene, [0], {"weights": "random-huge"})
+    with pytest.raises(OptionError, match=r"confidence_percentile must be in \[0, 100\]"):
+        execute(METHOD, scene, [0], {"weights": "random-tiny", "confidence_percentile": 101})
 
 
 def test_model_loading_is_timed_apart_from_the_reconstruction(scene, monkeypatch):
@@ -114,14 +126,18 @@ def test_model_loading_is_timed_apart_from_the_reconstruction(scene, monkeypatch
 
     from core.models.vggt import method
 
-    def slow_load(*args):
+    def slow_load(options, device):
         time.sleep(3.0)
         return method.random_tiny_model()
 
-    monkeypatch.setattr(method, "load_model", slow_load)
-    recon = METHOD.run(scene, [0], {"weights": "random-tiny"})
+    model_cache.clear()
+    monkeypatch.setattr(METHOD, "load", slow_load)
+    recon = execute(METHOD, scene, [0], {"weights": "random-tiny"})
     assert recon.extra["model_load_seconds"] >= 3.0
     assert recon.seconds < recon.extra["model_load_seconds"]
+    again = execute(METHOD, scene, [1], {"weights": "random-tiny"})   # warm: no second load
+    assert again.extra["model_load_seconds"] == recon.extra["model_load_seconds"]
+    model_cache.clear()
 
 
 def test_pretrained_unavailable_without_checkpoint(tmp_path, monkeypatch):

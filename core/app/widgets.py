@@ -98,36 +98,52 @@ class StreamlitProgress:
 
 
 def option_widgets(options_type: type, key: str, show_advanced: bool = False):
-    """Widgets for an options dataclass (built with ``core.models.registry.option``); returns an instance."""
-    from core.models.registry import option_specs
+    """One widget per option of ``options_type`` (declared with :func:`core.options.option`),
+    inside whatever container is current; returns a validated instance.
+
+    Advanced options keep their defaults unless ``show_advanced``. Raises
+    :class:`core.errors.OptionError` only if a widget could produce an invalid value.
+    """
+    from core import options as option_surface
 
     values = {}
-    for spec in option_specs(options_type):
-        if spec.get("advanced") and not show_advanced:
-            values[spec["name"]] = spec["default"]
+    for spec in option_surface.specs(options_type):
+        if spec.advanced and not show_advanced:
+            values[spec.name] = spec.default
             continue
-        label = spec["name"].replace("_", " ")
-        widget_key = f"{key}.{spec['name']}"
-        default, help_text = spec["default"], spec.get("help") or None
-        if spec.get("choices"):
-            choices = list(spec["choices"])
-            values[spec["name"]] = st.selectbox(label, choices, index=choices.index(default) if default in choices else 0,
-                                                help=help_text, key=widget_key)
-        elif isinstance(default, bool):
-            values[spec["name"]] = st.checkbox(label, value=default, help=help_text, key=widget_key)
-        elif isinstance(default, int):
-            values[spec["name"]] = int(st.number_input(
-                label, value=default, step=int(spec.get("step") or 1),
-                min_value=None if spec.get("min") is None else int(spec["min"]),
-                max_value=None if spec.get("max") is None else int(spec["max"]), help=help_text, key=widget_key))
-        elif isinstance(default, float):
-            values[spec["name"]] = float(st.number_input(
-                label, value=default, step=float(spec.get("step") or 0.1),
-                min_value=None if spec.get("min") is None else float(spec["min"]),
-                max_value=None if spec.get("max") is None else float(spec["max"]), help=help_text, key=widget_key))
+        label = spec.name.replace("_", " ")
+        widget_key = f"{key}.{spec.name}"
+        help_text = spec.help or None
+        if spec.kind == "choice":
+            choices = list(spec.choices)
+            index = choices.index(spec.default) if spec.default in choices else 0
+            values[spec.name] = st.selectbox(label, choices, index=index, help=help_text, key=widget_key)
+        elif spec.kind == "bool":
+            values[spec.name] = st.checkbox(label, value=spec.default, help=help_text, key=widget_key)
+        elif spec.kind == "int":
+            values[spec.name] = int(st.number_input(
+                label, value=int(spec.default), step=int(spec.step or 1),
+                min_value=None if spec.min is None else int(spec.min),
+                max_value=None if spec.max is None else int(spec.max), help=help_text, key=widget_key))
+        elif spec.kind == "float":
+            values[spec.name] = float(st.number_input(
+                label, value=float(spec.default), step=float(spec.step or 0.1),
+                min_value=None if spec.min is None else float(spec.min),
+                max_value=None if spec.max is None else float(spec.max), help=help_text, key=widget_key))
         else:
-            values[spec["name"]] = st.text_input(label, value=str(default), help=help_text, key=widget_key)
-    return options_type(**values)
+            values[spec.name] = st.text_input(label, value=str(spec.default), help=help_text, key=widget_key)
+    return option_surface.parse(options_type, values)
+
+
+def parse_view_ids(text: str) -> list[int]:
+    """View ids from comma- or space-separated text; UserError on anything else."""
+    from core.errors import UserError
+
+    items = text.replace(",", " ").split()
+    try:
+        return [int(item) for item in items]
+    except ValueError:
+        raise UserError(f"view ids must be whole numbers separated by commas; got {text!r}") from None
 
 
 def score_cards(scores: dict, tau: str = "0.01") -> None:
@@ -156,12 +172,14 @@ def options_summary(options) -> str:
     return ", ".join(f"{k}={v}" for k, v in values.items())
 
 
-def show_notes(notes: list[str]) -> None:
-    """Random-weights notes as warnings (they void the scores); other notes as a caption list."""
-    for note in notes:
-        if "random weights" in note:
-            st.warning(note)
-    others = [n for n in notes if "random weights" not in n]
+def show_notes(notes: list[str], weights_kind: str | None = None) -> None:
+    """A warning when the run used random weights (its scores mean nothing); notes as a caption."""
+    from core.options import RANDOM_WEIGHTS
+    from core.runner import RANDOM_NOTE
+
+    if weights_kind in RANDOM_WEIGHTS:
+        st.warning(f"{RANDOM_NOTE} ({weights_kind})")
+    others = [n for n in notes if n != RANDOM_NOTE]
     if others:
         st.caption("Notes: " + " · ".join(others))
 
@@ -190,8 +208,9 @@ def method_workbench(family: str) -> None:
     from core.eval import metrics
     from core.app import figures as viz
     from core.models import registry
+    from core.errors import UserError
     from core.progress import Stopped
-    from core.runner import run_method
+    from core.runner import is_random, run_method
 
     scene = current_scene()
     if scene is None:
@@ -226,8 +245,8 @@ def method_workbench(family: str) -> None:
             st.session_state[shown_key] = (scene.name, method.name, result.key)
         except Stopped:
             st.warning("Stopped: nothing was stored.")
-        except (ValueError, RuntimeError, FileNotFoundError) as error:
-            st.error(f"{method.label} failed: {error}")
+        except UserError as error:
+            st.error(f"{method.label} cannot run: {error}")
 
     runs = [r for r in run_store.runs(scene.name) if r.method in set(names)]
     if not runs:
@@ -245,7 +264,7 @@ def method_workbench(family: str) -> None:
     choice = st.selectbox("Stored runs", keys, format_func=labels.get, key=f"{family}.inspect")
     record = next(r for r in runs if (r.scene, r.method, r.key) == choice)
     recon = record.load()
-    show_notes(recon.notes)
+    show_notes(recon.notes, recon.weights_kind)
     cols = st.columns(4)
     cols[0].metric("Time", f"{recon.seconds:.1f} s")
     cols[1].metric("Peak memory", f"{recon.peak_memory_bytes / 2**20:,.0f} MB")
@@ -295,7 +314,7 @@ def method_workbench(family: str) -> None:
     if record.evaluation and "error" not in record.evaluation:
         st.subheader("Scores against the ground truth")
         score_cards(record.evaluation)
-        if recon.notes and any("random" in n for n in recon.notes):
+        if is_random(recon):
             st.caption("These scores come from random weights and mean nothing about the method.")
     elif record.evaluation:
         st.warning(f"Not scored: {record.evaluation['error']}")

@@ -23,16 +23,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import numpy as np
 from scipy.spatial import cKDTree
 
 from core import geometry
 from core.data.scene import Reconstruction, Scene
+from core.options import option
 
 log = logging.getLogger(__name__)
 
 METRICS_VERSION = "2"
+AlignmentMode = Literal["auto", "cameras", "global", "none"]
 MAX_ICP_SCALE_CHANGE = 1.5  # ICP may change the coarse alignment's scale by at most this factor
 
 
@@ -44,16 +47,24 @@ class EvaluationError(ValueError):
 class EvaluationOptions:
     """Options of :func:`evaluate` (defaults = the protocol ReconBench reports)."""
 
-    sample_points: int = 10_000          # query points per direction for Chamfer / F-score
-    emd_points: int = 2_048              # points per side for exact EMD
-    taus: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05)
-    seed: int = 0
-    crop_margin: float = 0.10            # bounding box of the ground truth grown by 10 %
-    confidence_percentile: float = 0.0   # drop this percentage of the least confident points
-    alignment: str = "auto"              # auto | cameras | global | none
-    icp: bool = True
-    icp_distances: tuple[float, ...] = (0.2, 0.1, 0.05, 0.025)
-    min_points: int = 10
+    sample_points: int = option(10_000, "query points per direction for Chamfer / F-score",
+                                min=1, max=1_000_000, step=1_000)
+    emd_points: int = option(2_048, "points per side for exact EMD (cost grows ~n^3)",
+                             min=16, max=8_192, step=256)
+    taus: tuple[float, ...] = option((0.005, 0.01, 0.02, 0.05), "F-score thresholds (normalised units)",
+                                     min=1e-6, max=10.0, advanced=True)
+    seed: int = option(0, "seed of the subsamples", min=0, advanced=True)
+    crop_margin: float = option(0.10, "crop to the ground truth's box grown by this fraction",
+                                min=0.0, max=10.0, step=0.05, advanced=True)
+    confidence_percentile: float = option(0.0, "drop this percentage of the least confident points",
+                                          min=0.0, max=100.0, step=5.0)
+    alignment: AlignmentMode = option("auto", "auto: cameras when both sides have them, else a global "
+                                          "search; none: score in the given frame", advanced=True)
+    icp: bool = option(True, "refine the alignment with multi-scale ICP", advanced=True)
+    icp_distances: tuple[float, ...] = option((0.2, 0.1, 0.05, 0.025), "ICP correspondence "
+                                              "distances, coarse to fine (normalised units)",
+                                              min=1e-6, max=10.0, advanced=True)
+    min_points: int = option(10, "refuse to score fewer points than this", min=1, advanced=True)
 
 
 # --------------------------------------------------------------------------- plain scores

@@ -235,7 +235,7 @@ def bench(argv: list[str] | None = None) -> list[dict]:
     import psutil
 
     from core.cli import load_scene
-    from core.data.dataset import crop_to_aspect
+    from core.data.prepare.frames import crop_to_aspect
     from core.models.vggt.method import Weights
     from core.profiling import measure
 

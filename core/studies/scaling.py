@@ -140,16 +140,18 @@ def run_study(scene, method_name: str, view_counts: list[int], repeats: int, opt
               flops: Callable[[int], float] | None = None) -> ScalingResult:
     """Run (or read from the cache) every (n, repeat) point; ``on_point`` sees each as it finishes.
 
-    Quality is unavailable when the method ran on random weights (its notes say so) or the scene
-    has no ground truth; points then carry no scores. ``core.progress.Stopped`` ends the study
+    Quality is unavailable when the method ran on random weights (its typed weights kind says
+    so; such runs are then not scored at all, which keeps a timing study fast) or the scene has
+    no ground truth; points then carry no scores. ``core.progress.Stopped`` ends the study
     early with ``stopped=True`` and the finished points kept.
     """
+    from core.errors import UserError
     from core.progress import Stopped
-    from core.runner import run_method
+    from core.runner import is_random, run_method
 
     counts = [int(c) for c in view_counts if 1 <= int(c) <= scene.num_views]
     if not counts:
-        raise ValueError(f"no view count within 1..{scene.num_views}")
+        raise UserError(f"no view count within 1..{scene.num_views}")
     jobs = [(n, r) for n in counts for r in range(max(1, repeats))]
     result = ScalingResult(method=method_name)
     done: list[tuple[int, float]] = []
@@ -160,13 +162,12 @@ def run_study(scene, method_name: str, view_counts: list[int], repeats: int, opt
         try:
             progress(index / len(jobs), f"{n} views, subset {r + 1}/{max(1, repeats)}{eta}")
             run = run_method(scene, method_name, views, options, progress.sub(index / len(jobs),
-                             (index + 1) / len(jobs)), store)
+                             (index + 1) / len(jobs)), store, score_random_weights=False)
         except Stopped:
             result.stopped = True
             break
         recon = run.recon
-        random_weights = any("random weights" in note for note in recon.notes)
-        if random_weights:
+        if is_random(recon):
             result.quality_available = False
             result.quality_note = "random weights: timing only, quality not measured"
         elif not scene.has_ground_truth:
@@ -225,8 +226,13 @@ def register(subparsers) -> None:
     parser.add_argument("--views", type=int, nargs="+", default=list(DEFAULT_VIEW_COUNTS))
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--option", action="append", help="VGGT option key=value, e.g. weights=random-tiny "
-                        "(or weights=random-full: VGGT-1B's real cost, timing only)")
+    parser.add_argument("--option", action="append", metavar="KEY=VALUE",
+                        help="VGGT option, e.g. weights=random-tiny (or weights=random-full: VGGT-1B's "
+                             "real cost, timing only); every VGGT option also has its flag below")
+    from core.models.vggt.method import VGGTOptions
+    from core.options import add_arguments
+
+    add_arguments(parser, VGGTOptions, "VGGT options (also as --option key=value)")
     parser.set_defaults(func=_cli)
 
 
@@ -234,17 +240,15 @@ def _cli(args) -> int:
     import json
     from dataclasses import asdict
 
-    from core.cli import CliError, load_scene, parse_option_values
-    from core.store.cache import RunStore
+    from core.cli import CliError, load_scene
     from core.models import registry
+    from core.options import from_namespace
     from core.progress import to_stderr
+    from core.store.cache import RunStore
 
     scene = load_scene(args.scene)
     method = registry.get("vggt")
-    try:
-        options = registry.options_from_dict(method.options_type, parse_option_values(args.option))
-    except (TypeError, ValueError) as error:
-        raise CliError(str(error)) from None
+    options = from_namespace(method.options_type, args, args.option)
     ready = method.availability(options)
     if not ready.ok:
         raise CliError(f"VGGT cannot run: {ready.message()} (or pass --option weights=random-full, or "
@@ -255,10 +259,7 @@ def _cli(args) -> int:
     def emit(point: ScalingPoint) -> None:
         print(json.dumps({"kind": "point", **asdict(point)}, default=str), flush=True)
 
-    try:
-        result = run_study(scene, "vggt", args.views, args.repeats, options, to_stderr(), store, args.seed, emit, flops)
-    except (ValueError, RuntimeError) as error:
-        raise CliError(str(error)) from None
+    result = run_study(scene, "vggt", args.views, args.repeats, options, to_stderr(), store, args.seed, emit, flops)
     n = [p.views for p in result.points]
     for quantity, values in (("seconds", [p.seconds for p in result.points]),
                              ("peak_memory_mb", [p.peak_memory_mb for p in result.points])):
