@@ -4,12 +4,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core import options as opts
+from core.errors import OptionError, UserError
 from core.models import weights
-from core.models.pointe import method as pointe_method
-from core.models.pointe.method import METHOD, PointEOptions, object_image
-from core.models.registry import option_specs, options_from_dict
+from core.models.pointe import checkpoints
+from core.models.pointe.method import METHOD, PointEInputError, PointEOptions, object_image
+from core.models.pointe.modeling_pointe import MULTIVIEW_MODES
+from core.models.registry import CannotRun
 from core.progress import Progress, Stopped
 from core.data.scene import Scene
+from core.runner import RANDOM_NOTE, execute
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -34,48 +38,62 @@ def _scene(views: int = 2, with_masks: bool = True) -> Scene:
                  masks=np.stack(masks) if with_masks else None)
 
 
-def _options(**values) -> PointEOptions:
-    return PointEOptions(**{"weights": "random-tiny", "karras_steps": 2, "device": "cpu", **values})
+def _options(**values) -> dict:
+    return {"weights": "random-tiny", "karras_steps": 2, "device": "cpu", **values}
+
+
+def _run(scene: Scene, views: list[int], progress: Progress | None = None, **values):
+    return execute(METHOD, scene, views, _options(**values), progress)
 
 
 def test_method_declaration():
     assert METHOD.name == "pointe" and METHOD.family == "generative"
-    names = {spec["name"] for spec in option_specs(PointEOptions)}
-    assert {"weights", "checkpoint_path", "karras_steps", "guidance_scale", "seed", "multiview",
-            "use_object_mask", "device"} <= names
+    specs = {spec.name: spec for spec in opts.specs(PointEOptions)}
+    assert {"weights", "checkpoint_path", "upsample_checkpoint_path", "clip_checkpoint_path",
+            "karras_steps", "guidance_scale", "seed", "multiview", "use_object_mask",
+            "device"} == set(specs)
+    assert specs["multiview"].choices == MULTIVIEW_MODES
+    assert specs["weights"].choices == ("pretrained", "random-tiny")
     defaults = PointEOptions()
     assert (defaults.weights, defaults.karras_steps, defaults.guidance_scale) == ("pretrained", 64, 3.0)
-    assert METHOD.availability(_options()).ok
+    assert METHOD.availability(METHOD.parse_options(_options())).ok
+    assert METHOD.checkpoints(METHOD.parse_options(_options())) == ()
+    assert METHOD.weights_kind(PointEOptions()) == "pretrained"
+    assert METHOD.licences(PointEOptions()) == ["pointe-base40M: MIT", "pointe-upsample: MIT",
+                                                "clip-vit-large-patch14: MIT"]
 
 
 def test_random_tiny_single_view():
     scene = _scene(1)
-    result = METHOD.run(scene, [0], _options(), None)
+    result = _run(scene, [0])
     assert result.points.shape == (4096, 3) and result.points.dtype == np.float32
     assert result.colors.shape == (4096, 3) and result.colors.dtype == np.uint8
     assert np.isfinite(result.points).all()
     assert (result.source_view == 0).all() and result.view_ids == [0]
-    assert result.notes[0] == "random weights: the geometry and scores are meaningless"
+    assert result.notes[0] == RANDOM_NOTE and result.weights_kind == "random-tiny"
     assert any("object-centred frame" in note for note in result.notes)
     assert any("object cropped" in note for note in result.notes)
-    model = pointe_method.load_model("random-tiny", "", "", "", "cpu")
+    model = checkpoints.random_tiny(0, "cpu", published_points=True)
     assert result.parameter_count == sum(p.numel() for p in model.parameters())
+    assert result.parameter_count == sum(result.extra["parameter_counts"].values())
     assert result.seconds > 0 and result.device == "cpu" and result.cam_from_world is None
+    assert result.method == "pointe" and result.options["karras_steps"] == 2
+    assert "licences" not in result.extra and result.extra["model_load_seconds"] >= 0
     # same seed -> same cloud; another seed -> another cloud
-    again = METHOD.run(scene, [0], _options(), None)
-    other = METHOD.run(scene, [0], _options(seed=1), None)
+    again = _run(scene, [0])
+    other = _run(scene, [0], seed=1)
     assert np.array_equal(result.points, again.points)
     assert not np.allclose(result.points, other.points)
 
 
 def test_multiview_modes():
     scene = _scene(2)
-    fused = METHOD.run(scene, [0, 1], _options(multiview="fuse-samples"), None)
+    fused = _run(scene, [0, 1], multiview="fuse-samples")
     assert fused.points.shape == (8192, 3)
     assert fused.source_view.tolist() == [0] * 4096 + [1] * 4096
     assert any("fuse-samples" in note for note in fused.notes)
-    average = METHOD.run(scene, [0, 1], _options(multiview="average-conditioning"), None)
-    concat = METHOD.run(scene, [0, 1], _options(multiview="concat-conditioning"), None)
+    average = _run(scene, [0, 1], multiview="average-conditioning")
+    concat = _run(scene, [0, 1], multiview="concat-conditioning")
     for result, word in ((average, "mean of"), (concat, "concatenated")):
         assert result.points.shape == (4096, 3) and (result.source_view == -1).all()
         assert any(word in note for note in result.notes)
@@ -84,11 +102,11 @@ def test_multiview_modes():
 
 def test_object_mask_changes_the_input():
     scene = _scene(1)
-    masked = METHOD.run(scene, [0], _options(use_object_mask=True), None)
-    full = METHOD.run(scene, [0], _options(use_object_mask=False), None)
+    masked = _run(scene, [0], use_object_mask=True)
+    full = _run(scene, [0], use_object_mask=False)
     assert any("full images" in note for note in full.notes)
     assert not np.allclose(masked.points, full.points)
-    no_masks = METHOD.run(_scene(1, with_masks=False), [0], _options(), None)
+    no_masks = _run(_scene(1, with_masks=False), [0])
     assert any("no object masks" in note for note in no_masks.notes)
 
 
@@ -107,39 +125,41 @@ def test_object_image_crop():
 
 def test_bad_input_and_stop():
     scene = _scene(1)
-    with pytest.raises(ValueError, match="multiview"):
-        METHOD.run(scene, [0], _options(multiview="vote"), None)
-    with pytest.raises(ValueError, match="out of range"):
-        METHOD.run(scene, [3], _options(), None)
-    with pytest.raises(ValueError, match="at least 1"):
-        METHOD.run(scene, [], _options(), None)
-    with pytest.raises(ValueError, match="unknown option"):
-        options_from_dict(PointEOptions, {"steps": 3})
+    with pytest.raises(OptionError, match="unknown multiview 'vote' .*fuse-samples, average-conditioning"):
+        _run(scene, [0], multiview="vote")
+    with pytest.raises(OptionError, match="karras_steps must be in \\[1, 256\\]"):
+        _run(scene, [0], karras_steps=0)
+    with pytest.raises(UserError, match="view ids must be in 0..0; got \\[3\\]"):
+        _run(scene, [3])
+    with pytest.raises(UserError, match="at least 1"):
+        _run(scene, [])
+    with pytest.raises(OptionError, match="unknown option"):
+        METHOD.parse_options({"steps": 3})
     steps = []
 
-    def stop_after_two(fraction, message):
+    def stop_at_the_third_message(fraction, message):
         steps.append(message)
         if len(steps) == 3:
             progress.request_stop()
 
-    progress = Progress(stop_after_two)
+    progress = Progress(stop_at_the_third_message)
     with pytest.raises(Stopped):
-        METHOD.run(scene, [0], _options(), progress)
-    assert len(steps) == 3
+        _run(scene, [0], progress)
+    assert len(steps) == 3 and "Karras step" in steps[-1]
 
 
 def test_pretrained_missing_weights(tmp_path, monkeypatch):
     monkeypatch.setenv(weights.WEIGHTS_ENV, str(tmp_path))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setattr(weights, "_hf_cached", lambda checkpoint: None)
-    availability = METHOD.availability(PointEOptions())
+    availability = METHOD.availability(METHOD.parse_options({}))
     assert not availability.ok
     assert "base_40m.pt" in availability.missing
     assert availability.fix_command == "python -m core weights fetch pointe-base40M"
-    with pytest.raises(weights.MissingWeights, match="base_40m.pt"):
-        METHOD.run(_scene(1), [0], PointEOptions(device="cpu"), None)
-    with pytest.raises(weights.MissingWeights, match="does not exist"):
-        METHOD.run(_scene(1), [0], PointEOptions(device="cpu", checkpoint_path=str(tmp_path / "x.pt")), None)
+    with pytest.raises(CannotRun, match="base_40m.pt"):
+        execute(METHOD, _scene(1), [0], {"device": "cpu"})
+    with pytest.raises(CannotRun, match="x.pt does not exist"):
+        execute(METHOD, _scene(1), [0], {"device": "cpu", "checkpoint_path": str(tmp_path / "x.pt")})
     registered = weights.registered()
     assert registered["pointe-base40M"].url == "https://openaipublic.azureedge.net/main/point-e/base_40m.pt"
     assert registered["pointe-upsample"].url == "https://openaipublic.azureedge.net/main/point-e/upsample_40m.pt"
@@ -147,9 +167,19 @@ def test_pretrained_missing_weights(tmp_path, monkeypatch):
     # only the CLIP file missing: the message names it
     (tmp_path / "base_40m.pt").write_bytes(b"x")
     (tmp_path / "upsample_40m.pt").write_bytes(b"x")
-    availability = METHOD.availability(PointEOptions())
+    availability = METHOD.availability(METHOD.parse_options({}))
     assert "model.safetensors" in availability.missing
     assert availability.fix_command == "python -m core weights fetch clip-vit-large-patch14"
+    # each explicit path stands for its own checkpoint: a CLIP file given explicitly makes the
+    # set complete; a missing upsample path is reported as the upsample checkpoint
+    clip = tmp_path / "elsewhere" / "clip.safetensors"
+    clip.parent.mkdir()
+    clip.write_bytes(b"x")
+    assert METHOD.availability(METHOD.parse_options({"clip_checkpoint_path": str(clip)})).ok
+    availability = METHOD.availability(METHOD.parse_options({
+        "clip_checkpoint_path": str(clip), "upsample_checkpoint_path": str(tmp_path / "up.pt")}))
+    assert not availability.ok and "up.pt does not exist" in availability.missing
+    assert availability.fix_command == "python -m core weights fetch pointe-upsample"
 
 
 def test_load_checkpoint_files(tmp_path):
@@ -184,12 +214,13 @@ def test_no_object_tiny_image_and_stopped_runs_leave_the_cache_empty(tmp_path):
     scene = _scene(1)
     empty = Scene(name="disc", images=scene.images, image_names=scene.image_names, intrinsics=scene.intrinsics,
                   cam_from_world=scene.cam_from_world, masks=np.zeros_like(scene.masks))
-    with pytest.raises(ValueError, match="empty object mask"):
-        METHOD.run(empty, [0], _options(), None)
+    with pytest.raises(PointEInputError, match="view 0 has an empty object mask"):
+        _run(empty, [0])
     tiny = Scene(name="dot", images=[np.full((1, 1, 3), 200, np.uint8)], image_names=["dot.png"],
                  intrinsics=scene.intrinsics, cam_from_world=scene.cam_from_world)
-    with pytest.raises(ValueError, match="1x1 pixels"):
-        METHOD.run(tiny, [0], _options(), None)
+    with pytest.raises(PointEInputError, match="view 0 is 1x1 pixels"):
+        _run(tiny, [0])
+    assert issubclass(PointEInputError, UserError)
     store = RunStore(tmp_path)
     progress = Progress(lambda fraction, message: progress.request_stop() if "CLIP" in message else None)
     with pytest.raises(Stopped):

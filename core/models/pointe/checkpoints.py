@@ -25,15 +25,15 @@ log = logging.getLogger(__name__)
 BASE40M = Checkpoint(
     key="pointe-base40M", filename="base_40m.pt",
     url="https://openaipublic.azureedge.net/main/point-e/base_40m.pt", size_mb=162,
-    description="Point-E base40M (CLIP image-grid conditioned, 1024 points)")
+    description="Point-E base40M (CLIP image-grid conditioned, 1024 points)", licence="MIT")
 UPSAMPLE = Checkpoint(
     key="pointe-upsample", filename="upsample_40m.pt",
     url="https://openaipublic.azureedge.net/main/point-e/upsample_40m.pt", size_mb=162,
-    description="Point-E upsample (1024 -> 4096 points)")
+    description="Point-E upsample (1024 -> 4096 points)", licence="MIT")
 CLIP_VIT_L14 = Checkpoint(
     key="clip-vit-large-patch14", filename="model.safetensors",
     repo_id="openai/clip-vit-large-patch14", size_mb=1710,
-    description="CLIP ViT-L/14 (Point-E image conditioning)")
+    description="CLIP ViT-L/14 (Point-E image conditioning)", licence="MIT")
 
 weights.register(BASE40M, UPSAMPLE, CLIP_VIT_L14)
 
