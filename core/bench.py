@@ -20,7 +20,7 @@ BENCHES: dict[str, str] = {
     "vggt": "core.models.vggt.bench:bench",
     "pointe": "core.models.pointe.bench:bench",
     "combined": "core.models.combined.bench:bench",
-    "sfm": "core.data.sfm:bench",
+    "sfm": "core.data.prepare.bench:bench",
     "dust3r": "core.models.dust3r.bench:bench",
     "fast3r": "core.models.fast3r.bench:bench",
     "attention": "core.studies.attention:bench",

@@ -5,7 +5,11 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.data import dataset
+from core.data.prepare import MIN_VIEWS, DatasetError
+from core.data.prepare.crop import apply_crop, load_crop, load_dense
+from core.data.prepare.frames import DEFAULT_FRAMES, load_images, preview_strip, sample_video_frames
+from core.data.prepare.pipeline import PrepareOptions, default_scene_dir, prepare
+from core.data.prepare.uploads import VIDEO_SUFFIXES, store_uploads
 from core.app import figures as viz
 from core.store.cache import REPO_ROOT
 from core.progress import Stopped
@@ -26,16 +30,16 @@ name = st.text_input("Scene name", value="my-object", key="dataset.name")
 
 images_upload = video_upload = None
 resize = False
-frames = dataset.DEFAULT_FRAMES
+frames = DEFAULT_FRAMES
 if source == "Upload images":
     images_upload = st.file_uploader("Images (JPEG/PNG, one camera setting)", type=["png", "jpg", "jpeg"],
                                      accept_multiple_files=True, key="dataset.images")
     resize = st.checkbox("Resize images of other sizes to the most common size", key="dataset.resize")
 elif source == "Upload a video":
-    video_upload = st.file_uploader("Video (mp4/mov)", type=[s.lstrip(".") for s in dataset.VIDEO_SUFFIXES],
+    video_upload = st.file_uploader("Video (mp4/mov)", type=[s.lstrip(".") for s in VIDEO_SUFFIXES],
                                     key="dataset.video")
-    frames = int(st.number_input("Frames sampled uniformly", min_value=dataset.MIN_VIEWS, max_value=400,
-                                 value=dataset.DEFAULT_FRAMES, key="dataset.frames"))
+    frames = int(st.number_input("Frames sampled uniformly", min_value=MIN_VIEWS, max_value=400,
+                                 value=DEFAULT_FRAMES, key="dataset.frames"))
 else:
     st.caption("The bundled toy scene's 42 views (480×640, exact ground truth).")
 
@@ -49,7 +53,7 @@ with st.expander("COLMAP and stereo options"):
                                             step=256, key="dataset.max_features"))
     dense = cols[1].checkbox("Dense stereo", value=True, key="dataset.dense")
     mvs_size = int(cols[2].number_input("Depth-map size (longest side, CPU stereo)", 64, 2048,
-                                        dataset.PrepareOptions.mvs_max_size, step=32, key="dataset.mvs_size"))
+                                        PrepareOptions.mvs_max_size, step=32, key="dataset.mvs_size"))
 
 
 def _store(upload_files, kind: str):
@@ -59,7 +63,7 @@ def _store(upload_files, kind: str):
     stored = st.session_state.get("dataset.stored")
     if stored and stored[0] == key:
         return stored[1]
-    batch = dataset.store_uploads(files, kind)
+    batch = store_uploads(files, kind)
     st.session_state["dataset.stored"] = (key, batch)
     return batch
 
@@ -74,12 +78,12 @@ try:
         batch = _store([video_upload], "video")
         preview_key = (str(batch.folder), frames)
         if st.session_state.get("dataset.preview", (None,))[0] != preview_key:
-            sampled, indices, info = dataset.sample_video_frames(batch.paths[0], frames)
+            sampled, indices, info = sample_video_frames(batch.paths[0], frames)
             st.session_state["dataset.preview"] = (preview_key, sampled, indices, info)
         _, sampled, indices, info = st.session_state["dataset.preview"]
-        st.image(dataset.preview_strip(sampled), caption=f"{len(sampled)} of {info['total_frames']} frames "
+        st.image(preview_strip(sampled), caption=f"{len(sampled)} of {info['total_frames']} frames "
                  f"(uniform; frame indices {indices[0]}…{indices[-1]})")
-except dataset.DatasetError as error:
+except DatasetError as error:
     st.error(str(error))
     if batch is not None:
         st.info(f"Your upload is kept in `{batch.folder}`.")
@@ -87,7 +91,7 @@ except dataset.DatasetError as error:
 
 ready = source == "Bundled sample" or batch is not None
 if st.button("Prepare scene", type="primary", disabled=not ready, key="dataset.prepare"):
-    out = dataset.default_scene_dir(name)
+    out = default_scene_dir(name)
     bar = StreamlitProgress("Preparing")
     try:
         provenance, is_video = {}, False
@@ -96,7 +100,7 @@ if st.button("Prepare scene", type="primary", disabled=not ready, key="dataset.p
             images, names = sample.images, sample.image_names
             provenance["source"] = "sample_data/toy"
         elif source == "Upload images":
-            images, names, notes = dataset.load_images(batch.paths, resize=resize, names=batch.original_names)
+            images, names, notes = load_images(batch.paths, resize=resize, names=batch.original_names)
             for note in notes:
                 st.caption(note)
             provenance["source"] = str(batch.folder)
@@ -105,17 +109,17 @@ if st.button("Prepare scene", type="primary", disabled=not ready, key="dataset.p
             names = [f"frame_{i:06d}.png" for i in indices]
             is_video = True
             provenance.update({"source": str(batch.folder), "frame_indices": indices, **info})
-        options = dataset.PrepareOptions(
+        options = PrepareOptions(
             sfm=SfmOptions(camera_model=camera_model, shared_camera=shared, matcher=matcher,
                            max_features=max_features),
             dense=dense, mvs_max_size=mvs_size, resize=resize)
-        result = dataset.prepare(images, names, out, scene_name=name, options=options, progress=bar.progress,
+        result = prepare(images, names, out, scene_name=name, options=options, progress=bar.progress,
                                  is_video=is_video, provenance=provenance)
         bar.done("prepared")
         st.session_state["dataset.result"] = str(result.folder)
         st.session_state["dataset.log"] = result.log
         st.success(f"Scene “{result.scene.name}” written to `{result.folder}`; pick it in the sidebar.")
-    except (dataset.DatasetError, SfmError, SceneError, ValueError) as error:
+    except (DatasetError, SfmError, SceneError, ValueError) as error:
         st.error(f"Could not prepare the scene: {error}")
         if batch is not None:
             st.info(f"Your uploads are kept in `{batch.folder}`; fix the input and try again.")
@@ -145,10 +149,10 @@ with st.expander("COLMAP log"):
     st.code("\n".join(report.get("log", [])) or "(empty)")
 
 scene = Scene.load(folder)
-crop = dataset.load_crop(folder)
+crop = load_crop(folder)
 try:
-    cloud, cloud_colors = dataset.load_dense(folder)
-except dataset.DatasetError:
+    cloud, cloud_colors = load_dense(folder)
+except DatasetError:
     cloud, cloud_colors = scene.gt_points, scene.gt_colors
 
 st.subheader("Object crop")
@@ -188,9 +192,9 @@ st.caption(f"{int(inside.sum()):,} of {len(cloud):,} dense points inside the box
 cols = st.columns(2)
 if cols[0].button("Store the crop as ground truth", key="dataset.apply_crop", disabled=box is None):
     try:
-        count = dataset.apply_crop(folder, box)
+        count = apply_crop(folder, box)
         st.success(f"Stored {count:,} object points as the ground truth of “{scene.name}”.")
-    except dataset.DatasetError as error:
+    except DatasetError as error:
         st.error(str(error))
 if (folder / "object.ply").is_file():
     cols[1].download_button("Download the object cloud (PLY)", (folder / "object.ply").read_bytes(),

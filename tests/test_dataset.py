@@ -1,4 +1,4 @@
-"""Dataset preparation (core.data.dataset): uploads, image/video checks, object crop, the prepare pipeline and CLI."""
+"""Dataset preparation (core.data.prepare): uploads, image/video checks, object crop, the prepare pipeline and CLI."""
 import io
 import json
 from pathlib import Path
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data import dataset
+from core.data.prepare import DatasetError, crop, frames, uploads
 from core.data.scene import Scene
 from tests.conftest import SAMPLE
 
@@ -41,21 +41,21 @@ def write_video(path: Path, images, fps: int = 10) -> Path:
 # --------------------------------------------------------------------------- uploads
 def test_uploads_are_stored_under_the_cache_with_safe_names(isolated_cache):
     files = [("../../etc/evil name.JPG", b"x" * 10), ("evil name.JPG", b"y" * 10), (".hidden.png", b"z")]
-    batch = dataset.store_uploads(files, "images")
+    batch = uploads.store_uploads(files, "images")
     assert batch.folder.parent == isolated_cache / "uploads"
     assert batch.names == ["evil_name.JPG", "evil_name_1.JPG", "hidden.png"]
     assert [p.read_bytes() for p in batch.paths] == [b"x" * 10, b"y" * 10, b"z"]
-    assert dataset.list_upload_batches()[0].names == batch.names
+    assert uploads.list_upload_batches()[0].names == batch.names
 
 
 def test_uploads_over_the_limit_or_of_the_wrong_type_are_refused(isolated_cache, monkeypatch):
-    monkeypatch.setattr(dataset, "MAX_IMAGE_BYTES", 100)
-    with pytest.raises(dataset.DatasetError, match="over the"):
-        dataset.store_uploads([("big.jpg", b"x" * 101)], "images")
-    with pytest.raises(dataset.DatasetError, match="not an accepted"):
-        dataset.store_uploads([("notes.txt", b"hello")], "images")
-    with pytest.raises(dataset.DatasetError, match="one video"):
-        dataset.store_uploads([("a.mp4", b"1"), ("b.mp4", b"2")], "video")
+    monkeypatch.setattr(uploads, "MAX_IMAGE_BYTES", 100)
+    with pytest.raises(DatasetError, match="over the"):
+        uploads.store_uploads([("big.jpg", b"x" * 101)], "images")
+    with pytest.raises(DatasetError, match="not an accepted"):
+        uploads.store_uploads([("notes.txt", b"hello")], "images")
+    with pytest.raises(DatasetError, match="one video"):
+        uploads.store_uploads([("a.mp4", b"1"), ("b.mp4", b"2")], "video")
     assert not (isolated_cache / "uploads").exists() or not any((isolated_cache / "uploads").iterdir())
 
 
@@ -65,7 +65,7 @@ def test_exif_orientation_is_honoured(tmp_path):
     image[:, :10] = 255  # a white band on the left
     for i in range(3):
         (tmp_path / f"{i}.jpg").write_bytes(_jpeg(np.roll(image, i * 5, axis=1), exif_orientation=6))
-    images, names, _ = dataset.load_images(sorted(tmp_path.iterdir()))
+    images, names, _ = frames.load_images(sorted(tmp_path.iterdir()))
     assert images[0].shape == (60, 40, 3)  # rotated 90 degrees as the EXIF tag says
     assert images[0][:10].mean() > 200  # the band is now on top
 
@@ -79,59 +79,59 @@ def test_bad_image_sets_give_clear_messages_and_keep_the_uploads(isolated_cache)
         "sizes": (good + [("small.jpg", _jpeg(np.full((100, 80, 3), 128, np.uint8)))], "different sizes"),
     }
     for label, (files, message) in cases.items():
-        batch = dataset.store_uploads(files, "images", batch=label)
-        with pytest.raises(dataset.DatasetError, match=message):
-            dataset.load_images(batch.paths)
+        batch = uploads.store_uploads(files, "images", batch=label)
+        with pytest.raises(DatasetError, match=message):
+            frames.load_images(batch.paths)
         assert all(p.is_file() for p in batch.paths), f"{label}: uploads must be kept"
 
 
 def test_mixed_sizes_are_resized_on_request(isolated_cache):
     small = np.asarray(Image.open(SAMPLE / "images" / "view_003.jpg").resize((240, 320)))
     files = _sample_files([0, 1, 2]) + [("small.jpg", _jpeg(small))]
-    batch = dataset.store_uploads(files, "images")
-    images, names, notes = dataset.load_images(batch.paths, resize=True)
+    batch = uploads.store_uploads(files, "images")
+    images, names, notes = frames.load_images(batch.paths, resize=True)
     assert {im.shape for im in images} == {(640, 480, 3)} and len(images) == 4
     assert any("resized 1 image" in n for n in notes)
 
 
 def test_duplicates_are_dropped_with_a_note(isolated_cache):
     files = _sample_files([0, 1, 2]) + [("again.jpg", _sample_files([1])[0][1])]
-    batch = dataset.store_uploads(files, "images")
-    images, names, notes = dataset.load_images(batch.paths)
+    batch = uploads.store_uploads(files, "images")
+    images, names, notes = frames.load_images(batch.paths)
     assert names == ["view_000.jpg", "view_001.jpg", "view_002.jpg"]
     assert notes == ["again.jpg is identical to view_001.jpg and was skipped"]
 
 
 # --------------------------------------------------------------------------- video
 def test_video_frames_are_sampled_uniformly(tmp_path, sample_scene):
-    frames = [np.full((64, 48, 3), 10 * i, np.uint8) for i in range(20)]
-    path = write_video(tmp_path / "ramp.mp4", frames)
-    sampled, indices, info = dataset.sample_video_frames(path, 5)
+    ramp = [np.full((64, 48, 3), 10 * i, np.uint8) for i in range(20)]
+    path = write_video(tmp_path / "ramp.mp4", ramp)
+    sampled, indices, info = frames.sample_video_frames(path, 5)
     assert info["total_frames"] == 20
     assert indices == [0, 5, 10, 14, 19]
     assert [abs(int(f.mean()) - 10 * i) <= 3 for f, i in zip(sampled, indices)] == [True] * 5
-    strip = dataset.preview_strip(sampled, count=5, height=32)
+    strip = frames.preview_strip(sampled, count=5, height=32)
     assert strip.shape == (32, 5 * 24 + 4 * 4, 3)
 
 
 def test_a_video_without_decodable_frames_is_refused(tmp_path):
     path = tmp_path / "broken.mp4"
     path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
-    with pytest.raises(dataset.DatasetError, match="broken.mp4: .*decodable"):
-        dataset.sample_video_frames(path, 10)
+    with pytest.raises(DatasetError, match="broken.mp4: .*decodable"):
+        frames.sample_video_frames(path, 10)
 
 
 # --------------------------------------------------------------------------- object crop
 def test_crop_box_geometry():
     rotation = np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])  # box x axis = world y
-    box = dataset.CropBox(np.array([1.0, 2, 3]), rotation, np.array([0.5, 1.0, 2.0]))
+    box = crop.CropBox(np.array([1.0, 2, 3]), rotation, np.array([0.5, 1.0, 2.0]))
     inside = box.contains(np.array([[1.9, 2.4, 3.0], [1.0, 2.6, 3.0], [1.0, 2.0, 5.1]]))
     assert inside.tolist() == [True, False, False]
     assert np.allclose(np.sort(box.corners()[:, 2]), [1] * 4 + [5] * 4)
     moved = box.adjusted(shift=np.array([1.0, 0, 0]), scale=np.array([2.0, 1, 1]), bottom=0.5)
     np.testing.assert_allclose(moved.centre, [1.0, 2.5, 3.5])
     np.testing.assert_allclose(moved.half_extents, [1.0, 1.0, 1.5])
-    assert dataset.CropBox.from_dict(json.loads(json.dumps(moved.to_dict()))).contains(moved.centre[None])[0]
+    assert crop.CropBox.from_dict(json.loads(json.dumps(moved.to_dict()))).contains(moved.centre[None])[0]
 
 
 def test_proposed_crop_holds_the_object_and_not_the_table(sample_scene):
@@ -139,7 +139,7 @@ def test_proposed_crop_holds_the_object_and_not_the_table(sample_scene):
     table = np.column_stack([rng.uniform(-0.5, 0.5, (20_000, 2)), rng.normal(0, 0.001, 20_000)])
     outside_footprint = np.abs(table[:, :2]).max(axis=1) > 0.2
     points = np.concatenate([sample_scene.gt_points, table])
-    box = dataset.propose_crop(sample_scene.cam_from_world, points)
+    box = crop.propose_crop(sample_scene.cam_from_world, points)
     assert box.contains(sample_scene.gt_points).mean() > 0.97
     assert box.contains(table).mean() < 0.01
     assert box.contains(table[outside_footprint]).sum() == 0
@@ -163,7 +163,7 @@ def prepared_by_cli(tmp_path_factory):
     argv = ["prepare", "--images", str(images), "--out", str(out), "--max-features", "1024",
             "--mvs-max-size", "128", "--name", "cli-toy"]
     modules = list(cli.COMMAND_MODULES)
-    cli.COMMAND_MODULES[:] = modules + ([] if "core.data.dataset" in modules else ["core.data.dataset"])
+    cli.COMMAND_MODULES[:] = modules + ([] if "core.data.prepare.cli" in modules else ["core.data.prepare.cli"])
     try:
         status = cli.main(argv)
     finally:
@@ -199,15 +199,15 @@ def test_cli_prepare_writes_a_scene_in_input_order(prepared_by_cli, sample_scene
 
 def test_apply_crop_replaces_the_ground_truth(prepared_by_cli):
     _, out = prepared_by_cli
-    box = dataset.load_crop(out)
+    box = crop.load_crop(out)
     half = box.adjusted(scale=np.array([0.5, 0.5, 0.5]))
-    count = dataset.apply_crop(out, half)
+    count = crop.apply_crop(out, half)
     scene = Scene.load(out)
     assert len(scene.gt_points) == count and half.contains(scene.gt_points).all()
-    points, _ = dataset.load_dense(out)
+    points, _ = crop.load_dense(out)
     assert count == int(half.contains(points).sum())
-    with pytest.raises(dataset.DatasetError, match="holds 0 points"):
-        dataset.apply_crop(out, dataset.CropBox(box.centre + 100, box.rotation, box.half_extents))
+    with pytest.raises(DatasetError, match="holds 0 points"):
+        crop.apply_crop(out, crop.CropBox(box.centre + 100, box.rotation, box.half_extents))
 
 
 def test_cli_bad_input_exits_2_with_a_message(tmp_path, capsys):
@@ -217,7 +217,7 @@ def test_cli_bad_input_exits_2_with_a_message(tmp_path, capsys):
     folder.mkdir()
     (folder / "a.jpg").write_bytes((SAMPLE / "images" / "view_000.jpg").read_bytes())
     modules = list(cli.COMMAND_MODULES)
-    cli.COMMAND_MODULES[:] = modules + ([] if "core.data.dataset" in modules else ["core.data.dataset"])
+    cli.COMMAND_MODULES[:] = modules + ([] if "core.data.prepare.cli" in modules else ["core.data.prepare.cli"])
     try:
         status = cli.main(["prepare", "--images", str(folder), "--out", str(tmp_path / "out")])
         video = tmp_path / "v.mp4"

@@ -46,3 +46,27 @@ def test_unsupported_and_oversized_inputs():
         read_reconstruction(b"", "cloud.ply")
     with pytest.raises(ReconstructionFileError, match="not a readable .npz"):
         read_reconstruction(b"garbage", "predictions.npz")
+
+
+@pytest.mark.parametrize("with_colors", [True, False])
+def test_written_ply_reads_back_exactly(with_colors):
+    from core.data.importers import ply_bytes
+    from tests.conftest import ply_bytes as reference_ply_bytes
+
+    rng = np.random.default_rng(1)
+    points = rng.normal(size=(257, 3)).astype(np.float32)
+    colors = rng.integers(0, 256, (257, 3), dtype=np.uint8) if with_colors else None
+    data = ply_bytes(points, colors)
+    assert data == reference_ply_bytes(points, colors)  # the test suite's hand-written writer
+    recon = read_reconstruction(data, "cloud.ply")
+    np.testing.assert_array_equal(recon.points, points)
+    if with_colors:
+        np.testing.assert_array_equal(recon.colors, colors)
+    else:
+        assert recon.colors is None
+
+
+def test_file_errors_are_user_errors():
+    from core.errors import UserError
+
+    assert issubclass(ReconstructionFileError, UserError) and not issubclass(ReconstructionFileError, ValueError)

@@ -2,7 +2,7 @@
 
 The accuracy test runs the stereo with the sample's exact cameras (so it measures the stereo alone) on 14 of
 the 42 views (every third) at a quarter of the resolution (120x160 depth maps, 64 planes), crops the object
-with the automatic crop box (core.data.dataset.propose_crop) and scores it with core.eval.metrics against the exact
+with the automatic crop box (core.data.prepare.crop.propose_crop) and scores it with core.eval.metrics against the exact
 ground-truth points.
 """
 import numpy as np
@@ -11,7 +11,7 @@ import pytest
 from core import geometry
 from core.eval import metrics
 from core.data import mvs
-from core.data.dataset import propose_crop
+from core.data.prepare.crop import propose_crop
 from core.data.scene import Reconstruction
 
 VIEWS = list(range(0, 42, 3))
@@ -94,7 +94,7 @@ def test_consistency_rejects_a_wrong_depth_map(sample_scene):
 def test_run_mvs_needs_two_registered_views(toy_subset):
     poses = toy_subset.cam_from_world.copy()
     poses[1:] = np.nan
-    with pytest.raises(ValueError, match="at least 2 registered views"):
+    with pytest.raises(mvs.MvsError, match="at least 2 registered views"):
         mvs.run_mvs(toy_subset.images, toy_subset.intrinsics, poses, np.zeros((100, 3)))
 
 

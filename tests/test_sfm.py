@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from core.data import sfm
+from core.errors import UserError
 from tests.conftest import SAMPLE
 
 
@@ -102,10 +103,25 @@ def test_undistortion_inverts_the_camera_model():
 
 
 def test_too_few_images_is_a_clear_error(tmp_path):
-    with pytest.raises(sfm.SfmError, match="at least 2 images"):
+    with pytest.raises(sfm.SfmError, match="at least 2 images") as raised:
         sfm.run_sfm(SAMPLE / "images", ["view_000.jpg"], tmp_path)
+    assert isinstance(raised.value, UserError)  # the CLI and the pages show it as one line
     with pytest.raises(ValueError, match="camera model"):
         sfm.run_sfm(SAMPLE / "images", ["view_000.jpg", "view_001.jpg"], tmp_path, sfm.SfmOptions(camera_model="FISH"))
+
+
+def test_colmap_images_are_written_losslessly_under_unique_names(tmp_path):
+    from core.data.scene import read_image
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (6, 5, 3), dtype=np.uint8) for _ in range(4)]
+    names = ["a b.jpg", "a_b.png", "../c.JPG", ""]
+    files = sfm.write_colmap_images(tmp_path, images, names)
+    assert files == ["a_b.png", "a_b_1.png", "c.png", "view_003.png"]
+    for image, file_name in zip(images, files):
+        np.testing.assert_array_equal(read_image(tmp_path / file_name), image)
+    assert sfm.write_colmap_images(tmp_path, images[::-1], names) == files  # same names, same files
+    np.testing.assert_array_equal(read_image(tmp_path / files[0]), images[-1])
 
 
 def test_dense_without_cuda_says_so(tmp_path):

@@ -1,8 +1,12 @@
-"""Reconstructions made elsewhere: PLY point clouds or meshes, OBJ/GLB meshes, VGGT ``predictions.npz``.
+"""Point-cloud and mesh files: reading reconstructions made elsewhere, writing PLY.
 
-Every reader takes the file's bytes and its (user-given) name and returns a
-:class:`core.data.scene.Reconstruction` with ``method="imported"``, or raises :class:`ImportError_`
-with a one-line message that says what is wrong with the file.
+Readers: PLY point clouds or meshes, OBJ/GLB meshes, VGGT ``predictions.npz``. Every reader takes
+the file's bytes and its (user-given) name and returns a :class:`core.data.scene.Reconstruction`
+with ``method="imported"``, or raises :class:`ReconstructionFileError` with a one-line message that
+says what is wrong with the file.
+
+Writer: :func:`ply_bytes`, a binary PLY point cloud (what the prepare pipeline exports and
+:func:`read_reconstruction` reads back).
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from core.data.scene import Reconstruction
+from core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +29,7 @@ SUPPORTED_SUFFIXES = (".ply", ".obj", ".glb", ".npz")
 VGGT_POINT_KEYS = ("world_points", "world_points_from_depth")
 
 
-class ReconstructionFileError(ValueError):
+class ReconstructionFileError(UserError):
     """An imported file cannot be read as a reconstruction; the message says why."""
 
 
@@ -156,3 +161,20 @@ def read_reconstruction(data: bytes, name: str, view_ids: list[int] | None = Non
             f"{name}: unsupported file type {suffix or '(none)'}; use {', '.join(SUPPORTED_SUFFIXES)}")
     recon.options["sha256"] = hashlib.sha256(data).hexdigest()
     return recon
+
+
+def ply_bytes(points: np.ndarray, colors: np.ndarray | None = None) -> bytes:
+    """Binary little-endian PLY of ``points [N,3]`` (stored float32) with optional ``colors [N,3]`` (uint8)."""
+    points = np.asarray(points, np.float32).reshape(-1, 3)
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(points)}",
+              "property float x", "property float y", "property float z"]
+    if colors is not None:
+        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+        header += ["property uchar red", "property uchar green", "property uchar blue"]
+    header.append("end_header")
+    rows = np.empty(len(points), dtype=fields)
+    rows["x"], rows["y"], rows["z"] = points.T
+    if colors is not None:
+        rows["red"], rows["green"], rows["blue"] = np.asarray(colors, np.uint8).reshape(-1, 3).T
+    return ("\n".join(header) + "\n").encode() + rows.tobytes()

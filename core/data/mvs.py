@@ -34,9 +34,14 @@ import cv2
 import numpy as np
 
 from core import geometry
+from core.errors import UserError
 from core.progress import Progress, silent
 
 log = logging.getLogger(__name__)
+
+
+class MvsError(UserError):
+    """The views cannot be matched densely (fewer than 2 registered views, too few sparse points)."""
 
 
 @dataclass
@@ -339,16 +344,16 @@ def run_mvs(images: list[np.ndarray], intrinsics: np.ndarray, cam_from_world: np
         sparse_points: ``[M,3]`` world points (e.g. COLMAP's sparse cloud) giving each view's depth range.
         views: reference views to compute (default: all registered); others get empty maps.
     Raises:
-        ValueError when fewer than 2 views are registered or no view sees the sparse points.
+        MvsError when fewer than 2 views are registered or there are fewer than 10 sparse points.
     """
     options = options or MvsOptions()
     progress = progress or silent()
     n = len(images)
     registered = np.isfinite(cam_from_world).all(axis=(1, 2))
     if registered.sum() < 2:
-        raise ValueError(f"multi-view stereo needs at least 2 registered views; got {int(registered.sum())}")
+        raise MvsError(f"multi-view stereo needs at least 2 registered views; got {int(registered.sum())}")
     if len(sparse_points) < 10:
-        raise ValueError("multi-view stereo needs sparse points to bound the depth range")
+        raise MvsError("multi-view stereo needs sparse points to bound the depth range")
     full_h, full_w = images[0].shape[:2]
     grays = [_gray(image, options.scale) for image in images]
     h, w = grays[0].shape

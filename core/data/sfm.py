@@ -19,7 +19,6 @@ is collected in ``SfmResult.log``.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import logging
@@ -32,7 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from core.data.scene import atomic_write_bytes
+from core.errors import UserError
 from core.progress import Progress, silent
+from core.store.cache import safe_name
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ MATCHERS = ("auto", "exhaustive", "sequential")
 EXHAUSTIVE_LIMIT = 60  # "auto" matches exhaustively up to this many images
 
 
-class SfmError(RuntimeError):
+class SfmError(UserError):
     """COLMAP could not reconstruct the images (too few matches, nothing registered...)."""
 
 
@@ -191,6 +193,32 @@ def _camera_mode(options: SfmOptions):
     import pycolmap
 
     return pycolmap.CameraMode.SINGLE if options.shared_camera else pycolmap.CameraMode.PER_IMAGE
+
+
+def write_colmap_images(folder: Path | str, images: list[np.ndarray], names: list[str]) -> list[str]:
+    """Write the views ``uint8 HxWx3`` as PNG files COLMAP reads, in input order; returns their file names.
+
+    File names are ``<stem>.png`` with the stem of each (display) name sanitised
+    (:func:`core.store.cache.safe_name`) and made unique, so the same ``names`` always give the same
+    files (writing again replaces them, e.g. with undistorted views).
+    """
+    from PIL import Image
+
+    folder = Path(folder)
+    files, used = [], set()
+    for i, name in enumerate(names):
+        stem = Path(safe_name(name, default=f"view_{i:03d}")).stem or f"view_{i:03d}"
+        candidate, k = f"{stem}.png", 1
+        while candidate.lower() in used:
+            candidate = f"{stem}_{k}.png"
+            k += 1
+        used.add(candidate.lower())
+        files.append(candidate)
+    for image, file_name in zip(images, files):
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG", compress_level=3)
+        atomic_write_bytes(folder / file_name, buffer.getvalue())
+    return files
 
 
 def choose_matcher(options: SfmOptions, num_images: int, is_video: bool) -> str:
@@ -452,42 +480,3 @@ def pose_errors(pred_cam_from_world: np.ndarray, gt_cam_from_world: np.ndarray, 
     return {"median_rotation_error_deg": float(np.median(rot_err)), "max_rotation_error_deg": float(rot_err.max()),
             "median_centre_error_rel": float(np.median(centre_err)), "max_centre_error_rel": float(centre_err.max()),
             "mean_centre_error_rel": float(centre_err.mean()), "views": int(ok.sum())}
-
-
-# --------------------------------------------------------------------------- benchmark
-def bench(argv: list[str]) -> list[dict]:
-    """Seconds per stage (extraction, matching, mapping, dense) for 20 and 42 views of the sample.
-
-    ``python -m core bench sfm [--views 20 42] [--no-dense] [--threads N] [--max-features N]``
-    Each row also holds the pose errors against the exact cameras and the dense object cloud's
-    F-score at 0.02 / accuracy / completeness (normalised units), and the machine's load average.
-    """
-    import tempfile
-
-    from core.store.cache import REPO_ROOT
-    from core.data.scene import Scene
-
-    parser = argparse.ArgumentParser(prog="python -m core bench sfm")
-    parser.add_argument("--views", type=int, nargs="*", default=[20, 42])
-    parser.add_argument("--no-dense", action="store_true")
-    parser.add_argument("--threads", type=int, default=-1)
-    parser.add_argument("--max-features", type=int, default=SfmOptions.max_features)
-    parser.add_argument("--scene", default=str(REPO_ROOT / "sample_data" / "toy"))
-    args = parser.parse_args(argv)
-    scene = Scene.load(args.scene)
-    rows = []
-    for count in args.views:
-        views = np.linspace(0, scene.num_views - 1, count).round().astype(int).tolist()
-        with tempfile.TemporaryDirectory() as tmp:
-            from core.data.dataset import prepare_from_scene_views  # local import: dataset imports this module
-            started = time.perf_counter()
-            summary = prepare_from_scene_views(scene, views, Path(tmp), dense=not args.no_dense,
-                                               sfm_options=SfmOptions(num_threads=args.threads,
-                                                                                 max_features=args.max_features))
-            total = time.perf_counter() - started
-        rows.append({"bench": "sfm", "views": count, "seconds_total": round(total, 2),
-                     "max_features": args.max_features, "load_average_1min": round(os.getloadavg()[0], 2),
-                     "stage_seconds": summary["stage_seconds"], "registered": summary["registered"],
-                     "mean_reprojection_error_px": summary["mean_reprojection_error_px"],
-                     "pose_errors": summary.get("pose_errors"), "dense": summary.get("dense_scores")})
-    return rows

@@ -1,0 +1,85 @@
+"""``python -m core prepare``: photos, a video or a bundled sample -> a scene folder (stdout: the report as JSON).
+
+Bad input raises a :class:`core.errors.UserError` (``DatasetError``, ``SfmError``, ``MvsError``,
+``SceneError``), which ``core.__main__`` prints as one ``error:`` line with exit status 2.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from core.data.prepare import DatasetError
+from core.data.prepare.frames import DEFAULT_FRAMES, list_image_files, load_images, sample_video_frames
+from core.data.prepare.pipeline import PrepareOptions, default_scene_dir, prepare
+from core.data.scene import Scene, to_json
+from core.data.sfm import CAMERA_MODELS, MATCHERS, SfmOptions
+
+
+def _sfm_options_from_args(args) -> SfmOptions:
+    return SfmOptions(camera_model=args.camera_model, shared_camera=not args.per_view_camera, matcher=args.matcher,
+                      max_features=args.max_features, max_image_size=args.max_image_size,
+                      num_threads=args.threads)
+
+
+def cmd_prepare(args) -> int:
+    """``python -m core prepare``: see :func:`register`."""
+    from core.cli import CliError
+    from core.progress import Stopped, to_stderr
+
+    progress = to_stderr()
+    is_video = False
+    provenance: dict = {}
+    if args.sample:
+        from core.store.cache import REPO_ROOT
+
+        source = Scene.load(REPO_ROOT / "sample_data" / args.sample)
+        images, names = source.images, source.image_names
+        provenance["source"] = f"sample_data/{args.sample}"
+    elif args.images:
+        folder = Path(args.images)
+        files = list_image_files(folder)
+        images, names, notes = load_images([folder / f for f in files], resize=args.resize)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        provenance["source"] = str(folder)
+    else:
+        path = Path(args.video)
+        if not path.is_file():
+            raise DatasetError(f"no such video: {path}")
+        images, indices, info = sample_video_frames(path, args.frames)
+        names = [f"frame_{i:06d}.png" for i in indices]
+        is_video = True
+        provenance.update({"source": str(path), "frame_indices": indices, **info})
+    out = Path(args.out) if args.out else default_scene_dir(args.name or "scene")
+    options = PrepareOptions(sfm=_sfm_options_from_args(args), dense=not args.no_dense,
+                             mvs_max_size=args.mvs_max_size, resize=args.resize)
+    try:
+        result = prepare(images, names, out, scene_name=args.name or out.name, options=options,
+                         progress=progress, is_video=is_video, provenance=provenance)
+    except Stopped:
+        raise CliError("stopped") from None
+    print(to_json({"scene": str(result.folder), **{k: v for k, v in result.report.items() if k != "crop"}}))
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``prepare`` to the CLI (``core.__main__`` calls this)."""
+    p = subparsers.add_parser("prepare", help="photos or a video -> a scene folder with a COLMAP ground truth")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", help="folder of JPEG/PNG images")
+    source.add_argument("--video", help="video file (mp4/mov)")
+    source.add_argument("--sample", help="a bundled sample scene's views, e.g. toy")
+    p.add_argument("--out", help="scene folder to write (default: cache/scenes/<name>)")
+    p.add_argument("--name", help="scene name (default: the output folder's name)")
+    p.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help="frames sampled uniformly from the video")
+    p.add_argument("--no-dense", action="store_true", help="stop after the sparse reconstruction")
+    p.add_argument("--resize", action="store_true", help="resize mixed-size images to the most common size")
+    p.add_argument("--camera-model", default="SIMPLE_RADIAL", choices=CAMERA_MODELS)
+    p.add_argument("--per-view-camera", action="store_true", help="one camera per image instead of a shared one")
+    p.add_argument("--matcher", default="auto", choices=MATCHERS)
+    p.add_argument("--max-features", type=int, default=SfmOptions.max_features)
+    p.add_argument("--max-image-size", type=int, default=SfmOptions.max_image_size)
+    p.add_argument("--threads", type=int, default=-1)
+    p.add_argument("--mvs-max-size", type=int, default=PrepareOptions.mvs_max_size,
+                   help="longest side (pixels) of the CPU stereo's depth maps")
+    p.set_defaults(func=cmd_prepare)
