@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core.data import sfm
-from core.errors import UserError
+from core.errors import OptionError, UserError
 from tests.conftest import SAMPLE
 
 
@@ -106,7 +106,7 @@ def test_too_few_images_is_a_clear_error(tmp_path):
     with pytest.raises(sfm.SfmError, match="at least 2 images") as raised:
         sfm.run_sfm(SAMPLE / "images", ["view_000.jpg"], tmp_path)
     assert isinstance(raised.value, UserError)  # the CLI and the pages show it as one line
-    with pytest.raises(ValueError, match="camera model"):
+    with pytest.raises(OptionError, match="unknown camera_model 'FISH' .choices: SIMPLE_RADIAL"):
         sfm.run_sfm(SAMPLE / "images", ["view_000.jpg", "view_001.jpg"], tmp_path, sfm.SfmOptions(camera_model="FISH"))
 
 
@@ -133,18 +133,18 @@ def test_dense_without_cuda_says_so(tmp_path):
         sfm.colmap_dense(tmp_path, tmp_path, tmp_path)
 
 
-def test_colmap_method_returns_cameras_and_points_for_a_view_subset(sample_scene):
-    from core.eval import metrics
-    from core.models.colmap.method import METHOD, ColmapOptions
+def test_sfm_options_are_declared_once_with_help_choices_and_ranges():
+    from core import options as opts
 
-    assert METHOD.name == "colmap" and METHOD.family == "sfm" and METHOD.availability(ColmapOptions()).ok
-    views = [4, 5, 6, 7, 8, 9]
-    recon = METHOD.run(sample_scene, views, ColmapOptions(max_features=1024, dense=False))
-    assert recon.method == "colmap" and recon.view_ids == views
-    assert recon.cam_from_world.shape == (6, 4, 4) and np.isfinite(recon.cam_from_world).all()
-    assert recon.intrinsics.shape == (6, 3, 3) and len(recon.points) > 100
-    assert recon.notes == ["sparse points only"] and recon.extra["sfm_report"]["registered"] == 6
-    errors = metrics.camera_errors(recon.cam_from_world, sample_scene.cam_from_world[views])
-    assert errors["rre_deg"] < 0.5 and errors["rte_deg"] < 2.0
-    with pytest.raises(ValueError, match="at least 3 views"):
-        METHOD.run(sample_scene, [0, 1], ColmapOptions())
+    specs = {s.name: s for s in opts.specs(sfm.SfmOptions)}
+    assert set(specs) == {"camera_model", "shared_camera", "matcher", "max_features", "max_image_size",
+                          "sequential_overlap", "num_threads", "seed"}
+    assert all(s.help for s in specs.values())
+    assert specs["camera_model"].choices == sfm.CAMERA_MODELS and "OPENCV" in sfm.CAMERA_MODELS
+    assert specs["matcher"].choices == sfm.MATCHERS == ("auto", "exhaustive", "sequential")
+    assert sfm.SfmOptions.max_features == specs["max_features"].default == 2048  # the pages read class defaults
+    sfm.SfmOptions(matcher="sequential", num_threads=-1).validate()
+    with pytest.raises(OptionError, match=r"sequential_overlap must be in \[1, inf\]"):
+        sfm.SfmOptions(sequential_overlap=0).validate()
+    with pytest.raises(OptionError, match="unknown matcher 'sideways' .choices: auto, exhaustive, sequential"):
+        sfm.SfmOptions(matcher="sideways").validate()

@@ -26,20 +26,25 @@ import os
 import shutil
 import sys
 import time
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from core.data.scene import atomic_write_bytes
 from core.errors import UserError
+from core.options import option, parse
 from core.progress import Progress, silent
 from core.store.cache import safe_name
 
 log = logging.getLogger(__name__)
 
-CAMERA_MODELS = ("SIMPLE_RADIAL", "SIMPLE_PINHOLE", "PINHOLE", "RADIAL", "OPENCV")
-MATCHERS = ("auto", "exhaustive", "sequential")
+CameraModel = Literal["SIMPLE_RADIAL", "SIMPLE_PINHOLE", "PINHOLE", "RADIAL", "OPENCV"]
+Matcher = Literal["auto", "exhaustive", "sequential"]
+CAMERA_MODELS: tuple[str, ...] = typing.get_args(CameraModel)
+MATCHERS: tuple[str, ...] = typing.get_args(Matcher)
 EXHAUSTIVE_LIMIT = 60  # "auto" matches exhaustively up to this many images
 
 
@@ -48,38 +53,43 @@ class SfmError(UserError):
 
 
 @dataclass
-class SfmOptions:
-    """Options of :func:`run_sfm` (defaults tuned for ~20-60 views of an object on 2 CPU cores).
+class SfmCoreOptions:
+    """The SfM choices every reconstruction makes: camera model, features and seed.
 
-    Attributes:
-        camera_model: COLMAP camera model (SIMPLE_RADIAL is COLMAP's default).
-        shared_camera: one camera for all images (same device and zoom) or one per image.
-        matcher: ``exhaustive`` (all pairs), ``sequential`` (video: each frame with its
-            ``sequential_overlap`` successors, plus loop detection off), or ``auto``
-            (exhaustive up to 60 images or when not a video, else sequential).
-        max_features: SIFT features per image.
-        max_image_size: images are downscaled for extraction to at most this side (pixels).
-        sequential_overlap: neighbours per frame for sequential matching.
-        num_threads: COLMAP threads (-1 = all cores).
-        seed: COLMAP's random seed (reproducible runs).
+    The ``colmap`` method includes exactly this group (its stored runs' keys hash these four
+    names), so an option added here changes every COLMAP run key: add it to :class:`SfmOptions`.
     """
 
-    camera_model: str = "SIMPLE_RADIAL"
-    shared_camera: bool = True
-    matcher: str = "auto"
-    max_features: int = 2048
-    max_image_size: int = 1600
-    sequential_overlap: int = 10
-    num_threads: int = -1
-    seed: int = 0
+    camera_model: CameraModel = option("SIMPLE_RADIAL", "COLMAP camera model (SIMPLE_RADIAL is COLMAP's "
+                                                        "default)")
+    shared_camera: bool = option(True, "one camera for all views (same device and zoom), else one per view")
+    max_features: int = option(2048, "SIFT features per image", min=256, max=16384, step=256)
+    seed: int = option(0, "COLMAP's random seed (reproducible runs)", advanced=True)
+
+
+@dataclass
+class SfmOptions(SfmCoreOptions):
+    """Options of :func:`run_sfm` (defaults tuned for ~20-60 views of an object on 2 CPU cores):
+    the core group plus matching, image size and threads, which matter for large image sets
+    and videos.
+
+    ``matcher``: ``exhaustive`` (all pairs), ``sequential`` (video: each frame with its
+    ``sequential_overlap`` successors, loop detection off), or ``auto`` (exhaustive up to 60
+    images or when not a video, else sequential).
+    """
+
+    matcher: Matcher = option("auto", "auto: exhaustive up to 60 images or when not a video, else "
+                                      "sequential (each frame with its successors)")
+    max_image_size: int = option(1600, "images are downscaled for feature extraction to at most this "
+                                       "side (pixels)", min=64, step=64, advanced=True)
+    sequential_overlap: int = option(10, "neighbours per frame for sequential matching", min=1,
+                                     advanced=True)
+    num_threads: int = option(-1, "COLMAP threads (-1 = all cores)", min=-1, advanced=True)
 
     def validate(self) -> None:
-        if self.camera_model not in CAMERA_MODELS:
-            raise ValueError(f"camera model must be one of {', '.join(CAMERA_MODELS)}; got {self.camera_model!r}")
-        if self.matcher not in MATCHERS:
-            raise ValueError(f"matcher must be one of {', '.join(MATCHERS)}; got {self.matcher!r}")
-        if self.max_features < 256:
-            raise ValueError("max_features must be at least 256")
+        """Raise :class:`core.errors.OptionError` for a value outside the declared types,
+        choices and ranges (for instances built directly, not through :func:`core.options.parse`)."""
+        parse(type(self), self)
 
 
 @dataclass
