@@ -27,6 +27,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -303,7 +304,7 @@ class Scene:
         try:
             meta = json.loads(meta_path.read_text())
             cameras = np.load(folder / "cameras.npz")
-        except Exception as error:
+        except (OSError, ValueError, zipfile.BadZipFile) as error:  # unreadable file, bad JSON, not an npz
             raise SceneError(f"cannot read scene {folder}: {error}") from None
         files = meta.get("image_files", meta["image_names"])
         images = [read_image(folder / "images" / name) for name in files]

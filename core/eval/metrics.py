@@ -30,6 +30,7 @@ from scipy.spatial import cKDTree
 
 from core import geometry
 from core.data.scene import Reconstruction, Scene
+from core.errors import UserError
 from core.options import option
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ AlignmentMode = Literal["auto", "cameras", "global", "none"]
 MAX_ICP_SCALE_CHANGE = 1.5  # ICP may change the coarse alignment's scale by at most this factor
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError):
     """The reconstruction cannot be scored (too few points, NaNs only, no ground truth...)."""
 
 
