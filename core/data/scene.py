@@ -344,6 +344,7 @@ _RECON_ARRAYS = {
     "cam_from_world": np.float64, "intrinsics": np.float64, "depth_maps": np.float32,
     "depth_confidence": np.float32, "point_maps": np.float32, "point_confidence": np.float32,
     "mesh_vertices": np.float32, "mesh_faces": np.int32, "mesh_colors": np.uint8,
+    "renders": np.uint8,
 }
 
 
@@ -369,6 +370,7 @@ class Reconstruction:
         point_maps: optional ``float32 [V,h,w,3]`` world-frame point maps.
         point_confidence: optional ``float32 [V,h,w]``.
         mesh_vertices / mesh_faces / mesh_colors: optional mesh.
+        renders: optional ``uint8 [K,H,W,3]`` RGB images the method rendered (novel views, orbits).
         options: the options the method ran with (part of the cache key).
         seconds: wall time of the method's run.
         peak_memory_bytes: peak memory (RSS on CPU, allocator peak on CUDA).
@@ -396,6 +398,7 @@ class Reconstruction:
     mesh_vertices: np.ndarray | None = None
     mesh_faces: np.ndarray | None = None
     mesh_colors: np.ndarray | None = None
+    renders: np.ndarray | None = None
     options: dict = field(default_factory=dict)
     seconds: float = 0.0
     peak_memory_bytes: int = 0
