@@ -200,12 +200,10 @@ def mesh_figure(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | No
     return figure_3d([trace], revision=f"mesh-{name}"), f"showing {len(f):,} of {len(faces):,} faces"
 
 
-def renders_from_extra(extra: dict) -> list[np.ndarray]:
-    """Decode the ``extra["renders_png_base64"]`` images a method may store (novel views, orbit strips)."""
-    import base64
-    import io
+def renders_from_extra(recon) -> list[np.ndarray]:
+    """The ``uint8 [H,W,3]`` images a run rendered (novel views, orbit strips): its ``renders``
+    array, or the base64 PNGs that runs stored before that kept in ``extra`` (one reader:
+    :func:`core.models.lrm.method.decode_renders`)."""
+    from core.models.lrm.method import decode_renders
 
-    from PIL import Image
-
-    return [np.asarray(Image.open(io.BytesIO(base64.b64decode(s))).convert("RGB"))
-            for s in (extra or {}).get("renders_png_base64", [])]
+    return list(decode_renders(recon))

@@ -275,7 +275,7 @@ def method_workbench(family: str) -> None:
     images = [scene.images[v] for v in recon.view_ids if 0 <= v < scene.num_views]
     if images:
         st.image(images[:8], caption=[f"input view {v}" for v in recon.view_ids[:8]], width=110)
-    renders = viz.renders_from_extra(recon.extra)
+    renders = viz.renders_from_extra(recon)
     if renders:
         st.image(renders, caption=[f"render {i}" for i in range(len(renders))], width=110)
 

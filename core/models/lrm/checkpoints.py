@@ -1,5 +1,6 @@
-"""Published OpenLRM v1.1 checkpoints (Hugging Face, ``PyTorchModelHubMixin`` layout:
-``model.safetensors`` + ``config.json``), registered with :mod:`core.models.weights`."""
+"""Published OpenLRM v1.1 checkpoints by variant (Hugging Face, ``PyTorchModelHubMixin`` layout:
+``model.safetensors`` + ``config.json``; weights CC BY-NC 4.0), registered with
+:mod:`core.models.weights`."""
 from __future__ import annotations
 
 from core.models import weights
@@ -8,22 +9,16 @@ CHECKPOINTS = {
     "small": weights.Checkpoint(
         key="openlrm-mix-small-1.1", filename="model.safetensors",
         repo_id="zxhezexin/openlrm-mix-small-1.1", size_mb=446,
-        description="OpenLRM mix-small v1.1 (111M parameters)"),
+        description="OpenLRM mix-small v1.1 (111M parameters)", licence="CC BY-NC 4.0"),
     "base": weights.Checkpoint(
         key="openlrm-mix-base-1.1", filename="model.safetensors",
         repo_id="zxhezexin/openlrm-mix-base-1.1", size_mb=1040,
-        description="OpenLRM mix-base v1.1 (260M parameters)"),
+        description="OpenLRM mix-base v1.1 (260M parameters)", licence="CC BY-NC 4.0"),
     "large": weights.Checkpoint(
         key="openlrm-mix-large-1.1", filename="model.safetensors",
         repo_id="zxhezexin/openlrm-mix-large-1.1", size_mb=1810,
-        description="OpenLRM mix-large v1.1"),
+        description="OpenLRM mix-large v1.1", licence="CC BY-NC 4.0"),
 }
 
 weights.register(*CHECKPOINTS.values())
 
-
-def checkpoint_for(variant: str) -> weights.Checkpoint:
-    """The registered checkpoint of ``small`` / ``base`` / ``large``."""
-    if variant not in CHECKPOINTS:
-        raise ValueError(f"unknown LRM variant {variant!r}; choose small, base or large")
-    return CHECKPOINTS[variant]
