@@ -15,11 +15,16 @@ from core.models.lmnet import inference, read_training_log, run_on_image, shippe
 from core.models.lmnet import cli as lm_cli
 from core.models.lmnet.data import list_models, load_rendering
 from core.models.lmnet.evaluate import EvalOptions, evaluate
-from core.models.lmnet.method import METHOD, LMNetOptions, RANDOM_NOTE
-from core.data.scene import Scene
+from core.models.lmnet.inference import LMNetInputError
+from core.models.lmnet.method import METHOD, LMNetOptions
+from core.data.scene import Reconstruction, Scene
+from core.errors import OptionError, UserError
+from core.runner import RANDOM_NOTE, execute, key_for, leaderboard
+from core.store.cache import RunStore
 
 SUBSET = Path(__file__).parent / "fixtures" / "lmnet_subset"
-SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "lmnet"
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "checkpoints" / "lmnet"
 
 
 def _test_image() -> tuple[np.ndarray, np.ndarray]:
@@ -89,28 +94,59 @@ def test_method_run_on_scene_view_with_mask():
     k = np.array([[300.0, 0, 200], [0, 300, 150], [0, 0, 1]])
     scene = Scene(name="t", images=[big, big], image_names=["a.png", "b.png"], intrinsics=np.stack([k, k]),
                   cam_from_world=np.stack([np.eye(4)] * 2), masks=np.stack([mask, mask]))
-    recon = METHOD.run(scene, [1], LMNetOptions())
+    recon = execute(METHOD, scene, [1], {})
     assert recon.points.shape == (2048, 3) and recon.view_ids == [1]
     assert any("object-centred" in n for n in recon.notes) and RANDOM_NOTE not in recon.notes
-    assert recon.parameter_count > 1_000_000
+    assert recon.weights_kind == "trained-here" and recon.options == {
+        "variant": "original", "weights": "shipped", "checkpoint_path": "", "use_object_mask": True}
+    model = inference.load_run(SHIPPED / "original")
+    assert recon.parameter_count == sum(p.numel() for p in model.parameters()) > 1_000_000
     direct = run_on_image(big, mask=mask)
     assert np.allclose(recon.points, direct)
-    tiny = METHOD.run(scene, [0], LMNetOptions(weights="random-tiny"))
-    assert tiny.points.shape == (256, 3) and RANDOM_NOTE in tiny.notes
+    tiny = execute(METHOD, scene, [0], {"weights": "random-tiny"})
+    assert tiny.points.shape == (256, 3) and tiny.notes[0] == RANDOM_NOTE
+    assert tiny.weights_kind == "random-tiny"
     assert METHOD.family == "generative" and METHOD.max_views == 1
-    with pytest.raises(ValueError, match="exactly 1 view"):
-        METHOD.run(scene, [0, 1], LMNetOptions())
+    with pytest.raises(UserError, match="at most 1 view"):
+        execute(METHOD, scene, [0, 1], {})
+    with pytest.raises(OptionError, match="unknown weights 'pretrained' .*shipped, random-tiny"):
+        execute(METHOD, scene, [0], {"weights": "pretrained"})
+    empty = Scene(name="t", images=[big], image_names=["a.png"], intrinsics=k[None],
+                  cam_from_world=np.eye(4)[None], masks=np.zeros((1, 300, 400), bool))
+    with pytest.raises(LMNetInputError, match="no object found"):
+        execute(METHOD, empty, [0], {})
+
+
+def test_committed_runs_still_load_and_are_listed():
+    """The sample runs in cache/runs/toy/lmnet were stored with weights "shipped": their keys
+    are still what the method computes for their options and views, and they load as
+    trained-here runs that the leaderboard lists."""
+    store = RunStore(ROOT / "cache")
+    records = [r for r in store.runs("toy") if r.method == "lmnet"]
+    assert len(records) >= 2 and {r.meta["options"]["variant"] for r in records} == {"original", "dgcnn"}
+    scene = Scene.load(ROOT / "sample_data" / "toy")
+    for record in records:
+        options = METHOD.parse_options(record.meta["options"])
+        assert options.weights == "shipped"
+        assert key_for(scene, METHOD, record.meta["view_ids"], options) == record.key
+        recon = record.load()
+        assert isinstance(recon, Reconstruction) and recon.points.shape == (2048, 3)
+        assert recon.weights_kind == "trained-here" == METHOD.weights_kind(options)
+    rows = [row for row in leaderboard(store, "toy") if row["method"] == "lmnet"]
+    assert sorted(row["key"] for row in rows) == sorted(r.key for r in records)
+    assert all(row["weights"] == "trained-here" for row in rows)
 
 
 def test_bad_inputs_have_clear_messages(tmp_path):
-    with pytest.raises(ValueError, match="not an image"):
+    assert issubclass(LMNetInputError, UserError)
+    with pytest.raises(LMNetInputError, match="not an image"):
         run_on_image(b"%PDF-1.4 this is not a picture")
-    with pytest.raises(ValueError, match="no object found"):
+    with pytest.raises(LMNetInputError, match="no object found"):
         run_on_image(np.full((137, 137, 3), 255, np.uint8))
     image, _ = _test_image()
-    with pytest.raises(ValueError, match="no object found"):
+    with pytest.raises(LMNetInputError, match="no object found"):
         run_on_image(image, mask=np.zeros(image.shape[:2], bool))
-    with pytest.raises(ValueError, match="HxWx3"):
+    with pytest.raises(LMNetInputError, match="HxWx3"):
         run_on_image(np.zeros((5, 137, 137), np.uint8))
     # PNG bytes of a real render work like the array
     buffer = io.BytesIO()
@@ -121,8 +157,12 @@ def test_bad_inputs_have_clear_messages(tmp_path):
         inference.get_model("original", "shipped", str(SHIPPED / "dgcnn" / "model.safetensors"))
     with pytest.raises(weights.MissingWeights, match="does not exist"):
         inference.get_model("original", "shipped", str(tmp_path / "none.safetensors"))
-    assert not METHOD.availability(LMNetOptions(checkpoint_path=str(tmp_path / "x"))).ok
-    assert METHOD.availability(LMNetOptions()).ok
+    missing = METHOD.availability(METHOD.parse_options({"checkpoint_path": str(tmp_path / "x")}))
+    assert not missing.ok and str(tmp_path / "x") in missing.missing
+    assert missing.fix_command.startswith("python -m core lmnet train")
+    assert METHOD.availability(METHOD.parse_options({})).ok
+    assert METHOD.availability(METHOD.parse_options({"variant": "dgcnn"})).ok
+    assert METHOD.checkpoints(METHOD.parse_options({})) == () and METHOD.licences(LMNetOptions()) == []
 
 
 def test_read_training_log(tmp_path):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from core.errors import OptionError, UserError
 from core.models import weights
 
 from .config import VARIANTS, LMNetConfig, tiny_config
@@ -29,17 +30,21 @@ OBJECT_FILL = 0.77       # object bbox longest side / RENDER_SIZE: mean over the
 WHITE_THRESHOLD = 235    # a pixel with every channel above this counts as background
 
 
+class LMNetInputError(UserError):
+    """A picture 3D-LMNet cannot use: not an image, the wrong shape or dtype, or no object in it."""
+
+
 def shipped_dir(variant: str) -> Path:
     """Folder of the checkpoint trained here for ``variant`` (model.safetensors, config.json, train_log.csv)."""
     if variant not in VARIANTS:
-        raise ValueError(f"unknown 3D-LMNet variant {variant!r}; choose {' or '.join(VARIANTS)}")
+        raise OptionError(f"unknown 3D-LMNet variant {variant!r}; choose {' or '.join(VARIANTS)}")
     return SHIPPED_DIR / variant
 
 
 def as_image_array(image) -> np.ndarray:
     """An upload (``np.ndarray``, PIL image or encoded bytes) as ``uint8 [H,W,3|4]``.
 
-    Raises ValueError with a one-line message for anything that is not an image.
+    Raises :class:`LMNetInputError` with a one-line message for anything that is not an image.
     """
     if isinstance(image, (bytes, bytearray, io.BytesIO)):
         try:
@@ -47,20 +52,20 @@ def as_image_array(image) -> np.ndarray:
                 pil.load()
                 image = np.asarray(pil.convert("RGBA") if pil.mode in ("RGBA", "LA", "P") else pil.convert("RGB"))
         except Exception:
-            raise ValueError("the upload is not an image (could not decode it as PNG/JPEG/...)") from None
+            raise LMNetInputError("the upload is not an image (could not decode it as PNG/JPEG/...)") from None
     elif isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGBA") if image.mode in ("RGBA", "LA", "P") else image.convert("RGB"))
     if not isinstance(image, np.ndarray):
-        raise ValueError(f"expected an image array, got {type(image).__name__}")
+        raise LMNetInputError(f"expected an image array, got {type(image).__name__}")
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] not in (3, 4) or min(image.shape[:2]) < 8:
-        raise ValueError(f"expected an image of shape HxWx3 or HxWx4 (at least 8x8), got {list(image.shape)}")
+        raise LMNetInputError(f"expected an image of shape HxWx3 or HxWx4 (at least 8x8), got {list(image.shape)}")
     if image.dtype != np.uint8:
         if np.issubdtype(image.dtype, np.floating) and np.isfinite(image).all() and image.min() >= 0 and image.max() <= 1:
             image = np.round(image * 255).astype(np.uint8)
         else:
-            raise ValueError(f"expected uint8 pixels (or floats in [0,1]), got {image.dtype}")
+            raise LMNetInputError(f"expected uint8 pixels (or floats in [0,1]), got {image.dtype}")
     return image
 
 
@@ -77,16 +82,16 @@ def preprocess(image, mask: np.ndarray | None = None, image_size: int = 128) -> 
     The object (``mask``, else alpha, else non-white pixels) is put on white, cropped to a
     square around its bounding box so that it fills ``OBJECT_FILL`` of a 137x137 frame,
     resized to 137 and centre-cropped to 128 (then resized to ``image_size`` if different).
-    Raises ValueError when there is no object.
+    Raises :class:`LMNetInputError` when there is no object.
     """
     image = as_image_array(image)
     if mask is None:
         mask = object_mask(image)
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != image.shape[:2]:
-        raise ValueError(f"mask shape {list(mask.shape)} does not match the image {list(image.shape[:2])}")
+        raise LMNetInputError(f"mask shape {list(mask.shape)} does not match the image {list(image.shape[:2])}")
     if mask.sum() < 16:
-        raise ValueError("no object found in the image (it is empty or all white; "
+        raise LMNetInputError("no object found in the image (it is empty or all white; "
                          "give an object on a white background or an object mask)")
     rgb = composite_on_white(image)
     rgb = np.where(mask[..., None], rgb, 255).astype(np.uint8)
@@ -150,7 +155,7 @@ def get_model(variant: str, weights_kind: str = "shipped", checkpoint_path: str 
     if weights_kind == "random-tiny":
         return random_tiny_model(variant)
     if weights_kind != "shipped":
-        raise ValueError(f"unknown weights {weights_kind!r} (shipped or random-tiny)")
+        raise OptionError(f"unknown weights {weights_kind!r} (shipped or random-tiny)")
     if checkpoint_path:
         path = Path(checkpoint_path).expanduser()
         if not path.exists():
@@ -166,12 +171,14 @@ def get_model(variant: str, weights_kind: str = "shipped", checkpoint_path: str 
 
 
 def predict(model, image, mask: np.ndarray | None = None) -> np.ndarray:
-    """``float32 [num_points,3]`` cloud (canonical object frame) for one photo (array/PIL/bytes)."""
+    """``float32 [num_points,3]`` cloud (canonical object frame) for one photo (array/PIL/bytes),
+    computed on the device the model's weights are on."""
     import torch
 
-    x = torch.from_numpy(preprocess(image, mask, model.config.image_size))[None]
+    device = next(model.parameters()).device
+    x = torch.from_numpy(preprocess(image, mask, model.config.image_size))[None].to(device)
     with torch.no_grad():
-        return model(x)[0].numpy().astype(np.float32)
+        return model(x)[0].cpu().numpy().astype(np.float32)
 
 
 def run_on_image(image, variant: str = "original", weights_kind: str = "shipped",
@@ -180,7 +187,7 @@ def run_on_image(image, variant: str = "original", weights_kind: str = "shipped"
 
     ``image``: ``uint8 [H,W,3|4]`` (or PIL / encoded bytes), the object on a white background
     (or with alpha, or with ``mask``). Points are in the object-centred canonical frame.
-    Raises ValueError for non-images and images without an object, MissingWeights /
+    Raises LMNetInputError for non-images and images without an object, MissingWeights /
     BadCheckpoint for unusable checkpoints.
     """
     return predict(get_model(variant, weights_kind, checkpoint_path), image, mask)
