@@ -10,9 +10,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from core import runner
+from core.errors import OptionError, UserError
 from core.models import weights as weights_lib
 from core.models.dust3r import DUSt3R, DUSt3RConfig
-from core.models.dust3r import method as dust3r_method
+from core.models.dust3r.method import METHOD
 from core.models.dust3r.pair_geometry import two_views
 from core.data.scene import Scene
 from tests.conftest import load_reference, prefixed
@@ -129,9 +131,8 @@ def test_fast3r_checkpoint_is_rejected_naming_tensors(tmp_path):
     message = str(error.value)
     assert "1009 missing" in message and "dec_blocks.0.attn.proj.bias" in message
     assert "unexpected" in message and "decoder.dec_blocks.0" in message
-    dust3r_method.load_model.cache_clear()
-    with pytest.raises(weights_lib.BadCheckpoint):
-        dust3r_method.load_model("pretrained", str(path), "cpu")
+    with pytest.raises(weights_lib.BadCheckpoint):  # through the runner: the explicit file is "available"
+        runner.execute(METHOD, _scene(1), [0], {"checkpoint_path": str(path), "device": "cpu"})
 
 
 def test_two_view_geometry_recovers_known_cameras():
@@ -168,24 +169,29 @@ def _scene(n=3, size=(70, 90)):
                  intrinsics=np.tile(np.eye(3), (n, 1, 1)), cam_from_world=np.tile(np.eye(4), (n, 1, 1)), masks=masks)
 
 
+def _run(scene, views, options):
+    return runner.execute(METHOD, scene, views, options)
+
+
 def test_runner_single_view_is_duplicated_and_says_so():
-    rec = dust3r_method.run(_scene(1), [0], {"weights": "random-tiny"})
+    rec = _run(_scene(1), [0], {"weights": "random-tiny"})
     assert any("paired with itself" in n for n in rec.notes)
-    assert any("random weights: the geometry and scores are meaningless" in n for n in rec.notes)
+    assert rec.weights_kind == "random-tiny" and runner.RANDOM_NOTE in rec.notes
+    assert rec.parameter_count == 384_792 and rec.method == "dust3r"
     assert rec.points.shape == (48 * 64, 3) and rec.extra["pairs_evaluated"] == 1
     np.testing.assert_allclose(rec.cam_from_world[0], np.eye(4))
 
 
 def test_runner_two_views_uses_the_pair_in_view0_frame(fixture):
     scene = _scene(2)
-    rec = dust3r_method.run(scene, [1, 0], {"weights": "random-tiny"})
+    rec = _run(scene, [1, 0], {"weights": "random-tiny"})
     assert rec.view_ids == [1, 0] and rec.extra["pairs_evaluated"] == 2
     assert rec.point_maps.shape == (2, 48, 64, 3) and rec.depth_maps.shape == (2, 48, 64)
     np.testing.assert_allclose(rec.cam_from_world[0], np.eye(4))
     r = rec.cam_from_world[1, :3, :3]
     np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-6)
     # view 0's point map is the model's pred1 of the pair (input view 0 = scene view 1)
-    model = dust3r_method.load_model("random-tiny", "", "cpu")
+    model = METHOD.load(METHOD.parse_options({"weights": "random-tiny"}), "cpu")  # a fresh seeded copy
     from core.models.croco.preprocess import prepare_image
     a, _ = prepare_image(scene.images[1], 64)
     b, _ = prepare_image(scene.images[0], 64)
@@ -209,7 +215,7 @@ def test_runner_two_views_uses_the_pair_in_view0_frame(fixture):
 
 
 def test_runner_more_views_goes_through_global_alignment():
-    rec = dust3r_method.run(_scene(3), [0, 1, 2], {"weights": "random-tiny", "ga_iterations": 5})
+    rec = _run(_scene(3), [0, 1, 2], {"weights": "random-tiny", "ga_iterations": 5})
     assert rec.extra["pairs_evaluated"] == 6 and len(rec.extra["loss_history"]) == 5
     np.testing.assert_allclose(rec.cam_from_world[0], np.eye(4), atol=1e-5)
     assert rec.point_maps.shape == (3, 48, 64, 3) and np.isfinite(rec.point_maps).all()
@@ -220,26 +226,33 @@ def test_runner_more_views_goes_through_global_alignment():
 def test_runner_rejects_bad_input():
     fake = types.SimpleNamespace(num_views=2, masks=None, images=[np.zeros((70, 90, 3), np.uint8),
                                                                  np.zeros((90, 70, 3), np.uint8)])
-    with pytest.raises(ValueError, match="same size"):
-        dust3r_method.run(fake, [0, 1], {"weights": "random-tiny"})
-    with pytest.raises(ValueError, match="at least 1"):
-        dust3r_method.run(_scene(2), [], {"weights": "random-tiny"})
-    with pytest.raises(ValueError, match="no object masks"):
+    with pytest.raises(UserError, match="same size"):
+        _run(fake, [0, 1], {"weights": "random-tiny"})
+    with pytest.raises(UserError, match="at least 1"):
+        _run(_scene(2), [], {"weights": "random-tiny"})
+    with pytest.raises(UserError, match="no object masks"):
         scene = _scene(2)
         scene.masks = None
-        dust3r_method.run(scene, [0, 1], {"weights": "random-tiny", "use_object_masks": True})
-    with pytest.raises(ValueError, match="unknown option"):
-        dust3r_method.run(_scene(2), [0, 1], {"weights": "random-tiny", "bogus": 1})
+        _run(scene, [0, 1], {"weights": "random-tiny", "use_object_masks": True})
+    with pytest.raises(OptionError, match="unknown option"):
+        _run(_scene(2), [0, 1], {"weights": "random-tiny", "bogus": 1})
+    with pytest.raises(OptionError, match="choices: complete, swin, oneref"):
+        _run(_scene(3), [0, 1, 2], {"weights": "random-tiny", "scene_graph": "star"})
 
 
 def test_availability(monkeypatch, tmp_path):
     monkeypatch.setenv("RECONBENCH_WEIGHTS", str(tmp_path))
     monkeypatch.setattr(weights_lib, "_hf_cached", lambda checkpoint: None)  # ignore a real HF cache
-    assert dust3r_method.availability({"weights": "random-tiny"}).ok
-    missing = dust3r_method.availability({})
+    def available(values):
+        return METHOD.availability(METHOD.parse_options(values))
+
+    assert available({"weights": "random-tiny"}).ok and available({"weights": "random-full"}).ok
+    missing = available({})
     assert not missing.ok and missing.fix_command == "python -m core weights fetch dust3r"
     assert "naver/DUSt3R_ViTLarge_BaseDecoder_512_dpt" in missing.missing
     (tmp_path / "dust3r").mkdir()
     (tmp_path / "dust3r" / "model.safetensors").write_bytes(b"x")
-    assert dust3r_method.availability({}).ok
+    assert available({}).ok
     assert weights_lib.registered()["dust3r"].filename == "model.safetensors"
+    assert METHOD.licences(METHOD.parse_options({})) == ["dust3r: CC BY-NC-SA 4.0"]
+    assert METHOD.licences(METHOD.parse_options({"weights": "random-tiny"})) == []

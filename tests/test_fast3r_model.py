@@ -11,9 +11,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from core import runner
+from core.errors import OptionError, UserError
 from core.models import weights as weights_lib
 from core.models.fast3r import Fast3R, Fast3RConfig, align_local_to_global, default_image_idx
 from core.models.fast3r import method as fast3r_method
+from core.models.fast3r.method import METHOD
 from core.data.scene import Scene
 from tests.conftest import load_reference, prefixed
 
@@ -130,22 +133,27 @@ def _scene(n=3, size=(70, 90)):
                  intrinsics=np.tile(np.eye(3), (n, 1, 1)), cam_from_world=np.tile(np.eye(4), (n, 1, 1)))
 
 
+def _run(scene, views, options):
+    return runner.execute(METHOD, scene, views, options)
+
+
 def test_runner_random_tiny(monkeypatch):
     scene = _scene(3)
-    rec = fast3r_method.run(scene, [2, 0, 1], {"weights": "random-tiny", "estimate_cameras": False})
+    rec = _run(scene, [2, 0, 1], {"weights": "random-tiny", "estimate_cameras": False})
     assert rec.view_ids == [2, 0, 1] and rec.parameter_count == 451_016
-    assert any("random weights: the geometry and scores are meaningless" in n for n in rec.notes)
+    assert rec.weights_kind == "random-tiny" and runner.RANDOM_NOTE in rec.notes
+    assert rec.cam_from_world is None and rec.intrinsics is None  # estimate_cameras false
     assert rec.point_maps.shape == (3, 48, 64, 3) and rec.points.shape == (3 * 48 * 64, 3)
     assert rec.extra["image_idx"] == [0, 333, 666]
     # the global frame is view 0's camera: view 0's aligned local points agree with its global points
-    model = fast3r_method.load_model("random-tiny", "", "cpu")
+    model = METHOD.load(METHOD.parse_options({"weights": "random-tiny"}), "cpu")  # a fresh seeded copy
     from core.models.croco.preprocess import prepare_image
     batch = [prepare_image(scene.images[v], 64)[0][None] for v in (2, 0, 1)]
     with torch.no_grad():
         out = model(batch)
     glob = torch.stack([p["pts3d_in_other_view"][0] for p in out["preds"]]).numpy()
-    rec_global = fast3r_method.run(scene, [2, 0, 1], {"weights": "random-tiny", "points_from": "global",
-                                                      "estimate_cameras": False})
+    rec_global = _run(scene, [2, 0, 1], {"weights": "random-tiny", "points_from": "global",
+                                         "estimate_cameras": False})
     np.testing.assert_allclose(rec_global.point_maps, glob, rtol=1e-5, atol=1e-6)
     # camera estimation is called on the global pointmaps; its results map to original pixels
     fake = {"cam_from_world": np.tile(np.eye(4), (3, 1, 1)), "focal": 50.0, "ok": np.array([True, True, False])}
@@ -153,9 +161,8 @@ def test_runner_random_tiny(monkeypatch):
     def estimate(pts, conf):
         seen["shape"] = tuple(pts.shape)
         return fake
-    monkeypatch.setitem(__import__("sys").modules, "core.models.fast3r.poses",
-                        types.SimpleNamespace(estimate_cameras=estimate))
-    rec = fast3r_method.run(scene, [2, 0, 1], {"weights": "random-tiny"})
+    monkeypatch.setattr(fast3r_method, "estimate_cameras", estimate)
+    rec = _run(scene, [2, 0, 1], {"weights": "random-tiny"})
     assert seen["shape"] == (3, 48, 64, 3)
     assert np.isnan(rec.cam_from_world[2]).all() and any("PnP failed" in n for n in rec.notes)
     np.testing.assert_allclose(rec.intrinsics[:, 0, 0], 50.0 * 90 / 64)
@@ -164,28 +171,39 @@ def test_runner_random_tiny(monkeypatch):
 def test_runner_rejects_bad_input():
     fake = types.SimpleNamespace(num_views=2, masks=None, images=[np.zeros((70, 90, 3), np.uint8),
                                                                  np.zeros((90, 70, 3), np.uint8)])
-    with pytest.raises(ValueError, match="same size"):
-        fast3r_method.run(fake, [0, 1], {"weights": "random-tiny"})
-    with pytest.raises(ValueError, match="out of range"):
-        fast3r_method.run(_scene(2), [0, 5], {"weights": "random-tiny"})
+    with pytest.raises(UserError, match="same size"):
+        _run(fake, [0, 1], {"weights": "random-tiny"})
+    with pytest.raises(UserError, match=r"view ids must be in 0\.\.1; got \[5\]"):
+        _run(_scene(2), [0, 5], {"weights": "random-tiny"})
+    with pytest.raises(OptionError, match="choices: local_aligned, global"):
+        _run(_scene(2), [0, 1], {"weights": "random-tiny", "points_from": "local"})
+    with pytest.raises(OptionError, match="choices: 224, 512"):
+        _run(_scene(2), [0, 1], {"weights": "random-tiny", "image_size": 300})
 
 
 def test_availability(monkeypatch, tmp_path):
     monkeypatch.setenv("RECONBENCH_WEIGHTS", str(tmp_path))
     monkeypatch.setattr(weights_lib, "_hf_cached", lambda checkpoint: None)  # ignore a real HF cache
-    assert fast3r_method.availability({"weights": "random-tiny"}).ok
-    missing = fast3r_method.availability({})
+    def available(values):
+        return METHOD.availability(METHOD.parse_options(values))
+
+    assert available({"weights": "random-tiny"}).ok and available({"weights": "random-full"}).ok
+    missing = available({})
     assert not missing.ok and "jedyang97/Fast3R_ViT_Large_512" in missing.missing
     assert missing.fix_command == "python -m core weights fetch fast3r"
+    assert METHOD.licences(METHOD.parse_options({})) == ["fast3r: FAIR Noncommercial Research License"]
 
 
 def test_benchmark_random_weights_keep_the_computed_index_table():
-    from core.models.croco.runner import random_full_size
-    from core.models.fast3r import sincos_table
+    from core.models.croco.runner import load_network, random_full_size
+    from core.models.fast3r import CHECKPOINT, sincos_table
     model = random_full_size(Fast3R, Fast3RConfig.tiny(), seed=0)
+    # weights=random-full loads exactly this (seed 0) for the method's config
+    same = load_network(Fast3R, Fast3RConfig.tiny, CHECKPOINT, "random-full").state_dict()
+    assert all(torch.equal(same[k], v) for k, v in model.state_dict().items())
     assert torch.equal(model.decoder.image_idx_emb, sincos_table(48, 1000))
     assert torch.equal(model.encoder.enc_norm.weight, torch.ones(32))
-    assert float(model.decoder.decoder_embed.weight.std()) == pytest.approx(0.02, rel=0.2)
+    assert float(model.decoder.decoder_embed.weight.detach().std()) == pytest.approx(0.02, rel=0.2)
     with torch.no_grad():
         out = model([torch.zeros(1, 3, 32, 32), torch.ones(1, 3, 32, 32)])
     assert all(torch.isfinite(p["pts3d_in_other_view"]).all() for p in out["preds"])
@@ -200,15 +218,14 @@ def test_views_of_different_shapes_fuse_with_their_own_grids(outputs):
 
 
 def test_benchmark_loop_reports_one_row_per_view_count():
-    from argparse import Namespace
+    from core.models.croco.bench import bench_network, bench_options, bench_parser
 
-    from core.models.croco.runner import bench_network
-    from core.models.fast3r.method import Fast3ROptions, reconstruct
-
-    config = Fast3RConfig.tiny()
-    rows = bench_network("fast3r", Fast3R, config, reconstruct, lambda device: Fast3ROptions(device=device),
-                         lambda n, rec: {"points": len(rec.points)}, Namespace(views=[1, 2], size=64, device="cpu"))
+    args = bench_parser(METHOD, "").parse_args(["--views", "1", "2", "--weights", "random-tiny", "--device", "cpu"])
+    options = bench_options(METHOD, args)
+    assert options.weights == "random-tiny"  # the flag wins over the bench's random-full default
+    assert bench_options(METHOD, bench_parser(METHOD, "").parse_args([])).weights == "random-full"
+    rows = bench_network(METHOD, options, lambda n, rec: {"points": len(rec.points)}, args.views)
     assert [r["views"] for r in rows] == [1, 2]
-    assert rows[0]["parameters"] == sum(p.numel() for p in Fast3R(config).parameters())
+    assert rows[0]["parameters"] == sum(p.numel() for p in Fast3R(Fast3RConfig.tiny()).parameters())
     assert all(list(r["image_size"]) == [48, 64] and r["points"] > 0 for r in rows)
     assert all(r["network_seconds"] <= r["seconds"] and r["process_peak_rss_bytes"] > 0 for r in rows)

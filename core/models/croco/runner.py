@@ -1,63 +1,144 @@
-"""Helpers shared by the DUSt3R and Fast3R method runners (device choice, inputs, point clouds)."""
+"""Method code shared by DUSt3R and Fast3R: their network per weights choice, inputs, point clouds.
+
+:class:`CroCoNetworkMethod` is what the two methods share under the method contract
+(:mod:`core.models.registry`): the ``weights`` choice (published checkpoint, the fixture's tiny
+configuration or the full architecture with random weights), the checkpoint it needs, the model
+cache key and the network input size. Options, views, device, caching, timing and the
+random-weights note are the runner's (:func:`core.runner.execute`).
+"""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 
-from ..registry import Availability, checkpoint_availability, options_from_dict
+from core.errors import UserError
+from core.options import RANDOM_WEIGHTS
+
+from ..registry import Method
+from ..weights import Checkpoint
 from .preprocess import ImageTransform, prepare_image, to_uint8
 
-RANDOM_NOTE = "random weights: the geometry and scores are meaningless"
+Weights = Literal["pretrained", "random-tiny", "random-full"]
+ImageSize = Literal[224, 512]
+
+TINY_SIZE = 64
+"""Network input long side of ``random-tiny`` (the conformance fixtures' size)."""
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` -> cuda if available else cpu; ``cuda`` without a GPU raises ValueError."""
-    if name in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but no CUDA GPU is available")
-    return torch.device(name)
+class CroCoNetworkMethod(Method):
+    """A method whose model is one CroCo-based network (``network_cls(config_cls(...))``).
+
+    Subclasses set ``network_cls``, ``config_cls`` (with a ``tiny()`` classmethod: the fixture's
+    configuration) and ``checkpoint`` (the published weights), declare options with ``weights``
+    (:data:`Weights`), ``checkpoint_path`` and ``image_size`` (:data:`ImageSize`), and implement
+    ``predict``.
+    """
+
+    network_cls: ClassVar[type]
+    config_cls: ClassVar[type]
+    checkpoint: ClassVar[Checkpoint]
+
+    def checkpoints(self, options) -> tuple:
+        return () if options.weights in RANDOM_WEIGHTS else (self.checkpoint,)
+
+    def model_key(self, options) -> tuple:
+        """The weights choice, and the explicit file for ``pretrained`` (the input size does not
+        change the network)."""
+        if options.weights in RANDOM_WEIGHTS:
+            return (("weights", options.weights),)
+        return (("weights", options.weights), ("checkpoint_path", options.checkpoint_path))
+
+    def load(self, options, device: str) -> torch.nn.Module:
+        return load_network(self.network_cls, self.config_cls, self.checkpoint, options.weights,
+                            options.checkpoint_path, device)
+
+    def input_size(self, options) -> int:
+        """Network input long side in pixels: ``image_size``, or :data:`TINY_SIZE` for random-tiny."""
+        return TINY_SIZE if options.weights == "random-tiny" else int(options.image_size)
 
 
-def autocast_context(device: torch.device):
-    """bf16 (or fp16) autocast on CUDA; nothing on CPU (fp32 only there)."""
-    if device.type != "cuda":
+def load_network(model_cls, config_cls, checkpoint: Checkpoint, weights: str, checkpoint_path: str = "",
+                 device: str = "cpu") -> torch.nn.Module:
+    """``model_cls`` in eval mode on ``device`` for a :data:`Weights` choice.
+
+    ``random-tiny``: ``config_cls.tiny()`` with torch's default initialisation under seed 0;
+    ``random-full``: ``config_cls()`` filled by :func:`random_full_size`; ``pretrained``:
+    ``checkpoint`` (or ``checkpoint_path``) resolved through :mod:`core.models.weights` into the
+    full ``config_cls()``.
+
+    Raises ``MissingWeights`` (checkpoint not here) or ``BadCheckpoint`` (it does not fit).
+    """
+    from .. import weights as weights_lib
+
+    if weights == "random-tiny":
+        with seeded(0):
+            model = model_cls(config_cls.tiny())
+        return model.to(device).eval()
+    if weights == "random-full":
+        return random_full_size(model_cls, config_cls(), device=device)
+    if weights != "pretrained":
+        raise ValueError(f"unknown weights {weights!r} (choices: pretrained, random-tiny, random-full)")
+    path = weights_lib.resolve(checkpoint, checkpoint_path or None)
+    model = model_cls.from_state_dict(weights_lib.load_state_dict(path), config_cls())
+    return model.to(device).eval()
+
+
+def random_full_size(model_cls, config, seed: int = 0, device: str = "cpu") -> torch.nn.Module:
+    """``model_cls(config)`` with seeded random weights, built without a second copy in memory.
+
+    Built on the meta device, materialised uninitialised on ``device``, then filled: 1-D weights
+    (norms) 1, biases 0, every other tensor N(0, 0.02) from one generator seeded with ``seed`` on
+    ``device`` (so CPU and CUDA draws differ). Buffers the constructor computes (Fast3R's
+    image-index table) are kept as computed. The outputs are meaningless; time and memory are the
+    real network's.
+    """
+    with torch.device("meta"):
+        model = model_cls(config)
+    buffers = {name: buf for name, buf in model.named_buffers() if buf.device.type != "meta"}
+    model = model.to_empty(device=device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias"):
+                param.zero_()
+            elif param.ndim == 1:
+                param.fill_(1.0)
+            else:
+                param.normal_(0.0, 0.02, generator=gen)
+        for name, buf in buffers.items():
+            owner, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(owner) if owner else model, leaf, buf.to(device))
+    return model.eval()
+
+
+@contextlib.contextmanager
+def seeded(seed: int = 0):
+    """Run a block with torch's global CPU RNG seeded, restoring its state afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def autocast_context(device: str):
+    """bf16 (fp16 where bf16 is unsupported) autocast on ``cuda``; nothing on ``cpu`` (fp32 there)."""
+    if device != "cuda":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast("cuda", dtype=dtype)
 
 
-def as_options(options_type: type, options) -> object:
-    """Accept an options dataclass, a dict or None."""
-    if options is None:
-        return options_type()
-    if isinstance(options, dict):
-        return options_from_dict(options_type, options)
-    if not isinstance(options, options_type):
-        raise ValueError(f"options must be {options_type.__name__} or a dict, got {type(options).__name__}")
-    return options
-
-
-def options_dict(options) -> dict:
-    return dataclasses.asdict(options)
-
-
 def prepare_views(scene, view_ids: list[int], size: int) -> tuple[list[torch.Tensor], list[ImageTransform]]:
-    """Scene views -> network inputs ``[3,h,w]`` in [-1,1] and their transforms.
+    """Scene views -> network inputs ``float32 [3,h,w]`` in [-1,1] and their transforms.
 
-    Raises ValueError when the views differ in size (after or before preparation) or an index is bad.
+    ``view_ids`` are already checked (the runner's job); raises :class:`UserError` when the views
+    differ in size (the networks' pairs and batches need one size).
     """
-    if not view_ids:
-        raise ValueError("no views given")
-    bad = [v for v in view_ids if not 0 <= int(v) < scene.num_views]
-    if bad:
-        raise ValueError(f"view index {bad[0]} out of range for a scene of {scene.num_views} views")
     shapes = sorted({tuple(scene.images[v].shape[:2]) for v in view_ids})
     if len(shapes) > 1:
-        raise ValueError(f"all views must have the same size; got {', '.join(f'{w}x{h}' for h, w in shapes)}")
+        raise UserError(f"all views must have the same size; got {', '.join(f'{w}x{h}' for h, w in shapes)}")
     tensors, transforms = [], []
     for v in view_ids:
         tensor, transform = prepare_image(scene.images[int(v)], size=size)
@@ -67,9 +148,12 @@ def prepare_views(scene, view_ids: list[int], size: int) -> tuple[list[torch.Ten
 
 
 def object_masks(scene, view_ids: list[int], transforms: list[ImageTransform]) -> np.ndarray:
-    """``bool [V,h,w]`` scene object masks at the network resolution; ValueError if the scene has none."""
+    """``bool [V,h,w]`` scene object masks at the network resolution.
+
+    Raises :class:`UserError` when the scene has no object masks.
+    """
     if scene.masks is None:
-        raise ValueError("use_object_masks is set but the scene has no object masks")
+        raise UserError("use_object_masks is set but the scene has no object masks")
     return np.stack([t.mask_to_model(scene.masks[int(v)]) for v, t in zip(view_ids, transforms)])
 
 
@@ -99,129 +183,3 @@ def point_cloud(point_maps: np.ndarray, confidence: np.ndarray, images: list[tor
     return {"points": point_maps[keep].astype(np.float32), "colors": colors[keep],
             "confidence": confidence[keep].astype(np.float32), "source_view": views[keep].astype(np.int32),
             "kept": keep}
-
-
-def intrinsics_matrix(focal: float, height: int, width: int) -> np.ndarray:
-    """``[3,3]`` with focal ``f`` and principal point (W/2, H/2) in network pixels."""
-    return np.array([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]])
-
-
-@contextlib.contextmanager
-def seeded(seed: int = 0):
-    """Run a block with torch's global RNG seeded, restoring its state afterwards."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-def load_network(model_cls, config_cls, checkpoint, weights: str, checkpoint_path: str = "",
-                 device: str = "cpu"):
-    """``model_cls`` in eval mode on ``device``: ``random-tiny`` (seed 0, ``config_cls.tiny()``) or
-    ``pretrained`` (``checkpoint`` resolved through :mod:`core.models.weights`, full ``config_cls()``).
-
-    Raises ``MissingWeights`` (checkpoint not here) or ``BadCheckpoint`` (it does not fit).
-    """
-    from .. import weights as weights_lib
-
-    if weights == "random-tiny":
-        with seeded(0):
-            model = model_cls(config_cls.tiny())
-    elif weights == "pretrained":
-        path = weights_lib.resolve(checkpoint, checkpoint_path or None)
-        model = model_cls.from_state_dict(weights_lib.load_state_dict(path), config_cls())
-    else:
-        raise ValueError(f"unknown weights {weights!r}; use pretrained or random-tiny")
-    return model.to(device).eval()
-
-
-def network_availability(checkpoint, opts) -> Availability:
-    """Ready for ``random-tiny``; otherwise whether ``checkpoint`` (or ``opts.checkpoint_path``) is here."""
-    if opts.weights == "random-tiny":
-        return Availability(True)
-    return checkpoint_availability(checkpoint, opts.checkpoint_path)
-
-
-def random_full_size(model_cls, config, seed: int = 0):
-    """A full-size network with seeded random weights, built without a second copy in memory.
-
-    Built on the meta device, materialised uninitialised on the CPU, then filled: LayerNorm
-    weights 1, biases 0, every other tensor N(0, 0.02). For benchmarks only (no checkpoint here).
-    """
-    with torch.device("meta"):
-        model = model_cls(config)
-    buffers = {name: buf for name, buf in model.named_buffers() if buf.device.type != "meta"}
-    model = model.to_empty(device="cpu")
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("bias"):
-                param.zero_()
-            elif param.ndim == 1:
-                param.fill_(1.0)
-            else:
-                param.normal_(0.0, 0.02, generator=gen)
-        for name, buf in buffers.items():  # computed buffers (e.g. Fast3R's image-index table)
-            owner, _, leaf = name.rpartition(".")
-            setattr(model.get_submodule(owner) if owner else model, leaf, buf.clone())
-    return model.eval()
-
-
-def bench_images(num_views: int, height: int = 384, width: int = 512, seed: int = 0) -> list[np.ndarray]:
-    """Smooth random ``uint8 [H,W,3]`` pictures for benchmarks."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(num_views):
-        low = rng.integers(0, 255, (height // 16, width // 16, 3)).astype(np.uint8)
-        out.append(np.kron(low, np.ones((16, 16, 1), dtype=np.uint8)))
-    return out
-
-
-def bench_parser(method: str, description: str):
-    """The arguments both benchmarks share: ``--views``, ``--size``, ``--device``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog=f"python -m core bench {method}", description=description)
-    parser.add_argument("--views", type=int, nargs="+", default=[2, 5], help="view counts to run")
-    parser.add_argument("--size", type=int, default=512, help="network input long side (published 512)")
-    parser.add_argument("--device", default="auto")
-    return parser
-
-
-def bench_network(method: str, model_cls, config, reconstruct, make_options, extra_fields, args) -> list[dict]:
-    """Run ``reconstruct`` with a random full-size ``model_cls(config)`` on each of ``args.views``
-    synthetic views at ``args.size`` (4:3), one JSON-ready row per view count.
-
-    ``make_options(device)`` builds the method's options; ``extra_fields(n, recon)`` adds the
-    method's own columns. Rows hold total and network seconds, the process's peak RSS so far
-    (``ru_maxrss``: model + everything run before) and the run's own peak increase.
-    """
-    import logging
-    import resource
-    import time
-
-    from ...progress import silent
-    from ...scene import Scene
-
-    device = pick_device(args.device)
-    started = time.perf_counter()
-    model = random_full_size(model_cls, config).to(device)
-    build_seconds = time.perf_counter() - started
-    params = sum(p.numel() for p in model.parameters())
-    images = bench_images(max(args.views), height=args.size * 3 // 4, width=args.size)
-    results = []
-    for n in args.views:
-        scene = Scene(name="bench", images=images[:n], image_names=[f"{i}.png" for i in range(n)],
-                      intrinsics=np.tile(np.eye(3), (n, 1, 1)), cam_from_world=np.tile(np.eye(4), (n, 1, 1)))
-        rec = reconstruct(model, scene, list(range(n)), make_options(str(device)), silent(), device, args.size)
-        row = {
-            "method": method, "weights": "random full-size (no checkpoint; geometry meaningless)",
-            "views": n, "image_size": rec.extra["model_input_size"], "device": str(device),
-            "threads": torch.get_num_threads(), "parameters": params, "build_seconds": round(build_seconds, 2),
-            "seconds": round(rec.seconds, 2), "network_seconds": round(rec.extra["network_seconds"], 2),
-            **extra_fields(n, rec),
-            "process_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "run_peak_memory_bytes": rec.peak_memory_bytes,
-        }
-        results.append(row)
-        logging.getLogger(__name__).info("%s bench %s", method, row)
-    return results

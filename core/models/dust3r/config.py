@@ -13,7 +13,8 @@ CHECKPOINT = Checkpoint(
     filename="model.safetensors",
     repo_id="naver/DUSt3R_ViTLarge_BaseDecoder_512_dpt",
     size_mb=2285,
-    description="DUSt3R ViT-Large/Base-decoder 512 DPT (naver)",
+    description="DUSt3R ViT-Large/Base-decoder 512 DPT (naver, non-commercial licence)",
+    licence="CC BY-NC-SA 4.0",
 )
 register(CHECKPOINT)
 

@@ -7,115 +7,87 @@ re-expressed in view 0's camera frame.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 
-from ...profiling import measure
-from ...progress import silent
-from ...scene import Reconstruction, Scene
-from ..croco.runner import (RANDOM_NOTE, as_options, autocast_context, intrinsics_matrix, load_network,
-                            network_availability, object_masks, options_dict, pick_device, point_cloud,
-                            prepare_views)
-from ..registry import Availability, Method, option
+from core import geometry, geometry_torch
+from core.data.scene import Reconstruction, Scene
+from core.options import WEIGHTS_HELP, DeviceOptions, ObjectMaskOptions, PointFilterOptions, option
+from core.progress import Progress
+
+from ..croco.runner import (TINY_SIZE, CroCoNetworkMethod, ImageSize, Weights, autocast_context, object_masks,
+                            point_cloud, prepare_views)
 from .config import CHECKPOINT, DUSt3RConfig
 from .inference import predict_pairs
 from .modeling_dust3r import DUSt3R
 from .pair_geometry import single_view, two_views
-from .scene_graph import make_pairs
+from .scene_graph import SceneGraph, make_pairs
 
 log = logging.getLogger(__name__)
 
 VERSION = "1"
-TINY_SIZE = 64
+Schedule = Literal["cosine", "linear"]
 
 
 @dataclass
-class DUSt3ROptions:
-    weights: str = option("pretrained", choices=("pretrained", "random-tiny"),
-                          help="published ViT-L 512 DPT checkpoint, or a seeded random tiny network (tests, demos)")
-    checkpoint_path: str = option("", help="explicit checkpoint file (.safetensors or .pth)", advanced=True)
-    image_size: int = option(512, choices=(224, 512),
-                             help="long side of the network input (the published model: 512); random-tiny uses 64")
-    scene_graph: str = option("complete", choices=("complete", "swin", "oneref"),
-                              help="which pairs to predict for more than 2 views")
-    ga_iterations: int = option(300, min=0, max=2000, step=50, help="global-alignment iterations (> 2 views)")
-    ga_lr: float = option(0.01, min=0.0001, max=0.1, step=0.001, help="global-alignment learning rate", advanced=True)
-    ga_schedule: str = option("cosine", choices=("cosine", "linear"), help="learning-rate schedule", advanced=True)
-    confidence_percentile: float = option(0.0, min=0.0, max=95.0, step=5.0,
-                                          help="drop the points below this confidence percentile (0 keeps all)")
-    use_object_masks: bool = option(False, help="keep only points inside the scene's object masks")
-    batch_size: int = option(2, min=1, max=16, step=1, help="pairs per forward pass", advanced=True)
-    device: str = option("auto", choices=("auto", "cpu", "cuda"), help="auto = cuda if available")
+class DUSt3ROptions(DeviceOptions, PointFilterOptions, ObjectMaskOptions):
+    weights: Weights = option("pretrained", WEIGHTS_HELP)
+    checkpoint_path: str = option("", "explicit checkpoint file (.safetensors or .pth)", advanced=True)
+    image_size: ImageSize = option(512, "long side of the network input (the published model: 512); "
+                                        f"random-tiny uses {TINY_SIZE}")
+    scene_graph: SceneGraph = option("complete", "which pairs to predict for more than 2 views")
+    ga_iterations: int = option(300, "global-alignment iterations (> 2 views)", min=0, max=2000, step=50)
+    ga_lr: float = option(0.01, "global-alignment learning rate", min=0.0001, max=0.1, step=0.001,
+                          advanced=True)
+    ga_schedule: Schedule = option("cosine", "global-alignment learning-rate schedule", advanced=True)
+    batch_size: int = option(2, "pairs per forward pass", min=1, max=16, step=1, advanced=True)
 
 
-@functools.cache
-def load_model(weights: str, checkpoint_path: str = "", device: str = "cpu") -> DUSt3R:
-    """The network, loaded once per process (see :func:`core.models.croco.runner.load_network`)."""
-    return load_network(DUSt3R, DUSt3RConfig, CHECKPOINT, weights, checkpoint_path, device)
-
-
-def availability(options=None) -> Availability:
-    return network_availability(CHECKPOINT, as_options(DUSt3ROptions, options))
-
-
-def _global_align(pairs: dict, shapes, edges, opts: DUSt3ROptions, device: torch.device, progress) -> dict:
-    try:
-        from .global_alignment import global_align
-    except ImportError as error:
-        raise ValueError(f"DUSt3R on more than 2 views needs global alignment, which is not available: {error}") from None
-    ga_options = {"niter": opts.ga_iterations, "lr": opts.ga_lr, "schedule": opts.ga_schedule,
-                  "init": "mst", "device": str(device)}
-    return global_align(pairs, shapes, edges, ga_options, progress)
-
-
-def _to_view0_frame(result: dict) -> dict:
-    """Re-express an aligned scene in view 0's camera frame (rigid change of world)."""
+def to_view0_frame(result: dict) -> dict:
+    """An aligned scene (``cam_from_world [N,4,4]``, ``pts3d [N,H,W,3]`` in the aligner's world)
+    re-expressed with view 0's camera as the world (a rigid change of world; float64 poses)."""
     cams = torch.as_tensor(result["cam_from_world"], dtype=torch.float64)
-    change = cams[0].clone()  # new world (view 0 camera) from old world
-    inv_change = torch.linalg.inv(change)
+    change = cams[0]  # new world (view 0's camera) from the old world
     out = dict(result)
-    out["cam_from_world"] = cams @ inv_change
-    pts = torch.as_tensor(result["pts3d"]).double()
-    out["pts3d"] = (pts @ change[:3, :3].T + change[:3, 3]).float()
+    out["cam_from_world"] = cams @ geometry_torch.invert_transform(change)
+    out["pts3d"] = geometry_torch.transform_points(change, torch.as_tensor(result["pts3d"]).double()).float()
     return out
 
 
-def run(scene: Scene, view_ids: list[int], options=None, progress=None) -> Reconstruction:
-    """Reconstruct ``view_ids`` of ``scene``; world = view 0's camera (OpenCV), arbitrary scale."""
-    opts = as_options(DUSt3ROptions, options)
-    progress = progress or silent()
-    METHOD.check_views([int(v) for v in view_ids])
-    device = pick_device(opts.device)
-    progress(0.0, "loading DUSt3R")
-    model = load_model(opts.weights, opts.checkpoint_path, str(device))
-    size = TINY_SIZE if opts.weights == "random-tiny" else int(opts.image_size)
-    return reconstruct(model, scene, view_ids, opts, progress, device, size)
+class DUSt3RMethod(CroCoNetworkMethod):
+    """DUSt3R on N views: pair predictions, global alignment above 2 views, world = view 0's camera."""
 
+    name = "dust3r"
+    label = "DUSt3R"
+    family = "discriminative"
+    version = VERSION
+    options_type = DUSt3ROptions
+    description = ("DUSt3R (Wang et al., CVPR 2024) regresses a pointmap for each image pair with a "
+                   "CroCo ViT-L encoder and two cross-attending decoders; more than two views are fused "
+                   "by global alignment of the pairwise pointmaps (world = the first view's camera).")
+    network_cls = DUSt3R
+    config_cls = DUSt3RConfig
+    checkpoint = CHECKPOINT
 
-def reconstruct(model: DUSt3R, scene: Scene, view_ids: list[int], opts: DUSt3ROptions, progress, device: torch.device,
-                size: int) -> Reconstruction:
-    """:func:`run` with a given network (the benchmark passes random full-size weights).
+    def predict(self, model: DUSt3R, scene: Scene, view_ids: list[int], options: DUSt3ROptions,
+                progress: Progress, device: str) -> Reconstruction:
+        """Cameras (OpenCV ``cam_from_world [V,4,4]``, intrinsics in the scene's pixels), depth
+        ``[V,h,w]``, point maps ``[V,h,w,3]`` and the filtered cloud in view 0's camera frame,
+        arbitrary scale.
 
-    ``seconds`` and ``peak_memory_bytes`` cover preparation, network, alignment and the point
-    cloud, not loading the network (cached once per process). ``extra`` records
-    ``network_seconds``, ``alignment_seconds`` (camera/alignment stage; global alignment for
-    more than 2 views), ``pairs_evaluated`` and the model input size.
-    """
-    progress = progress or silent()
-    view_ids = [int(v) for v in view_ids]
-    METHOD.check_views(view_ids)
-    if opts.scene_graph not in ("complete", "swin", "oneref"):
-        raise ValueError(f"unknown scene graph {opts.scene_graph!r}; use complete, swin or oneref")
-    notes: list[str] = []
-    extra: dict = {}
-    with measure(cuda=device.type == "cuda") as measured:
-        images, transforms = prepare_views(scene, view_ids, size)
-        masks = object_masks(scene, view_ids, transforms) if opts.use_object_masks else None
+        ``extra`` records ``network_seconds``, ``alignment_seconds`` (two-view geometry, or global
+        alignment for more than 2 views), ``pairs_evaluated``, ``model_input_size [h, w]`` and, for
+        more than 2 views, the alignment's ``loss_history``.
+        """
+        notes: list[str] = []
+        extra: dict = {}
+        images, transforms = prepare_views(scene, view_ids, self.input_size(options))
+        masks = object_masks(scene, view_ids, transforms) if options.use_object_masks else None
         images = [img.to(device) for img in images]
         n = len(images)
         h, w = images[0].shape[-2:]
@@ -125,10 +97,10 @@ def reconstruct(model: DUSt3R, scene: Scene, view_ids: list[int], opts: DUSt3ROp
         elif n == 2:
             pairs = [(0, 1), (1, 0)]
         else:
-            pairs = make_pairs(n, opts.scene_graph, symmetrize=True)
+            pairs = make_pairs(n, options.scene_graph, symmetrize=True)
         progress.check()
         started = time.perf_counter()
-        pred = predict_pairs(model, images, pairs, batch_size=max(1, int(opts.batch_size)),
+        pred = predict_pairs(model, images, pairs, batch_size=options.batch_size,
                              progress=progress.sub(0.05, 0.6 if n > 2 else 0.9),
                              autocast=lambda: autocast_context(device))
         extra["pairs_evaluated"] = len(pairs)
@@ -139,50 +111,35 @@ def reconstruct(model: DUSt3R, scene: Scene, view_ids: list[int], opts: DUSt3ROp
         elif n == 2:
             result = two_views(pred)
         else:
+            from .global_alignment import global_align  # only > 2 views need the aligner (and scipy)
+
+            ga_options = {"niter": options.ga_iterations, "lr": options.ga_lr, "schedule": options.ga_schedule,
+                          "init": "mst", "device": device}
             edges = pairs[: len(pairs) // 2]
-            result = _to_view0_frame(_global_align(pred, [(h, w)] * n, edges, opts, device,
-                                                   progress.sub(0.6, 0.95)))
+            result = to_view0_frame(global_align(pred, [(h, w)] * n, edges, ga_options, progress.sub(0.6, 0.95)))
             extra["loss_history"] = [float(x) for x in result.get("loss_history", [])]
         extra["alignment_seconds"] = time.perf_counter() - started
         progress(0.95, "building the point cloud")
         point_maps = torch.as_tensor(result["pts3d"]).float().cpu().numpy()
         conf = torch.as_tensor(result["im_conf"]).float().cpu().numpy()
-        cloud = point_cloud(point_maps, conf, images, opts.confidence_percentile, masks)
+        cloud = point_cloud(point_maps, conf, images, options.confidence_percentile, masks)
         focals = torch.as_tensor(result["focals"]).double().reshape(-1).cpu().numpy()
         pps = torch.as_tensor(result["principal_points"]).double().reshape(-1, 2).cpu().numpy()
         intrinsics = []
         for k, transform in enumerate(transforms):
-            k_model = intrinsics_matrix(float(focals[k]), h, w)
+            k_model = geometry.dust3r_intrinsics(float(focals[k]), h, w)
             k_model[0, 2], k_model[1, 2] = pps[k]
             intrinsics.append(transform.intrinsics_to_original(k_model))
-    if opts.weights == "random-tiny":
-        notes.append(RANDOM_NOTE)
-        notes.append(f"random-tiny runs at image size {TINY_SIZE}")
-    extra["model_input_size"] = [int(h), int(w)]
-    return Reconstruction(
-        method=METHOD.name, version=VERSION, points=cloud["points"], colors=cloud["colors"],
-        confidence=cloud["confidence"], source_view=cloud["source_view"], view_ids=view_ids,
-        cam_from_world=torch.as_tensor(result["cam_from_world"]).double().cpu().numpy(),
-        intrinsics=np.stack(intrinsics),
-        depth_maps=torch.as_tensor(result["depthmaps"]).float().cpu().numpy(),
-        depth_confidence=conf, point_maps=point_maps, point_confidence=conf,
-        options=options_dict(opts), seconds=measured.seconds,
-        peak_memory_bytes=measured.peak_memory_bytes,
-        parameter_count=sum(p.numel() for p in model.parameters()), device=str(device),
-        notes=notes, extra=extra)
+        if options.weights == "random-tiny":
+            notes.append(f"random-tiny runs at image size {TINY_SIZE}")
+        extra["model_input_size"] = [int(h), int(w)]
+        return Reconstruction(
+            method=self.name, points=cloud["points"], colors=cloud["colors"],
+            confidence=cloud["confidence"], source_view=cloud["source_view"], view_ids=list(view_ids),
+            cam_from_world=torch.as_tensor(result["cam_from_world"]).double().cpu().numpy(),
+            intrinsics=np.stack(intrinsics),
+            depth_maps=torch.as_tensor(result["depthmaps"]).float().cpu().numpy(),
+            depth_confidence=conf, point_maps=point_maps, point_confidence=conf, notes=notes, extra=extra)
 
 
-METHOD = Method(
-    name="dust3r",
-    label="DUSt3R",
-    family="discriminative",
-    version=VERSION,
-    options_type=DUSt3ROptions,
-    run=run,
-    availability=availability,
-    min_views=1,
-    max_views=None,
-    description=("DUSt3R (Wang et al., CVPR 2024) regresses a pointmap for each image pair with a "
-                 "CroCo ViT-L encoder and two cross-attending decoders; more than two views are fused "
-                 "by global alignment of the pairwise pointmaps (world = the first view's camera)."),
-)
+METHOD = DUSt3RMethod()

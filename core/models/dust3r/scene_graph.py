@@ -13,7 +13,10 @@ order: [(a, b)…] + [(b, a)…]. Pairs are (view-1 index, view-2 index) of the 
 """
 from __future__ import annotations
 
-SCENE_GRAPHS = ("complete", "swin", "oneref")
+from typing import Literal
+
+SceneGraph = Literal["complete", "swin", "oneref"]
+"""The graphs offered as a method option (each with its default window / reference)."""
 
 
 def make_pairs(n_views: int, scene_graph: str = "complete", symmetrize: bool = True) -> list[tuple[int, int]]:

@@ -14,7 +14,8 @@ CHECKPOINT = Checkpoint(
     filename="model.safetensors",
     repo_id="jedyang97/Fast3R_ViT_Large_512",
     size_mb=2590,
-    description="Fast3R ViT-Large 512 (Meta)",
+    description="Fast3R ViT-Large 512 (Meta, non-commercial licence)",
+    licence="FAIR Noncommercial Research License",
 )
 register(CHECKPOINT)
 
