@@ -238,6 +238,8 @@ def test_runner_rejects_bad_input():
         _run(_scene(2), [0, 1], {"weights": "random-tiny", "bogus": 1})
     with pytest.raises(OptionError, match="choices: complete, swin, oneref"):
         _run(_scene(3), [0, 1, 2], {"weights": "random-tiny", "scene_graph": "star"})
+    with pytest.raises(UserError, match="too small or too elongated"):  # 600x8 -> 64x1: no row survives the crop
+        _run(_scene(1, size=(8, 600)), [0], {"weights": "random-tiny"})
 
 
 def test_availability(monkeypatch, tmp_path):

@@ -18,6 +18,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.errors import UserError
+
+
+class ImageError(UserError):
+    """An image the networks cannot take (not uint8 RGB, or too thin for the input size)."""
+
 
 @dataclass(frozen=True)
 class ImageTransform:
@@ -69,10 +75,14 @@ def _resize_long_side(img: Image.Image, long_side: int) -> Image.Image:
 
 
 def prepare_image(image: np.ndarray, size: int = 512, square_ok: bool = False) -> tuple[torch.Tensor, ImageTransform]:
-    """``uint8 [H, W, 3]`` RGB -> (``float32 [3, h, w]`` in [-1, 1], transform)."""
+    """``uint8 [H, W, 3]`` RGB -> (``float32 [3, h, w]`` in [-1, 1], transform).
+
+    Raises :class:`ImageError` for another array type or an image so elongated that a side
+    crops to nothing.
+    """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 HxWx3 RGB image, got {image.dtype} {list(image.shape)}")
+        raise ImageError(f"expected a uint8 HxWx3 RGB image, got {image.dtype} {list(image.shape)}")
     pil = Image.fromarray(image)
     original = (image.shape[0], image.shape[1])
     if size == 224:
@@ -90,7 +100,8 @@ def prepare_image(image: np.ndarray, size: int = 512, square_ok: bool = False) -
         if not square_ok and w == h:
             halfh = 3 * halfw // 4
     if halfw <= 0 or halfh <= 0:
-        raise ValueError(f"image {original[1]}x{original[0]} is too small for size {size}")
+        raise ImageError(f"image {original[1]}x{original[0]} is too small or too elongated for the "
+                         f"network input size {size}")
     box = (cx - halfw, cy - halfh, cx + halfw, cy + halfh)
     cropped = np.asarray(pil.crop(box), dtype=np.float32)
     tensor = torch.from_numpy((cropped / 255.0 - 0.5) / 0.5).permute(2, 0, 1).contiguous()
