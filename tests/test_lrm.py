@@ -236,6 +236,46 @@ def test_large_preset_uses_separate_projections():
     assert m.render_settings.depth_resolution == 64
 
 
-def test_config_rejects_inconsistent_encoder():
-    with pytest.raises(ValueError, match="width 768"):
-        LRMConfig(encoder_feat_dim=384)
+def test_encoder_name_fills_in_sizes_and_never_vetoes_given_ones():
+    small = LRMConfig(encoder_model_name="dinov2_vits14_reg", encoder_feat_dim=None)
+    assert (small.encoder_feat_dim, small.encoder_depth, small.encoder_heads, small.encoder_patch_size,
+            small.encoder_num_registers) == (384, 12, 6, 14, 4)
+    # a given size wins over the one the name implies
+    wider = LRMConfig(encoder_feat_dim=384, encoder_heads=6)
+    assert (wider.encoder_feat_dim, wider.encoder_depth, wider.encoder_heads) == (384, 12, 6)
+    assert LRMConfig(encoder_model_name="dinov2_vitb14").encoder_num_registers == 0
+    # a name outside the table: what it implies (patch, registers) is filled in, the rest must be given
+    odd = LRMConfig(encoder_model_name="dinov2_tiny14_reg_h", encoder_feat_dim=24, encoder_depth=1,
+                    encoder_heads=3)
+    assert (odd.encoder_patch_size, odd.encoder_num_registers) == (14, 4)
+    with pytest.raises(ValueError, match="does not imply encoder_feat_dim, encoder_depth, encoder_heads"):
+        LRMConfig(encoder_model_name="dinov2_tiny14_reg_h")
+    with pytest.raises(ValueError, match="encoder_patch_size"):
+        LRMConfig(encoder_model_name="my_encoder", encoder_feat_dim=24, encoder_depth=1, encoder_heads=3)
+    with pytest.raises(ValueError, match="at least 4 coarse samples"):
+        LRMConfig(rendering_samples_per_ray=6)  # 3 coarse samples leave the importance pdf empty
+
+
+@torch.no_grad()
+def test_configuration_outside_the_fixture_runs_on_a_portrait_image():
+    """Other widths, depths, heads, patch, registers and plane sizes; encoder width != transformer
+    width (separate key/value projections); a portrait 35x21 input (5x3 patches of 7)."""
+    config = LRMConfig(camera_embed_dim=12, rendering_samples_per_ray=10, transformer_dim=24,
+                       transformer_layers=1, transformer_heads=3, triplane_low_res=3, triplane_dim=4,
+                       encoder_model_name="dinov2_tiny14_reg_h", encoder_feat_dim=20, encoder_depth=1,
+                       encoder_heads=5, encoder_patch_size=7, encoder_num_registers=2, encoder_img_size=28)
+    torch.manual_seed(0)
+    model = LRM(config).eval()
+    assert "transformer.layers.0.cross_attn.k_proj_weight" in dict(model.named_parameters())
+    images = torch.rand(2, 3, 35, 21)
+    cameras = source_camera(2.0).expand(2, -1)
+    feats = model.encode(images)
+    assert feats.shape == (2, 1 + 5 * 3, 20)
+    planes = model(images, cameras)
+    assert planes.shape == (2, 3, 4, 6, 6)
+    # the batch items are independent: the second alone gives the same planes (one evaluation: ATOL)
+    close(model(images[1:], cameras[1:])[0], planes[1])
+    out = model.render(planes[:1], orbit_cameras(2)[None], 4, 1.0, generator=torch.Generator().manual_seed(0))
+    assert out["images_rgb"].shape == (1, 2, 3, 4, 4)
+    weight = out["images_weight"]
+    assert ((weight >= 0) & (weight <= 1 + 1e-6)).all()  # accumulated opacity

@@ -6,6 +6,10 @@
 authors' inference configuration (``source_size``, ``render_size``, ``mesh_size``/``grid_size``,
 ``mesh_thres``...). The conformance fixture's ``config`` metadata is accepted as is
 (:meth:`LRMConfig.from_dict`).
+
+The encoder's name only fills in what is not given: ``dinov2_vit{s,b,l}14[_reg]`` implies width,
+depth, heads, patch and registers; any size given explicitly wins, and a name outside that table
+(``dinov2_tiny14_reg_h``) is fine once the sizes it cannot imply are given.
 """
 from __future__ import annotations
 
@@ -13,12 +17,33 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
-# DINOv2 ViT/14 backbones: name -> (embed_dim, depth, heads)
+# DINOv2 ViT backbones: size letter of the name -> (embed_dim, depth, heads)
 _DINOV2_ARCH = {
     "s": (384, 12, 6),
     "b": (768, 12, 12),
     "l": (1024, 24, 16),
 }
+_ENCODER_SIZES = ("encoder_feat_dim", "encoder_depth", "encoder_heads", "encoder_patch_size",
+                  "encoder_num_registers")
+
+
+def encoder_sizes_from_name(name: str) -> dict:
+    """The encoder sizes a DINOv2 model name implies (only those it does imply).
+
+    ``dinov2_vitb14_reg`` -> width 768, depth 12, heads 12, patch 14, 4 registers;
+    ``dinov2_tiny14_reg_h`` -> patch 14, 4 registers (no width/depth/heads: ``tiny`` is not a
+    published size). Registers: 4 when an underscore-separated part of the name is ``reg``, else 0.
+    """
+    parts = name.lower().split("_")
+    sizes = {"encoder_num_registers": 4 if "reg" in parts[1:] else 0}
+    body = parts[1] if len(parts) > 1 and parts[0] == "dinov2" else parts[0]
+    match = re.fullmatch(r"(?:vit)?([a-z]+?)(\d+)", body)
+    if match is not None:
+        size, patch = match.groups()
+        sizes["encoder_patch_size"] = int(patch)
+        if size in _DINOV2_ARCH:
+            sizes.update(zip(("encoder_feat_dim", "encoder_depth", "encoder_heads"), _DINOV2_ARCH[size]))
+    return sizes
 
 
 @dataclass
@@ -27,20 +52,22 @@ class LRMConfig:
 
     Model (checkpoint ``config.json`` keys):
         camera_embed_dim: width of the camera embedding (Linear-SiLU-Linear of 16 numbers).
-        rendering_samples_per_ray: coarse + importance samples per ray (half each).
+        rendering_samples_per_ray: coarse + importance samples per ray (half each; >= 8).
         transformer_dim / transformer_layers / transformer_heads: triplane transformer.
         triplane_low_res: side of each plane's token grid (3·low_res² learned query tokens).
         triplane_high_res: recorded only; the planes are ``2·triplane_low_res`` after upsampling.
         triplane_dim: channels of each upsampled plane.
         encoder_type: ``dinov2`` (the only v1.1 encoder).
-        encoder_model_name: ``dinov2_vit{s,b,l}14_reg`` (or the fixture's ``dinov2_tiny14_reg``).
-        encoder_feat_dim: encoder width (the cross-attention key/value width).
+        encoder_model_name: ``dinov2_vit{s,b,l}14_reg`` or any other name (the fixture's
+            ``dinov2_tiny14_reg``); it fills in the encoder sizes left None
+            (:func:`encoder_sizes_from_name`) and never overrides a given one.
+        encoder_feat_dim: encoder width (the cross-attention key/value width); None = from the name.
         encoder_freeze: training flag of the authors (unused at inference).
         encoder_depth / encoder_heads: blocks and heads of the encoder; None = from the name.
         encoder_img_size: image size the encoder's position embedding was made for (518 =
             37·14, i.e. 1 + 37² entries), interpolated to the input's patch grid.
         encoder_num_registers: register tokens (4 for ``*_reg``; None = from the name).
-        encoder_patch_size: ViT patch side (14).
+        encoder_patch_size: ViT patch side; None = from the name (14 for ``dinov2_vit*14*``).
 
     Inference:
         source_size: side the input picture is resized to (pixels).
@@ -64,13 +91,13 @@ class LRMConfig:
     triplane_dim: int = 48
     encoder_type: str = "dinov2"
     encoder_model_name: str = "dinov2_vitb14_reg"
-    encoder_feat_dim: int = 768
+    encoder_feat_dim: int | None = None
     encoder_freeze: bool = False
     encoder_depth: int | None = None
     encoder_heads: int | None = None
     encoder_img_size: int = 518
     encoder_num_registers: int | None = None
-    encoder_patch_size: int = 14
+    encoder_patch_size: int | None = None
 
     source_size: int = 336
     source_cam_dist: float = 2.0
@@ -90,28 +117,23 @@ class LRMConfig:
     def __post_init__(self) -> None:
         if self.encoder_type.lower() != "dinov2":
             raise ValueError(f"OpenLRM v1.1 uses a dinov2 encoder, not {self.encoder_type!r}")
-        match = re.fullmatch(r"dinov2_(?:vit)?([a-z]+?)(\d+)(_reg)?", self.encoder_model_name)
-        if match is None:
-            raise ValueError(f"unknown encoder_model_name {self.encoder_model_name!r}")
-        size, patch, reg = match.groups()
-        self.encoder_patch_size = int(patch)
-        if self.encoder_num_registers is None:
-            self.encoder_num_registers = 4 if reg else 0
-        if size in _DINOV2_ARCH:
-            dim, depth, heads = _DINOV2_ARCH[size]
-            if self.encoder_feat_dim != dim:
-                raise ValueError(f"{self.encoder_model_name} has width {dim}, "
-                                 f"not encoder_feat_dim {self.encoder_feat_dim}")
-            self.encoder_depth = self.encoder_depth or depth
-            self.encoder_heads = self.encoder_heads or heads
-        elif self.encoder_depth is None or self.encoder_heads is None:
-            raise ValueError(f"{self.encoder_model_name}: give encoder_depth and encoder_heads")
+        implied = encoder_sizes_from_name(self.encoder_model_name)
+        for key in _ENCODER_SIZES:
+            if getattr(self, key) is None:
+                setattr(self, key, implied.get(key))
+        missing = [key for key in _ENCODER_SIZES if getattr(self, key) is None]
+        if missing:
+            raise ValueError(f"encoder_model_name {self.encoder_model_name!r} does not imply "
+                             f"{', '.join(missing)}: give them")
         if self.transformer_dim % self.transformer_heads:
             raise ValueError("transformer_dim must be a multiple of transformer_heads")
         if self.encoder_feat_dim % self.encoder_heads:
             raise ValueError("encoder_feat_dim must be a multiple of encoder_heads")
-        if self.rendering_samples_per_ray < 4 or self.rendering_samples_per_ray % 2:
-            raise ValueError("rendering_samples_per_ray must be an even number >= 4")
+        if self.rendering_samples_per_ray < 8 or self.rendering_samples_per_ray % 2:
+            # half coarse, half importance; the importance pdf weighs the Dc - 3 inner pooled
+            # coarse intervals, so Dc >= 4
+            raise ValueError("rendering_samples_per_ray must be an even number >= 8 "
+                             "(at least 4 coarse samples)")
 
     # ------------------------------------------------------------------ derived
     @property

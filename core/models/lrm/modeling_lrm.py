@@ -6,7 +6,7 @@ so ``load_state_dict(strict=True)`` works on ``model.safetensors`` of
 ``zxhezexin/openlrm-{obj,mix}-{small,base,large}-1.1``.
 
 Pipeline (shapes for batch N):
-    image ``[N,3,S,S]`` in [0,1] -> encoder -> image_feats ``[N,1+(S/14)²,E]``;
+    image ``[N,3,S,S]`` in [0,1] -> encoder -> image_feats ``[N,1+(S/p)²,E]`` (patch p = 14);
     source camera ``[N,16]`` -> camera_embeddings ``[N,camera_embed_dim]``;
     learned tokens ``pos_embed [1,3·r²,D]`` -> transformer(cross-attn to image_feats,
     modulated by the camera) -> tokens ``[N,3·r²,D]`` (token = plane·r² + row·r + col);
@@ -78,7 +78,8 @@ class LRM(nn.Module):
 
     # ------------------------------------------------------------------ stages
     def encode(self, image: torch.Tensor) -> torch.Tensor:
-        """``[N,3,S,S]`` in [0,1] -> image_feats ``[N,1+(S/14)²,E]`` ([CLS, patches row-major])."""
+        """``[N,3,H,W]`` in [0,1] -> image_feats ``[N,1+(H/p)·(W/p),E]`` ([CLS, patches row-major]),
+        p = ``encoder_patch_size`` (14); inference feeds squares of ``source_size``."""
         return self.encoder(image)
 
     def embed_camera(self, camera: torch.Tensor) -> torch.Tensor:
