@@ -18,6 +18,7 @@ from core.data.importers import read_reconstruction
 from core.data.scene import Reconstruction, Scene
 from core.errors import UserError
 from core.eval import metrics
+from core.eval.scores import Scores, ScoresFormatError, threshold_key
 from core.models import model_cache, registry
 from core.profiling import measure
 from core.progress import Progress, silent
@@ -179,26 +180,41 @@ def evaluate_run(scene: Scene, store: RunStore, method: str, key: str,
     return evaluation
 
 
-def leaderboard(store: RunStore, scene: str, tau: str = "0.01") -> list[dict]:
-    """One row per stored run of ``scene``: method, views, time, memory, size and its scores."""
+def leaderboard(store: RunStore, scene: str, tau: float = 0.01) -> list[dict]:
+    """One row per stored run of ``scene``: method, views, time, memory, size and its scores.
+
+    Row keys: method, views, weights, chamfer, emd, ``F@{tau:g}``, accuracy, completeness, auc30
+    (normalised units / fractions; None when the run is not scored or lacks the measure), seconds,
+    peak_memory_mb, parameters_m, device, notes (with why a run was not scored, or why its
+    ``evaluation.json`` could not be read), key.
+    """
     rows = []
     for record in store.runs(scene):
-        meta, ev = record.meta, record.evaluation or {}
+        meta = record.meta
+        scores, problem = None, ""
+        if record.evaluation is not None:
+            try:
+                scores = Scores.from_json(record.evaluation)
+            except ScoresFormatError as error:
+                problem = f" (unreadable evaluation: {error})"
+        if scores is not None and not scores.scored:
+            problem = f" (not scored: {scores.error})"
+        scored = scores if scores is not None and scores.scored else None
         rows.append({
             "method": record.method,
             "views": len(meta.get("view_ids") or []) or None,
             "weights": meta.get("weights_kind"),
-            "chamfer": ev.get("chamfer"),
-            "emd": ev.get("emd"),
-            f"F@{tau}": (ev.get("fscore") or {}).get(tau),
-            "accuracy": ev.get("accuracy"),
-            "completeness": ev.get("completeness"),
-            "auc30": (ev.get("cameras") or {}).get("auc30"),
+            "chamfer": scored and scored.chamfer,
+            "emd": scored and scored.emd,
+            f"F@{threshold_key(tau)}": scored and scored.fscore_at(tau),
+            "accuracy": scored and scored.accuracy,
+            "completeness": scored and scored.completeness,
+            "auc30": scored and scored.auc30,
             "seconds": meta.get("seconds"),
             "peak_memory_mb": (meta.get("peak_memory_bytes") or 0) / 2**20 or None,
             "parameters_m": (meta.get("parameter_count") or 0) / 1e6 or None,
             "device": meta.get("device"),
-            "notes": "; ".join(meta.get("notes") or []) + (f" (not scored: {ev['error']})" if "error" in ev else ""),
+            "notes": "; ".join(meta.get("notes") or []) + problem,
             "key": record.key,
         })
     return rows

@@ -12,6 +12,7 @@ import streamlit as st
 from core.store.cache import REPO_ROOT, RunStore, cache_root
 from core.progress import Progress
 from core.data.scene import Scene, find_scenes
+from core.eval.scores import Scores, threshold_key
 
 SCENE_KEY = "scene_name"
 APP_RAN_KEY = "_reconbench_app_ran"
@@ -146,24 +147,25 @@ def parse_view_ids(text: str) -> list[int]:
         raise UserError(f"view ids must be whole numbers separated by commas; got {text!r}") from None
 
 
-def score_cards(scores: dict, tau: str = "0.01") -> None:
-    """The headline scores as metric cards, with units and subsample sizes underneath."""
+def score_cards(scores: Scores, tau: float = 0.01) -> None:
+    """The headline scores of a scored run (``scores.scored``) as metric cards, with units and
+    subsample sizes underneath and precision / recall / F-score at every threshold in a table."""
+    fscore = scores.fscore_at(tau)
     cols = st.columns(5)
-    cols[0].metric("Chamfer", f"{scores['chamfer']:.4g}", help="mean nearest distance both ways, summed")
-    cols[1].metric("EMD", f"{scores['emd']:.4g}", help="exact optimal transport, mean distance")
-    cols[2].metric(f"F-score @ {tau}", f"{scores['fscore'].get(tau, float('nan')):.3f}")
-    cols[3].metric("Accuracy", f"{scores['accuracy']:.4g}", help="mean distance prediction → ground truth")
-    cols[4].metric("Completeness", f"{scores['completeness']:.4g}", help="mean distance ground truth → prediction")
-    counted = scores["points_scored"]
-    align = scores["alignment"]
-    fitness = align.get("fitness")
+    cols[0].metric("Chamfer", f"{scores.chamfer:.4g}", help="mean nearest distance both ways, summed")
+    cols[1].metric("EMD", f"{scores.emd:.4g}", help="exact optimal transport, mean distance")
+    cols[2].metric(f"F-score @ {threshold_key(tau)}", "—" if fscore is None else f"{fscore:.3f}")
+    cols[3].metric("Accuracy", f"{scores.accuracy:.4g}", help="mean distance prediction → ground truth")
+    cols[4].metric("Completeness", f"{scores.completeness:.4g}", help="mean distance ground truth → prediction")
+    counted, align = scores.points_scored, scores.alignment
     st.caption(
-        f"Units: {scores['units']}. Chamfer/F-score on {counted['prediction']:,} prediction and "
-        f"{counted['ground_truth']:,} ground-truth query points (seeded subsamples, searched against the full "
-        f"other cloud); EMD on {counted['emd_per_side']:,} points per side. Alignment: {align['method']}, "
-        f"scale {align['scale']:.4g}" + (f", ICP fitness {fitness:.3f}" if fitness is not None else "") + ".")
-    table = {f"tau={t}": {"precision": scores["precision"][t], "recall": scores["recall"][t], "F-score": f}
-             for t, f in scores["fscore"].items()}
+        f"Units: {scores.units}. Chamfer/F-score on {counted.prediction:,} prediction and "
+        f"{counted.ground_truth:,} ground-truth query points (seeded subsamples, searched against the full "
+        f"other cloud); EMD on {counted.emd_per_side:,} points per side. Alignment: {align.method}, "
+        f"scale {align.scale:.4g}" + (f", ICP fitness {align.fitness:.3f}" if align.fitness is not None else "")
+        + ".")
+    table = {f"tau={t.key}": {"precision": t.precision, "recall": t.recall, "F-score": t.fscore}
+             for t in scores.thresholds}
     st.dataframe(table, width="stretch")
 
 
@@ -311,10 +313,11 @@ def method_workbench(family: str) -> None:
         st.plotly_chart(viz.depth_figure(list(recon.depth_maps[:8]), [f"view {v}" for v in recon.view_ids[:8]]),
                         width="stretch", key=f"{family}.depth")
         st.caption("Predicted depth maps (each with its own colour range).")
-    if record.evaluation and "error" not in record.evaluation:
+    scores = Scores.from_json(record.evaluation) if record.evaluation else None
+    if scores is not None and scores.scored:
         st.subheader("Scores against the ground truth")
-        score_cards(record.evaluation)
+        score_cards(scores)
         if is_random(recon):
             st.caption("These scores come from random weights and mean nothing about the method.")
-    elif record.evaluation:
-        st.warning(f"Not scored: {record.evaluation['error']}")
+    elif scores is not None:
+        st.warning(f"Not scored: {scores.error}")

@@ -30,6 +30,7 @@ from scipy.spatial import cKDTree
 
 from core import geometry
 from core.data.scene import Reconstruction, Scene
+from core.eval.scores import Scores, threshold_key
 from core.errors import UserError
 from core.options import option
 
@@ -166,8 +167,8 @@ def camera_errors(pred_cam_from_world: np.ndarray, gt_cam_from_world: np.ndarray
     out = {"pairs": int(len(i)), "rre_deg": float(rre.mean()), "rte_deg": float(rte.mean()),
            "auc30": float(np.mean([np.mean(worst < t) for t in range(1, 31)]))}
     for t in thresholds:
-        out[f"rra@{t:g}"] = float(np.mean(rre < t))
-        out[f"rta@{t:g}"] = float(np.mean(rte < t))
+        out[f"rra@{threshold_key(t)}"] = float(np.mean(rre < t))
+        out[f"rta@{threshold_key(t)}"] = float(np.mean(rte < t))
     return out
 
 
@@ -364,6 +365,11 @@ class Evaluation:
     gt_points: np.ndarray = field(repr=False)
     alignment: Alignment = field(repr=False)
 
+    @property
+    def typed(self) -> Scores:
+        """``scores`` read through :class:`core.eval.scores.Scores` (typed accessors, same JSON)."""
+        return Scores.from_json(self.scores)
+
 
 def _filter_confidence(points: np.ndarray, confidence: np.ndarray | None, percentile: float) -> np.ndarray:
     if confidence is None or percentile <= 0:
@@ -449,8 +455,8 @@ def evaluate(scene: Scene, recon: Reconstruction, options: EvaluationOptions | N
     emd = earth_movers_distance(aligned, gt, max_points=emd_n, seed=options.seed)
     precision, recall, fscore = {}, {}, {}
     for tau in options.taus:
-        precision[f"{tau:g}"], recall[f"{tau:g}"], fscore[f"{tau:g}"] = precision_recall_fscore(
-            pred_to_gt, gt_to_pred, tau)
+        key = threshold_key(tau)
+        precision[key], recall[key], fscore[key] = precision_recall_fscore(pred_to_gt, gt_to_pred, tau)
     scores = {
         "chamfer": accuracy + completeness, "accuracy": accuracy, "completeness": completeness,
         "emd": emd, "fscore": fscore, "precision": precision, "recall": recall,

@@ -199,8 +199,16 @@ def vggt_flops_model(scene, options) -> Callable[[int], float]:
     return lambda n: vggt_flops(n, h, w, config, heads=heads)["total"]
 
 
+# The score columns of summary_table, in order: column name -> its value in a scored run's Scores.
+QUALITY_COLUMNS = {"chamfer": lambda s: s.chamfer, "emd": lambda s: s.emd, "fscore@0.01": lambda s: s.fscore_at(0.01)}
+
+
 def summary_table(result: ScalingResult) -> list[dict]:
-    """One row per view count: mean and spread of time, memory and (when available) scores."""
+    """One row per view count: mean and spread (population std) of time (s), peak memory (MB) and,
+    when quality is available, of Chamfer, EMD and F-score at tau = 0.01 (normalised units) over
+    the subsets whose run was scored."""
+    from core.eval.scores import Scores
+
     rows = []
     for n in sorted({p.views for p in result.points}):
         pts = [p for p in result.points if p.views == n]
@@ -209,9 +217,9 @@ def summary_table(result: ScalingResult) -> list[dict]:
                "seconds_std": float(np.std([p.seconds for p in pts])),
                "peak_memory_mb": float(np.mean([p.peak_memory_mb for p in pts]))}
         if result.quality_available:
-            for key, getter in (("chamfer", lambda s: s["chamfer"]), ("emd", lambda s: s["emd"]),
-                                ("fscore@0.01", lambda s: s["fscore"]["0.01"])):
-                values = [getter(p.scores) for p in pts if p.scores]
+            scored = [s for s in (Scores.from_json(p.scores) for p in pts if p.scores) if s.scored]
+            for key, getter in QUALITY_COLUMNS.items():
+                values = [v for v in map(getter, scored) if v is not None]
                 if values:
                     row[key] = float(np.mean(values))
                     row[f"{key}_std"] = float(np.std(values))
