@@ -2,6 +2,7 @@
 import streamlit as st
 
 from core.app import figures as viz
+from core.eval.scores import Scores
 from core.models.combined import method as combined
 from core.models.combined import panels as panel_images
 from core.models.combined import scene_masks
@@ -123,12 +124,12 @@ if recon is None:
 fig, caption = viz.reconstruction_figure(recon, image_size=scene.image_size)
 st.plotly_chart(fig, width="stretch", key="combined-cloud")
 st.caption(caption + " (first view's camera frame; frustums are the views used).")
-evaluation = state.get("evaluation")
-if evaluation and "error" not in evaluation:
+evaluation = Scores.from_json(state["evaluation"]) if state.get("evaluation") else None
+if evaluation is not None and evaluation.scored:
     score_cards(evaluation)
     st.caption("This run is in the Metrics leaderboard.")
-elif evaluation:
-    st.warning(f"Not scored: {evaluation['error']}")
+elif evaluation is not None:
+    st.warning(f"Not scored: {evaluation.error}")
 
 st.subheader("Object masks")
 in_place = scene_masks.is_app_scene(scene)
