@@ -1,15 +1,13 @@
 """Attention viewer: click a pixel, see where it lands in every view and the global attention it gives."""
-import cv2
-import numpy as np
-import plotly.graph_objects as go
-import streamlit as st
-
-from core.studies.attention import capture_session
 import typing
 
+import streamlit as st
+
+from core.app import figures as viz
+from core.app.widgets import StreamlitProgress, current_scene, require_app_navigation
 from core.errors import UserError
 from core.models.vggt.method import Weights
-from core.app.widgets import StreamlitProgress, current_scene, require_app_navigation
+from core.studies.attention import capture_session
 
 require_app_navigation()
 
@@ -68,17 +66,8 @@ cols = st.columns(2)
 u = cols[0].number_input("Pixel x (network pixels)", 0, w - 1, int(picked[0]) if picked else w // 2, key="attention.u")
 v = cols[1].number_input("Pixel y (network pixels)", 0, h - 1, int(picked[1]) if picked else h // 2, key="attention.v")
 
-# Click target: one invisible marker per patch centre over the source image.
-rows, grid_cols = session.grid
-patch = w // grid_cols
-centres_y, centres_x = np.mgrid[0:rows, 0:grid_cols] * patch + patch / 2
-figure = go.Figure(go.Image(z=session.images[source]))
-figure.add_trace(go.Scatter(x=centres_x.ravel(), y=centres_y.ravel(), mode="markers",
-                            marker={"size": max(4, patch // 2), "opacity": 0.01}, hoverinfo="x+y", showlegend=False))
-figure.add_trace(go.Scatter(x=[u], y=[v], mode="markers", marker={"size": 12, "symbol": "x", "color": "red"},
-                            showlegend=False))
-figure.update_layout(height=360, margin={"l": 0, "r": 0, "t": 0, "b": 0})
-event = st.plotly_chart(figure, on_select="rerun", selection_mode="points", key="attention.click")
+event = st.plotly_chart(viz.attention_click_figure(session.images[source], session.grid, (u, v)),
+                        on_select="rerun", selection_mode="points", key="attention.click")
 selection = getattr(event, "selection", None) or {}
 points = selection.get("points", []) if isinstance(selection, dict) else getattr(selection, "points", [])
 if points:
@@ -114,38 +103,15 @@ except UserError as error:
     st.error(str(error))
     st.stop()
 links = session.correspondences(source, u, v, scene)
-scale = float(maps.max()) or 1.0
-
-
-def overlay(frame: int) -> np.ndarray:
-    heat = cv2.resize((maps[frame] / scale * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
-    coloured = cv2.cvtColor(cv2.applyColorMap(heat, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
-    out = np.ascontiguousarray((0.45 * session.images[frame] + 0.55 * coloured).astype(np.uint8))
-    for key, colour in (("predicted", (255, 60, 60)), ("ground_truth", (60, 255, 60))):
-        entries = links.get(key)
-        if entries and entries[frame]["uv"] is not None:
-            x, y = (int(round(c)) for c in entries[frame]["uv"])
-            if 0 <= x < w and 0 <= y < h:
-                cv2.drawMarker(out, (x, y), colour, cv2.MARKER_CROSS if not entries[frame]["occluded"]
-                               else cv2.MARKER_TILTED_CROSS, 18, 2)
-    return out
-
-
-def status(key: str, frame: int) -> str:
-    entries = links.get(key)
-    if not entries:
-        return "no depth"
-    entry = entries[frame]
-    if entry["uv"] is None or not entry["in_bounds"]:
-        return "outside"
-    return "occluded" if entry["occluded"] else ("visible" if entry["occluded"] is False else "unknown")
-
 
 order = [source] + [f for f in frames if f != source]
 grid = st.columns(min(4, len(order)))
 for slot, frame in enumerate(order):
-    caption = (f"{'source ' if frame == source else ''}view {session.view_ids[frame]} · VGGT: {status('predicted', frame)}"
-               + (f" · GT: {status('ground_truth', frame)}" if links.get("ground_truth") else ""))
-    grid[slot % len(grid)].image(overlay(frame), caption=caption, width="stretch")
+    caption = (f"{'source ' if frame == source else ''}view {session.view_ids[frame]} · VGGT: "
+               f"{viz.correspondence_status(links, 'predicted', frame)}"
+               + (f" · GT: {viz.correspondence_status(links, 'ground_truth', frame)}" if links.get("ground_truth")
+                  else ""))
+    grid[slot % len(grid)].image(viz.attention_overlay(session.images[frame], maps, frame, links), caption=caption,
+                                 width="stretch")
 st.caption("Heat = attention of the chosen pixel's patch (brighter = more; one colour scale for all views). "
            "Red cross: VGGT's correspondence; green: ground truth; a tilted cross marks a point hidden in that view.")

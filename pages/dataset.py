@@ -1,8 +1,7 @@
 """Dataset: photos, a video or the sample -> COLMAP cameras and points, dense cloud, object crop -> a scene."""
+import json
 from pathlib import Path
 
-import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
 from core.data.prepare import MIN_VIEWS, DatasetError
@@ -130,8 +129,6 @@ if st.button("Prepare scene", type="primary", disabled=not ready, key="dataset.p
 folder = st.session_state.get("dataset.result")
 if not folder or not (Path(folder) / "prepare.json").is_file():
     st.stop()
-import json  # noqa: E402
-
 folder = Path(folder)
 report = json.loads((folder / "prepare.json").read_text())
 st.subheader(f"Result — {folder.name}")
@@ -163,31 +160,10 @@ shift = [cols[i].slider(f"Move {axis} (× half size)", -1.0, 1.0, 0.0, 0.05, key
          for i, axis in enumerate("xyz")]
 scale = [cols[i].slider(f"Scale {axis}", 0.3, 2.0, 1.0, 0.05, key=f"dataset.scale{axis}") for i, axis in
          enumerate("xyz")]
-box = crop.adjusted(np.array(shift), np.array(scale)) if crop is not None else None
-inside = box.contains(cloud) if box is not None else np.ones(len(cloud), bool)
-
-traces = []
-trace, shown, total = viz.cloud_trace(cloud[~inside], cloud_colors[~inside] if cloud_colors is not None else None,
-                                      name="outside the crop", max_points=20_000, size=1.0)
-traces.append(trace)
-trace, shown_in, total_in = viz.cloud_trace(cloud[inside], cloud_colors[inside] if cloud_colors is not None else None,
-                                            name="object", max_points=40_000)
-traces.append(trace)
-if box is not None:
-    c = box.corners()
-    edges = [(0, 1), (0, 2), (0, 4), (1, 3), (1, 5), (2, 3), (2, 6), (3, 7), (4, 5), (4, 6), (5, 7), (6, 7)]
-    xs, ys, zs = [], [], []
-    for a, b in edges:
-        xs += [c[a, 0], c[b, 0], None]
-        ys += [c[a, 1], c[b, 1], None]
-        zs += [c[a, 2], c[b, 2], None]
-    traces.append(go.Scatter3d(x=xs, y=ys, z=zs, mode="lines", line={"color": "#ff7f0e", "width": 4},
-                               name="crop box", hoverinfo="skip"))
-extent = float(np.ptp(cloud[inside], axis=0).max()) if inside.sum() > 1 else 1.0
-traces += viz.frustum_trace(scene.intrinsics, scene.cam_from_world, scene.image_size, 0.15 * extent)
-st.plotly_chart(viz.figure_3d(traces, revision=f"dataset-{folder.name}"), width="stretch")
-st.caption(f"{int(inside.sum()):,} of {len(cloud):,} dense points inside the box (drawn: {shown_in:,} inside, "
-           f"{shown:,} outside); COLMAP's frame, arbitrary scale.")
+box = crop.adjusted(shift, scale) if crop is not None else None
+fig, caption = viz.crop_figure(cloud, cloud_colors, box, scene, revision=f"dataset-{folder.name}")
+st.plotly_chart(fig, width="stretch")
+st.caption(caption + "; COLMAP's frame, arbitrary scale.")
 
 cols = st.columns(2)
 if cols[0].button("Store the crop as ground truth", key="dataset.apply_crop", disabled=box is None):

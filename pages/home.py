@@ -1,5 +1,4 @@
 """Home: what ReconBench is, and the current scene (views, ground truth, cameras)."""
-import numpy as np
 import streamlit as st
 
 from core.app import figures as viz
@@ -30,7 +29,7 @@ if scene is not None:
     st.caption(f"Ground truth: {source}. Cameras: OpenCV, world→camera extrinsics.")
 
     count = st.slider("Views shown", 4, min(24, scene.num_views), min(8, scene.num_views), step=4)
-    picks = np.linspace(0, scene.num_views - 1, count).round().astype(int)
+    picks = scene.uniform_views(count)
     for row in range(0, len(picks), 8):
         cols = st.columns(8)
         for col, i in zip(cols, picks[row:row + 8]):

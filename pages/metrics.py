@@ -2,6 +2,7 @@
 import streamlit as st
 
 from core.eval import metrics
+from core.eval.scores import Scores
 from core.app import figures as viz
 from core.data.importers import ReconstructionFileError, SUPPORTED_SUFFIXES
 from core.runner import evaluate_run, import_file, leaderboard
@@ -76,9 +77,10 @@ choice = st.selectbox("Inspect run", keys, format_func=labels.get, key="metrics.
 _, method, key = choice
 record = next(r for r in run_store.runs(scene.name) if r.method == method and r.key == key)
 recon = record.load()
-if record.evaluation is None or "error" in (record.evaluation or {}):
-    if record.evaluation:
-        st.warning(f"This run could not be scored: {record.evaluation['error']}")
+stored = Scores.from_json(record.evaluation) if record.evaluation is not None else None
+if stored is None or not stored.scored:
+    if stored is not None:
+        st.warning(f"This run could not be scored: {stored.error}")
     if st.button("Score this run", key="metrics.score"):
         try:
             evaluate_run(scene, run_store, method, key)
@@ -93,14 +95,17 @@ if last is not None and last[0] == scene.name and last[1] == key:
 else:
     evaluation = metrics.overlay_from_scores(scene, recon, record.evaluation)
 show_notes(recon.notes, recon.weights_kind)
-score_cards(evaluation.scores)
-if "cameras" in evaluation.scores and evaluation.scores["cameras"]:
-    st.caption("Camera errors over all view pairs: " + ", ".join(
-        f"{k} {v:.3g}" for k, v in evaluation.scores["cameras"].items()))
-if "depth" in evaluation.scores and evaluation.scores["depth"]:
-    d = evaluation.scores["depth"]
-    st.caption(f"Depth (median-scaled, object pixels): AbsRel {d['abs_rel']:.3g}, δ<1.25 {d['delta1']:.3f} "
-               f"over {d['views']} views.")
+scores = evaluation.typed
+score_cards(scores)
+cameras, depth = scores.cameras, scores.depth
+if cameras is not None and cameras.available:
+    parts = ([f"mean RRE {cameras.rre_deg:.3g}°", f"mean RTE {cameras.rte_deg:.3g}°"]
+             + [f"RRA@{t:g}° {v:.3g}" for t, v in cameras.rra.items()]
+             + [f"RTA@{t:g}° {v:.3g}" for t, v in cameras.rta.items()] + [f"AUC@30 {cameras.auc30:.3g}"])
+    st.caption(f"Camera errors over all {cameras.pairs} view pairs: " + ", ".join(parts) + ".")
+if depth is not None and depth.available:
+    st.caption(f"Depth (median-scaled, object pixels): AbsRel {depth.abs_rel:.3g}, δ<1.25 {depth.delta1:.3f} "
+               f"over {depth.views} views.")
 fig, caption = viz.error_overlay_figure(evaluation, max_points=int(max_points))
 st.plotly_chart(fig, width="stretch", key="metrics-overlay")
 st.caption(caption)

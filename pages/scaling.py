@@ -1,8 +1,7 @@
 """VGGT scaling: time, memory and quality against the number of views, with fitted complexity models."""
-import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
+from core.app import figures as viz
 from core.studies import scaling
 from core.models import registry
 from core.progress import Stopped
@@ -56,33 +55,19 @@ def show(result: scaling.ScalingResult, flops) -> None:
         for quantity, label, values in (("seconds", "Time (s)", [p.seconds for p in result.points]),
                                         ("memory", "Peak memory (MB)", [p.peak_memory_mb for p in result.points])):
             fits = scaling.fit_models(n, values, flops)
-            fig = go.Figure(go.Scatter(x=n, y=values, mode="markers", name="measured"))
-            grid = np.arange(1, max(n) + 1)
-            for fit in fits:
-                fig.add_trace(go.Scatter(x=grid, y=[scaling.predict(fit, int(g), flops) for g in grid], mode="lines",
-                                         name=fit.formula))
-            fig.update_layout(height=320, xaxis_title="views", yaxis_title=label, margin={"t": 30})
-            st.plotly_chart(fig, width="stretch", key=f"scaling.{quantity}")
+            st.plotly_chart(viz.scaling_fit_figure(n, values, fits, flops, label), width="stretch",
+                            key=f"scaling.{quantity}")
             if fits:
                 best = scaling.best_fit(fits)
                 verdict = (f"Best by BIC for {label.lower()}: {best.formula}." if best is not None else
                            "Best by BIC: undecided (each model needs more view counts than parameters).")
-                st.dataframe([{"model": f.formula, **{k: f"{v:.4g}" for k, v in f.coefficients.items()},
-                               "RMSE": f"{f.rmse:.3g}", "BIC": f"{f.bic:.2f}",
-                               "residuals": ", ".join(f"{r:+.2g}" for r in f.residuals)} for f in fits],
-                             hide_index=True, width="stretch")
+                st.dataframe(viz.fit_table(fits), hide_index=True, width="stretch")
                 st.caption(verdict + " With few points or noisy timings the models can be indistinguishable; "
                            "compare the residuals.")
             else:
                 st.caption("Fits need at least two (n log n) or three (quadratic) distinct view counts.")
         if result.quality_available:
-            fig = go.Figure()
-            for key in ("chamfer", "emd", "fscore@0.01"):
-                xs = [r["views"] for r in rows if key in r]
-                fig.add_trace(go.Scatter(x=xs, y=[r[key] for r in rows if key in r], mode="lines+markers", name=key,
-                                         error_y={"type": "data", "array": [r[f"{key}_std"] for r in rows if key in r]}))
-            fig.update_layout(height=320, xaxis_title="views", yaxis_title="score (normalised units)")
-            st.plotly_chart(fig, width="stretch", key="scaling.quality")
+            st.plotly_chart(viz.scaling_quality_figure(rows), width="stretch", key="scaling.quality")
         else:
             st.warning(f"Quality unavailable: {result.quality_note}. Only time and memory are shown; "
                        "scores of random weights would be meaningless.")

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from core import geometry
 from core.app import figures as viz
@@ -44,3 +45,98 @@ def test_error_overlay_and_depth_grid(sample_scene):
     assert "distance to the ground truth" in caption and fig.data[1].marker.cmin == 0.0
     grid = viz.depth_figure(list(sample_scene.depths[:3]), ["a", "b", "c"], columns=2)
     assert len(grid.data) == 3 and grid.layout.height == 520
+
+
+def test_crop_figure_splits_the_cloud_at_the_box_and_counts_it():
+    from core.data.prepare.crop import CropBox
+
+    rng = np.random.default_rng(1)
+    cloud = rng.uniform(-1, 1, size=(3000, 3))
+    angle = 0.3
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    box = CropBox(centre=np.array([0.1, 0.0, -0.1]), rotation=rotation, half_extents=np.array([0.5, 0.4, 0.3]))
+    scene = type("Cams", (), {"intrinsics": np.eye(3)[None], "image_size": (48, 64),
+                              "cam_from_world": geometry.look_at(np.array([3.0, 0, 0]), np.zeros(3))[None]})()
+    fig, caption = viz.crop_figure(cloud, None, box, scene, revision="r")
+    local = (cloud - box.centre) @ rotation  # independent inside test in the box's frame
+    inside = int(np.all(np.abs(local) <= box.half_extents, axis=1).sum())
+    assert caption.startswith(f"{inside:,} of 3,000 dense points inside the box")
+    outside_trace, object_trace, box_lines = fig.data[:3]
+    assert (len(object_trace.x), len(outside_trace.x)) == (inside, 3000 - inside)
+    assert box_lines.name == "crop box" and sum(v is None for v in box_lines.x) == 12  # 12 edges
+    corners = {tuple(np.round(c, 9)) for c in box.corners()}
+    drawn = {tuple(np.round(p, 9)) for p in zip(box_lines.x, box_lines.y, box_lines.z) if p[0] is not None}
+    assert drawn == corners
+    _, caption = viz.crop_figure(cloud, None, None, scene, revision="r")
+    assert caption.startswith("3,000 of 3,000")
+
+
+def test_height_cloud_is_coloured_by_y():
+    points = np.random.default_rng(2).normal(size=(500, 3))
+    fig = viz.height_cloud_figure(points, "m", revision="r")
+    np.testing.assert_array_equal(fig.data[0].marker.color, points[:, 1])
+
+
+def test_scaling_figures_draw_the_fits_and_the_summary_rows():
+    from core.studies import scaling
+
+    n, seconds = [1, 2, 3, 4, 6], [1.1, 2.3, 3.2, 4.6, 6.9]
+    fits = scaling.fit_models(n, seconds)
+    fig = viz.scaling_fit_figure(n, seconds, fits, None, "Time (s)")
+    assert len(fig.data) == 1 + len(fits) and list(fig.data[0].y) == seconds
+    for trace, fit in zip(fig.data[1:], fits):
+        assert list(trace.x) == list(range(1, 7)) and trace.name == fit.formula
+    quadratic = next(t for t, f in zip(fig.data[1:], fits) if f.name == "quadratic")
+    a, b, c = next(f for f in fits if f.name == "quadratic").coefficients.values()
+    assert quadratic.y[4] == pytest.approx(a * 5 + b * 25 + c)  # the curve at n = 5, from the formula
+    table = viz.fit_table(fits)
+    assert [row["model"] for row in table] == [f.formula for f in fits]
+    assert table[0]["residuals"].count(",") == len(n) - 1
+    rows = [{"views": 2, "chamfer": 0.2, "chamfer_std": 0.01, "emd": 0.3, "emd_std": 0.02, "fscore@0.01": 0.5,
+             "fscore@0.01_std": 0.1}, {"views": 4, "seconds": 3.0}]
+    quality = viz.scaling_quality_figure(rows)
+    assert [t.name for t in quality.data] == list(scaling.QUALITY_COLUMNS)
+    assert list(quality.data[0].x) == [2] and list(quality.data[2].error_y.array) == [0.1]
+
+
+def test_training_curves_split_by_stage():
+    curves = {"a": {"step": [1, 2, 3, 4], "stage": ["ae", "ae", "latent", "latent"], "loss": [4.0, 3.0, 2.0, 1.0]},
+              "b": {"step": [1], "stage": ["ae"], "loss": [5.0]}}
+    fig = viz.training_curves_figure(curves)
+    assert [t.name for t in fig.data] == ["a · ae", "a · latent", "b · ae"]
+    assert list(fig.data[1].x) == [3, 4] and list(fig.data[1].y) == [2.0, 1.0] and fig.layout.yaxis.type == "log"
+
+
+def test_attention_click_target_has_one_marker_per_patch_centre():
+    image = np.zeros((28, 42, 3), np.uint8)
+    fig = viz.attention_click_figure(image, (2, 3), (5, 9))
+    targets, pick = fig.data[1], fig.data[2]
+    assert len(targets.x) == 6 and sorted(set(targets.x)) == [7.0, 21.0, 35.0] and sorted(set(targets.y)) == [7.0, 21.0]
+    assert (pick.x[0], pick.y[0]) == (5, 9)
+
+
+def test_attention_overlay_blends_the_heat_map_and_marks_correspondences():
+    import cv2
+
+    image = np.full((20, 30, 3), 100, np.uint8)
+    maps = np.zeros((2, 2, 3))
+    maps[1, 0, 2] = 0.8  # frame 1: the top-right patch gets all the attention
+    links = {"predicted": [{"uv": None, "in_bounds": False, "occluded": None},
+                           {"uv": (4.0, 15.0), "in_bounds": True, "occluded": False}],
+             "ground_truth": None}
+    out = viz.attention_overlay(image, maps, 1, links)
+    inferno = cv2.cvtColor(cv2.applyColorMap(np.array([[0, 255]], np.uint8), cv2.COLORMAP_INFERNO),
+                           cv2.COLOR_BGR2RGB)[0]
+    blend = lambda c: (0.45 * 100 + 0.55 * c.astype(np.float64)).astype(np.uint8)  # noqa: E731
+    np.testing.assert_array_equal(out[2, 25], blend(inferno[1]))  # hottest patch: top of the map
+    np.testing.assert_array_equal(out[2, 2], blend(inferno[0]))
+    np.testing.assert_array_equal(out[15, 4], [255, 60, 60])  # the red cross at the predicted pixel
+    untouched = viz.attention_overlay(image, maps, 0, links)  # frame 0: no correspondence drawn, no heat
+    assert (untouched == blend(inferno[0])).all()
+    assert viz.correspondence_status(links, "predicted", 0) == "outside"
+    assert viz.correspondence_status(links, "predicted", 1) == "visible"
+    assert viz.correspondence_status(links, "ground_truth", 1) == "no depth"
+    links["predicted"][1]["occluded"] = True
+    assert viz.correspondence_status(links, "predicted", 1) == "occluded"
+    links["predicted"][1]["occluded"] = None
+    assert viz.correspondence_status(links, "predicted", 1) == "unknown"

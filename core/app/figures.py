@@ -1,6 +1,10 @@
-"""Plotly figures: point clouds, camera frustums, error overlays, depth maps.
+"""Every figure the pages show, built here so the pages hold widgets and layout only.
 
-Large clouds are subsampled (seeded) to ``max_points``; every figure builder returns the
+Sections: 3-D clouds (points, camera frustums, error overlays, meshes) and depth grids; the
+Dataset page's crop view; the studies' plots (view-count scaling fits and quality, 3D-LMNet
+training curves); the attention viewer's click target and heat-map overlays (images as arrays).
+
+Large clouds are subsampled (seeded) to ``max_points``; every cloud figure builder returns the
 figure and a caption saying how many points it shows of how many. Colours are numeric arrays
 (fast) and 3-D layouts keep ``uirevision`` so the camera survives reruns.
 """
@@ -58,6 +62,19 @@ def cloud_trace(points: np.ndarray, colors: np.ndarray | None = None, values: np
     trace = go.Scatter3d(x=p[:, 0], y=p[:, 1], z=p[:, 2], mode="markers", marker=marker, name=name,
                          hoverinfo="skip")
     return trace, len(idx), total
+
+
+def height_cloud_figure(points: np.ndarray, name: str, revision: str,
+                        max_points: int = DEFAULT_MAX_POINTS) -> go.Figure:
+    """A cloud in an object-centred frame with +y up (e.g. 3D-LMNet's unit box), coloured by
+    height (its y coordinate, same units as the points), larger markers for sparse clouds.
+
+    Args:
+        points: ``float [N,3]``.
+    """
+    points = np.asarray(points)
+    trace, _, _ = cloud_trace(points, values=points[:, 1], name=name, size=2.5, max_points=max_points)
+    return figure_3d([trace], revision=revision)
 
 
 def frustum_trace(intrinsics: np.ndarray, cam_from_world: np.ndarray, image_size: tuple[int, int],
@@ -207,3 +224,189 @@ def renders_from_extra(recon) -> list[np.ndarray]:
     from core.models.lrm.method import decode_renders
 
     return list(decode_renders(recon))
+
+
+# --------------------------------------------------------------------------- dataset
+_BOX_EDGES = ((0, 1), (0, 2), (0, 4), (1, 3), (1, 5), (2, 3), (2, 6), (3, 7), (4, 5), (4, 6), (5, 7), (6, 7))
+
+
+def box_trace(corners: np.ndarray, name: str = "crop box", color: str = "#ff7f0e") -> go.Scatter3d:
+    """The 12 edges of a box as one None-separated line trace.
+
+    Args:
+        corners: ``[8,3]`` corners in the order of :meth:`core.data.prepare.crop.CropBox.corners`
+            (signs (x, y, z) in ``itertools.product((-1, 1), repeat=3)`` order), any world frame.
+    """
+    xs, ys, zs = [], [], []
+    for a, b in _BOX_EDGES:
+        xs += [corners[a, 0], corners[b, 0], None]
+        ys += [corners[a, 1], corners[b, 1], None]
+        zs += [corners[a, 2], corners[b, 2], None]
+    return go.Scatter3d(x=xs, y=ys, z=zs, mode="lines", line={"color": color, "width": 4}, name=name,
+                        hoverinfo="skip")
+
+
+def crop_figure(cloud: np.ndarray, colors: np.ndarray | None, box, scene, revision: str
+                ) -> tuple[go.Figure, str]:
+    """A prepared scene's dense cloud split by the object crop box, with the box and the cameras.
+
+    Args:
+        cloud: ``float [N,3]`` dense points in the scene's world frame (COLMAP's, arbitrary scale);
+            colors: ``uint8 [N,3]`` or None.
+        box: a :class:`core.data.prepare.crop.CropBox` (or None: every point counts as inside).
+        scene: the :class:`core.data.scene.Scene` whose cameras are drawn (frustums 15 % of the
+            object's extent long).
+    Returns:
+        (figure, caption saying how many points lie inside and how many of each part are drawn).
+        Points inside are drawn (up to 40,000) in their colours, points outside smaller (up to 20,000).
+    """
+    inside = box.contains(cloud) if box is not None else np.ones(len(cloud), bool)
+    part = lambda mask: None if colors is None else colors[mask]  # noqa: E731
+    outside_trace, shown_out, _ = cloud_trace(cloud[~inside], part(~inside), name="outside the crop",
+                                              max_points=20_000, size=1.0)
+    inside_trace, shown_in, _ = cloud_trace(cloud[inside], part(inside), name="object", max_points=40_000)
+    traces = [outside_trace, inside_trace]
+    if box is not None:
+        traces.append(box_trace(box.corners()))
+    extent = float(np.ptp(cloud[inside], axis=0).max()) if inside.sum() > 1 else 1.0
+    traces += frustum_trace(scene.intrinsics, scene.cam_from_world, scene.image_size, 0.15 * extent)
+    caption = (f"{int(inside.sum()):,} of {len(cloud):,} dense points inside the box (drawn: {shown_in:,} inside, "
+               f"{shown_out:,} outside)")
+    return figure_3d(traces, revision=revision), caption
+
+
+# --------------------------------------------------------------------------- studies
+def scaling_fit_figure(views: list[int], values: list[float], fits: list, flops=None,
+                       label: str = "") -> go.Figure:
+    """Measured cost against the number of views, with each fitted model's curve over 1..max(views).
+
+    Args:
+        views: ``[P]`` view count of each measured point; values: ``[P]`` the measured quantity
+            (seconds, or MB of peak memory) in the unit ``label`` names.
+        fits: :class:`core.studies.scaling.ModelFit` list from ``fit_models(views, values, flops)``.
+        flops: the ``n -> FLOPs`` function the fits used (needed by the ``flops`` model).
+    """
+    from core.studies import scaling
+
+    figure = go.Figure(go.Scatter(x=views, y=values, mode="markers", name="measured"))
+    grid = np.arange(1, max(views) + 1)
+    for fit in fits:
+        figure.add_trace(go.Scatter(x=grid, y=[scaling.predict(fit, int(g), flops) for g in grid], mode="lines",
+                                    name=fit.formula))
+    figure.update_layout(height=320, xaxis_title="views", yaxis_title=label, margin={"t": 30})
+    return figure
+
+
+def fit_table(fits: list) -> list[dict]:
+    """One display row per :class:`core.studies.scaling.ModelFit`: formula, coefficients, RMSE
+    (unit of the fitted quantity), BIC and the signed residual of each point, as text."""
+    return [{"model": f.formula, **{k: f"{v:.4g}" for k, v in f.coefficients.items()}, "RMSE": f"{f.rmse:.3g}",
+             "BIC": f"{f.bic:.2f}", "residuals": ", ".join(f"{r:+.2g}" for r in f.residuals)} for f in fits]
+
+
+def scaling_quality_figure(rows: list[dict]) -> go.Figure:
+    """Each score of the scaling summary (Chamfer, EMD, F-score at 0.01; normalised units) against
+    the number of views, with error bars of one standard deviation over the subsets.
+
+    Args:
+        rows: :func:`core.studies.scaling.summary_table` rows (``views``; each score of
+            ``QUALITY_COLUMNS`` as ``<key>`` with its spread as ``<key>_std``, in the rows whose
+            subsets were scored).
+    """
+    from core.studies.scaling import QUALITY_COLUMNS
+
+    figure = go.Figure()
+    for key in QUALITY_COLUMNS:
+        kept = [r for r in rows if key in r]
+        figure.add_trace(go.Scatter(x=[r["views"] for r in kept], y=[r[key] for r in kept], mode="lines+markers",
+                                    name=key, error_y={"type": "data", "array": [r[f"{key}_std"] for r in kept]}))
+    figure.update_layout(height=320, xaxis_title="views", yaxis_title="score (normalised units)")
+    return figure
+
+
+def training_curves_figure(curves: dict[str, dict[str, list]]) -> go.Figure:
+    """Training loss against step (log scale), one line per model and training stage.
+
+    Args:
+        curves: model name -> :func:`core.models.lmnet.training_curves` output (parallel lists
+            ``step``, ``stage`` (``ae`` or ``latent``) and ``loss``).
+    """
+    figure = go.Figure()
+    for name, curve in curves.items():
+        for stage in ("ae", "latent"):
+            steps = [s for s, g in zip(curve["step"], curve["stage"]) if g == stage]
+            losses = [v for v, g in zip(curve["loss"], curve["stage"]) if g == stage]
+            if steps:
+                figure.add_trace(go.Scatter(x=steps, y=losses, mode="lines", name=f"{name} · {stage}"))
+    figure.update_layout(height=300, xaxis_title="step", yaxis_title="training loss", yaxis_type="log",
+                         margin={"t": 20})
+    return figure
+
+
+# --------------------------------------------------------------------------- attention viewer
+def attention_click_figure(image: np.ndarray, grid: tuple[int, int], pick: tuple[int, int]) -> go.Figure:
+    """The source view as a click target: one nearly invisible marker per patch centre (a click
+    selects it) and a red cross on the picked pixel.
+
+    Args:
+        image: ``uint8 [H,W,3]`` network input of the source view; grid: (rows, cols) of patches
+            (square patches of ``W // cols`` pixels); pick: (u, v) network pixel (column, row).
+    """
+    rows, cols = grid
+    patch = image.shape[1] // cols
+    centres_y, centres_x = np.mgrid[0:rows, 0:cols] * patch + patch / 2
+    figure = go.Figure(go.Image(z=image))
+    figure.add_trace(go.Scatter(x=centres_x.ravel(), y=centres_y.ravel(), mode="markers",
+                                marker={"size": max(4, patch // 2), "opacity": 0.01}, hoverinfo="x+y",
+                                showlegend=False))
+    figure.add_trace(go.Scatter(x=[pick[0]], y=[pick[1]], mode="markers",
+                                marker={"size": 12, "symbol": "x", "color": "red"}, showlegend=False))
+    figure.update_layout(height=360, margin={"l": 0, "r": 0, "t": 0, "b": 0})
+    return figure
+
+
+_LINK_COLOURS = (("predicted", (255, 60, 60)), ("ground_truth", (60, 255, 60)))
+
+
+def attention_overlay(image: np.ndarray, maps: np.ndarray, frame: int, links: dict) -> np.ndarray:
+    """One view with the attention heat map blended over it and the clicked point's correspondences.
+
+    Args:
+        image: ``uint8 [H,W,3]`` network input of ``frame``.
+        maps: ``float [S,rows,cols]`` attention of the clicked patch over every frame's patches;
+            the colour scale (inferno, nearest-neighbour upsampled) is shared by all frames
+            (``maps.max()`` = brightest).
+        links: :meth:`core.studies.attention.AttentionSession.correspondences` output; its
+            ``predicted`` (red) and ``ground_truth`` (green) pixels in this frame are marked with
+            a cross, tilted when the point is hidden there.
+    Returns:
+        ``uint8 [H,W,3]``: 45 % image + 55 % heat map, with the markers.
+    """
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = float(maps.max()) or 1.0
+    heat = cv2.resize((maps[frame] / scale * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    coloured = cv2.cvtColor(cv2.applyColorMap(heat, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+    out = np.ascontiguousarray((0.45 * image + 0.55 * coloured).astype(np.uint8))
+    for key, colour in _LINK_COLOURS:
+        entries = links.get(key)
+        if entries and entries[frame]["uv"] is not None:
+            x, y = (int(round(c)) for c in entries[frame]["uv"])
+            if 0 <= x < w and 0 <= y < h:
+                marker = cv2.MARKER_TILTED_CROSS if entries[frame]["occluded"] else cv2.MARKER_CROSS
+                cv2.drawMarker(out, (x, y), colour, marker, 18, 2)
+    return out
+
+
+def correspondence_status(links: dict, key: str, frame: int) -> str:
+    """What the clicked point's ``key`` (``predicted`` or ``ground_truth``) correspondence is in
+    ``frame``: ``no depth`` (no correspondence computed), ``outside`` (behind the camera or out of
+    the image), ``occluded``, ``visible`` or ``unknown`` (no depth to test occlusion)."""
+    entries = links.get(key)
+    if not entries:
+        return "no depth"
+    entry = entries[frame]
+    if entry["uv"] is None or not entry["in_bounds"]:
+        return "outside"
+    return "occluded" if entry["occluded"] else ("visible" if entry["occluded"] is False else "unknown")
