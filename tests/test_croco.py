@@ -1,4 +1,6 @@
-"""CroCo shared layers: RoPE, patch embedding, DPT/linear heads, activations, preprocessing, geometry."""
+"""CroCo shared layers: RoPE, patch embedding, DPT/linear heads, activations, preprocessing.
+
+(Their geometry, Umeyama and the focal estimate, is tested in tests/test_geometry_torch.py.)"""
 from __future__ import annotations
 
 import math
@@ -8,7 +10,6 @@ import pytest
 import torch
 
 from core.models.croco.dpt import DPTHead, LinearHead, activate_pointmap, add_tied_aliases, tied_aliases
-from core.models.croco.geometry import estimate_focal, weighted_umeyama
 from core.models.croco.layers import PatchEmbed
 from core.models.croco.preprocess import prepare_image
 from core.models.croco.rope import RoPE2D, patch_positions
@@ -139,29 +140,3 @@ def test_intrinsics_map_back_to_original_pixels():
     v_expected = (v_model + y0 + 0.5) / sy - 0.5
     u_orig, v_orig = (k_orig @ point)[:2] / point[2]
     assert abs(u_orig - u_expected) < 1e-9 and abs(v_orig - v_expected) < 1e-9
-
-
-def test_weighted_umeyama_recovers_similarity_and_ignores_zero_weight_outliers():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(200, 3, generator=g, dtype=torch.float64)
-    angle = 0.7
-    rot = torch.tensor([[math.cos(angle), -math.sin(angle), 0], [math.sin(angle), math.cos(angle), 0], [0, 0, 1.0]],
-                       dtype=torch.float64)
-    y = 2.5 * x @ rot.T + torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
-    w = torch.ones(200, dtype=torch.float64)
-    y[:20] += 10 * torch.randn(20, 3, generator=g, dtype=torch.float64)
-    w[:20] = 0
-    s, r, t = weighted_umeyama(x, y, w)
-    assert abs(float(s) - 2.5) < 1e-9
-    torch.testing.assert_close(r, rot)
-    torch.testing.assert_close(t, torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
-    s_unweighted, _, _ = weighted_umeyama(x, y)
-    assert abs(float(s_unweighted) - 2.5) > 1e-3
-
-
-def test_focal_from_pointmap_of_known_camera():
-    h, w, f = 48, 64, 55.0
-    v, u = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
-    depth = 2 + 0.3 * torch.sin(u / 10) * torch.cos(v / 7)
-    pts = torch.stack([(u - w / 2) / f * depth, (v - h / 2) / f * depth, depth], dim=-1)
-    assert abs(estimate_focal(pts.float()) - f) < 1e-3

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from core.models.fast3r.poses import estimate_cameras, estimate_focal_view0
-from core.models.pose_utils import invert_pose, rotation_angle_deg
+from core.geometry import rotation_angle_deg
 from tests.conftest import load_reference
 
 FIXTURE = Path(__file__).parent / "fixtures" / "fast3r_tiny_reference.safetensors"
@@ -81,7 +81,8 @@ def test_single_failed_view_is_flagged(ref):
     assert out["ok"].tolist() == [True, True, False, True]
     assert np.isnan(out["focals"][2]) and np.isfinite(out["focals"][[0, 1, 3]]).all()
     np.testing.assert_array_equal(out["cam2world"][2], np.eye(4))
-    np.testing.assert_allclose(out["cam_from_world"], invert_pose(out["cam2world"]), atol=1e-12)
+    # inverse poses; cam2world comes from float32 PnP, so its rotation is orthonormal to ~1e-7 only
+    np.testing.assert_allclose(out["cam_from_world"] @ out["cam2world"], np.tile(np.eye(4), (4, 1, 1)), atol=1e-6)
 
 
 def test_bad_shapes_raise(ref):

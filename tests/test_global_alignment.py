@@ -1,4 +1,4 @@
-"""DUSt3R global alignment (core.models.dust3r.global_alignment), scene graphs and pose helpers.
+"""DUSt3R global alignment (core.models.dust3r.global_alignment), scene graphs and the PnP step.
 
 Fixture: tests/fixtures/dust3r_global_alignment_reference.safetensors (README "DUSt3R"): the
 reference PointCloudOptimizer run on stored pairwise predictions, twice: ``ga_synth`` (synthetic
@@ -20,15 +20,8 @@ import torch
 from core.models.dust3r import global_alignment as ga_mod
 from core.models.dust3r.global_alignment import global_align, synthetic_pairs
 from core.models.dust3r.scene_graph import make_pairs
-from core.models.pose_utils import (
-    invert_pose,
-    pnp_ransac,
-    quat_to_rotmat,
-    rotation_angle_deg,
-    rotmat_to_quat,
-    weighted_similarity,
-    weiszfeld_focal,
-)
+from core.geometry import invert_transform, rotation_angle_deg
+from core.models.pose_utils import pnp_ransac
 from core.progress import Progress, Stopped
 from tests.conftest import load_reference
 
@@ -112,52 +105,7 @@ def test_oneref_and_swin_graphs():
         make_pairs(1)
 
 
-# ---------------------------------------------------------------------------- pose helpers
-def test_quaternion_roundtrip_and_convention():
-    g = torch.Generator().manual_seed(0)
-    q = torch.randn(64, 4, generator=g, dtype=torch.float64)
-    q = q / q.norm(dim=-1, keepdim=True)
-    R = quat_to_rotmat(q)
-    assert torch.allclose(R @ R.transpose(-1, -2), torch.eye(3, dtype=torch.float64).expand(64, 3, 3), atol=1e-12)
-    assert torch.allclose(torch.det(R), torch.ones(64, dtype=torch.float64), atol=1e-12)
-    q2 = rotmat_to_quat(R)
-    assert torch.allclose(q2 * torch.sign((q2 * q).sum(-1, keepdim=True)), q, atol=1e-12)
-    # XYZW: 90° about z maps x to y
-    s = np.sqrt(0.5)
-    Rz = quat_to_rotmat(torch.tensor([0.0, 0.0, s, s], dtype=torch.float64))
-    assert torch.allclose(Rz @ torch.tensor([1.0, 0, 0], dtype=torch.float64),
-                          torch.tensor([0.0, 1, 0], dtype=torch.float64), atol=1e-12)
-
-
-def test_weighted_similarity_recovers_transform_and_ignores_zero_weight():
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(500, 3, generator=g, dtype=torch.float64)
-    R = quat_to_rotmat(torch.nn.functional.normalize(torch.randn(4, generator=g, dtype=torch.float64), dim=0))
-    t = torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64)
-    y = 1.7 * x @ R.T + t
-    w = torch.rand(500, generator=g, dtype=torch.float64) + 0.1
-    y[:50] += 10.0  # outliers with zero weight
-    w[:50] = 0.0
-    s, R2, t2 = weighted_similarity(x, y, w)
-    assert abs(float(s) - 1.7) < 1e-10 and torch.allclose(R2, R, atol=1e-10) and torch.allclose(t2, t, atol=1e-10)
-    # a reflected target still yields a proper rotation
-    s, R3, _ = weighted_similarity(x, x * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64))
-    assert abs(float(torch.det(R3)) - 1.0) < 1e-10
-
-
-def test_weiszfeld_focal_recovers_known_focal_and_clips():
-    H, W, f = 30, 40, 37.5
-    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
-    z = 2 + torch.sin(u / 7)
-    pts = torch.stack([(u - W / 2) * z / f, (v - H / 2) * z / f, z], -1)
-    assert abs(weiszfeld_focal(pts) - f) < 1e-8
-    mask = torch.zeros(H, W, dtype=torch.bool)
-    mask[5:20, 10:30] = True
-    assert abs(weiszfeld_focal(pts, mask=mask, niter=100, mean_normalise=False) - f) < 1e-8
-    flipped = pts * torch.tensor([-1.0, -1.0, 1.0], dtype=torch.float64)  # focal would be negative
-    assert weiszfeld_focal(flipped) == 0.0
-
-
+# ---------------------------------------------------------------------------- PnP (the geometry: tests/test_geometry*.py)
 def test_pnp_wrapper_reproduces_reference_opencv_calls(ref):
     d, _ = ref
     for p in ("ga.", "ga_synth."):
@@ -251,7 +199,7 @@ def test_ga_init_and_final_with_replayed_pnp(ref):
 def test_outputs_are_consistent(ref):
     r = _run(ref, "ga.", 100, replay=True)
     c2w = r["cam2world"].double().numpy()
-    np.testing.assert_allclose(r["cam_from_world"].double().numpy(), invert_pose(c2w), atol=1e-5)
+    np.testing.assert_allclose(r["cam_from_world"].double().numpy(), invert_transform(c2w), atol=1e-5)
     # world points project back onto their own pixels with the returned intrinsics, at the returned depth
     cam = np.einsum("nij,nhwj->nhwi", r["cam_from_world"].double().numpy()[:, :3, :3], r["pts3d"].double().numpy())
     cam += r["cam_from_world"].double().numpy()[:, None, None, :3, 3]

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from core.geometry_torch import quaternion_to_matrix
 from core.models.vggt import (VGGT, VGGTConfig, extrinsics_intrinsics_to_pose_encoding,
-                              pose_encoding_to_extrinsics_intrinsics, quaternion_to_matrix)
+                              pose_encoding_to_extrinsics_intrinsics)
 from core.models.vggt.flops import vggt_flops
 from tests.conftest import load_vggt_reference
 

@@ -1,11 +1,12 @@
-"""VGGT pre/post-processing: crop/pad transforms, intrinsics round trip, point-cloud filters."""
+"""VGGT pre/post-processing: crop/pad transforms, intrinsics round trip, point-cloud filters.
+
+(Depth unprojection is core.geometry.depth_to_point_map, tested in tests/test_geometry.py.)"""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from core.models.vggt.processing import (confidence_keep, depth_to_world_points, point_cloud,
-                                         preprocess_images)
+from core.models.vggt.processing import confidence_keep, point_cloud, preprocess_images
 
 
 def _image(h, w, seed=0):
@@ -74,23 +75,6 @@ def test_bad_input_is_a_clear_value_error(images, message):
         preprocess_images(images, "crop")
     with pytest.raises(ValueError, match="preprocess mode"):
         preprocess_images([_image(64, 80)], "stretch")
-
-
-def test_depth_unprojection_inverts_projection():
-    rng = np.random.default_rng(0)
-    depth = rng.uniform(1, 3, (2, 6, 8)).astype(np.float32)
-    k = np.array([[[9.0, 0, 4], [0, 8.0, 3], [0, 0, 1]]] * 2)
-    angle = 0.3
-    rot = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
-    cam_from_world = np.stack([np.eye(4)[:3], np.concatenate([rot, [[0.5], [-0.1], [0.2]]], 1)])
-    world = depth_to_world_points(depth, cam_from_world, k)
-    for i in range(2):
-        cam = world[i].reshape(-1, 3) @ cam_from_world[i][:3, :3].T + cam_from_world[i][:3, 3]
-        np.testing.assert_allclose(cam[:, 2], depth[i].reshape(-1), rtol=1e-5)
-        pix = cam @ k[i].T
-        v, u = np.mgrid[0:6, 0:8]
-        np.testing.assert_allclose(pix[:, 0] / pix[:, 2], u.reshape(-1), atol=1e-4)
-        np.testing.assert_allclose(pix[:, 1] / pix[:, 2], v.reshape(-1), atol=1e-4)
 
 
 def test_confidence_filters_masks_and_source_view():

@@ -103,5 +103,4 @@ def backproject(depth: np.ndarray, mask: np.ndarray, intrinsics: np.ndarray, ima
 def to_reference_frame(points_cam: np.ndarray, cam_from_world: np.ndarray, reference_cam_from_world: np.ndarray
                        ) -> np.ndarray:
     """Camera-frame points of one view -> the frame of the reference (first) view's camera."""
-    relative = reference_cam_from_world @ geometry.invert_transform(cam_from_world)
-    return geometry.transform_points(relative, points_cam)
+    return geometry.transform_points(geometry.relative_pose(cam_from_world, reference_cam_from_world), points_cam)

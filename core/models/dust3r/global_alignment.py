@@ -38,18 +38,16 @@ import scipy.sparse as sp
 import scipy.sparse.csgraph  # noqa: F401  (registers sp.csgraph)
 import torch
 
-from core.models.pose_utils import (
-    apply_transform,
-    pnp_ransac,
-    quat_normalize,
-    quat_to_rotmat,
-    rotmat_to_quat,
-    signed_expm1,
-    signed_log1p,
-    similarity_to_4x4,
-    weighted_similarity,
-    weiszfeld_focal,
+from core.geometry import dust3r_principal_point
+from core.geometry_torch import (
+    focal_from_point_map,
+    matrix_to_quaternion,
+    quaternion_to_matrix,
+    sim3_matrix,
+    transform_points,
+    umeyama_parts,
 )
+from core.models.pose_utils import pnp_ransac, signed_expm1, signed_log1p
 from core.progress import Progress, silent
 
 log = logging.getLogger(__name__)
@@ -100,9 +98,8 @@ def _ravel_pad(x: torch.Tensor, area: int) -> torch.Tensor:
 
 def _poses_from_params(params: torch.Tensor) -> torch.Tensor:
     """[K,≥7] (quaternion XYZW, signed_log1p t, …) -> [K,4,4] rigid transforms (quaternion normalised)."""
-    q = quat_normalize(params[:, :4])
     t = signed_expm1(params[:, 4:7])
-    R = quat_to_rotmat(q)
+    R = quaternion_to_matrix(params[:, :4])
     bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=params.dtype, device=params.device)
     top = torch.cat([R, t[:, :, None]], dim=2)
     return torch.cat([top, bottom.expand(params.shape[0], 1, 4)], dim=1)
@@ -242,7 +239,7 @@ class PointCloudOptimizer(torch.nn.Module):
         pp = self.get_principal_points().unsqueeze(1)  # [N,1,2]
         depth = self.get_depthmaps_raw().unsqueeze(-1)  # [N,A,1]
         rel = torch.cat((depth * (self._grid - pp) / focals, depth), dim=-1)
-        return apply_transform(self.get_im_poses(), rel)
+        return transform_points(self.get_im_poses(), rel)
 
     def depthmaps(self) -> list[torch.Tensor]:
         d = self.get_depthmaps_raw()
@@ -259,8 +256,8 @@ class PointCloudOptimizer(torch.nn.Module):
             yield slice(start, min(start + step, self.n_edges))
 
     def _chunk_loss(self, pts, pw, sl):
-        pred_i = apply_transform(pw[sl], self._stacked_pred_i[sl])
-        pred_j = apply_transform(pw[sl], self._stacked_pred_j[sl])
+        pred_i = transform_points(pw[sl], self._stacked_pred_i[sl])
+        pred_j = transform_points(pw[sl], self._stacked_pred_j[sl])
         li = ((pts[self._ei[sl]] - pred_i).norm(dim=-1) * self._weight_i[sl]).sum() / self.total_area_i
         lj = ((pts[self._ej[sl]] - pred_j).norm(dim=-1) * self._weight_j[sl]).sum() / self.total_area_j
         return li, lj
@@ -331,7 +328,7 @@ class PointCloudOptimizer(torch.nn.Module):
     # ------------------------------------------------------------------ parameter setters
     @torch.no_grad()
     def _set_pose(self, params: torch.Tensor, idx: int, R: torch.Tensor, T: torch.Tensor, scale=None):
-        params.data[idx, 0:4] = rotmat_to_quat(R.to(torch.float32))
+        params.data[idx, 0:4] = matrix_to_quaternion(R.to(torch.float32))
         params.data[idx, 4:7] = signed_log1p(T.to(torch.float32) / (scale if scale is not None else 1))
         if scale is not None:
             params.data[idx, -1] = np.log(float(scale))
@@ -353,7 +350,7 @@ class PointCloudOptimizer(torch.nn.Module):
         """Weiszfeld focal (10 reweightings) of edge e's pred_i. A non-positive or non-finite estimate
         (a pointmap that is no projection, e.g. a random network's) would turn every later value
         into NaN (the reference's behaviour); we fall back to max(H, W) with a warning instead."""
-        focal = weiszfeld_focal(self.pred_i[e], niter=10)
+        focal = focal_from_point_map(self.pred_i[e], dust3r_principal_point(*self.pred_i[e].shape[:2]), iterations=10)
         if not (math.isfinite(focal) and focal > 0):
             h, w = self.pred_i[e].shape[:2]
             log.warning("global alignment: focal estimate %.4g of edge %s is not positive; using %d",
@@ -416,21 +413,21 @@ class PointCloudOptimizer(torch.nn.Module):
                 im_focals[i] = self._estimate_focal(e)
             if i in done:
                 e = edge_index[(i, j)]
-                s, R, T = weighted_similarity(self.pred_i[e], pts3d[i], self.conf_i[e])
-                pts3d[j] = apply_transform(similarity_to_4x4(s, R, T), self.pred_j[e])
+                s, R, T = umeyama_parts(self.pred_i[e], pts3d[i], self.conf_i[e])
+                pts3d[j] = transform_points(sim3_matrix(s, R, T), self.pred_j[e])
                 done.add(j)
                 msp_edges.append((i, j))
                 if im_poses[i] is None:
-                    im_poses[i] = similarity_to_4x4(1, R, T)
+                    im_poses[i] = sim3_matrix(1, R, T)
                 stalled = 0
             elif j in done:
                 e = edge_index[(i, j)]
-                s, R, T = weighted_similarity(self.pred_j[e], pts3d[j], self.conf_j[e])
-                pts3d[i] = apply_transform(similarity_to_4x4(s, R, T), self.pred_i[e])
+                s, R, T = umeyama_parts(self.pred_j[e], pts3d[j], self.conf_j[e])
+                pts3d[i] = transform_points(sim3_matrix(s, R, T), self.pred_i[e])
                 done.add(i)
                 msp_edges.append((i, j))
                 if im_poses[i] is None:
-                    im_poses[i] = similarity_to_4x4(1, R, T)
+                    im_poses[i] = sim3_matrix(1, R, T)
                 stalled = 0
             else:
                 todo.insert(0, (score, i, j))
@@ -477,7 +474,7 @@ class PointCloudOptimizer(torch.nn.Module):
 
         # pairwise poses
         for e, (i, j) in enumerate(self.edges):
-            s, R, T = weighted_similarity(self.pred_i[e], pts3d[i], self.conf_i[e])
+            s, R, T = umeyama_parts(self.pred_i[e], pts3d[i], self.conf_i[e])
             self._set_pose(self.pw_poses, e, R, T, scale=s)
 
         # scale normalisation
@@ -488,7 +485,7 @@ class PointCloudOptimizer(torch.nn.Module):
 
         for v in range(self.n_imgs):
             cam2world = poses[v]
-            depth = apply_transform(torch.linalg.inv(cam2world), pts3d[v])[..., 2]
+            depth = transform_points(torch.linalg.inv(cam2world), pts3d[v])[..., 2]
             self._set_depthmap(v, depth)
             self._set_pose(self.im_poses, v, cam2world[:3, :3], cam2world[:3, 3])
             if im_focals[v] is not None:

@@ -1,7 +1,9 @@
 """Cameras and world points from DUSt3R predictions of one or two views (no global alignment).
 
-World frame = view 0's camera (OpenCV). Principal points are the image centre (W/2, H/2), as the
-authors' aligner assumes; focals come from Weiszfeld's estimate on each view's own-frame pointmap.
+World frame = view 0's camera (OpenCV). Principal points are DUSt3R's (W/2, H/2)
+(:func:`core.geometry.dust3r_principal_point`), as the authors' aligner assumes; focals come from
+Weiszfeld's estimate (:func:`core.geometry_torch.focal_from_point_map`, float64) on each view's
+own-frame pointmap.
 Output keys match ``global_alignment.global_align``: ``cam_from_world [N,4,4]``, ``focals [N]``,
 ``principal_points [N,2]``, ``depthmaps [N,H,W]``, ``pts3d [N,H,W,3]``, ``im_conf [N,H,W]``.
 """
@@ -9,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from ..croco.geometry import estimate_focal, weighted_umeyama
+from core.geometry import dust3r_principal_point
+from core.geometry_torch import focal_from_point_map, invert_transform, sim3_matrix, transform_points, umeyama_parts
 
 
 def _index(pairs: dict, i: int, j: int) -> int:
@@ -24,11 +27,11 @@ def single_view(pairs: dict) -> dict:
     """One view, predicted as the pair (0, 0): its pred1 is the view in its own frame."""
     e = _index(pairs, 0, 0)
     pts = pairs["pts3d"][e]
-    h, w = pts.shape[:2]
-    focal = estimate_focal(pts)
+    pp = dust3r_principal_point(*pts.shape[:2])
+    focal = focal_from_point_map(pts.double(), pp)
     return {"cam_from_world": torch.eye(4, dtype=torch.float64)[None],
             "focals": torch.tensor([focal], dtype=torch.float64),
-            "principal_points": torch.tensor([[w / 2, h / 2]], dtype=torch.float64),
+            "principal_points": torch.tensor([pp], dtype=torch.float64),
             "depthmaps": pts[None, ..., 2].clone(), "pts3d": pts[None].clone(),
             "im_conf": pairs["conf1"][e][None].clone()}
 
@@ -45,19 +48,16 @@ def two_views(pairs: dict) -> dict:
     pts0 = pairs["pts3d"][e01]
     pts1_world = pairs["pts3d_in_other_view"][e01]
     pts1_own = pairs["pts3d"][e10]
-    h, w = pts0.shape[:2]
-    weights = (pairs["conf1"][e10] * pairs["conf2"][e01]).reshape(-1)
-    scale, rot, trans = weighted_umeyama(pts1_own.reshape(-1, 3), pts1_world.reshape(-1, 3), weights)
-    world_from_cam1 = torch.eye(4, dtype=torch.float64)
-    world_from_cam1[:3, :3] = rot.double()
-    world_from_cam1[:3, 3] = trans.double()
-    cam1_from_world = torch.linalg.inv(world_from_cam1)
-    cam_pts1 = pts1_world.double() @ cam1_from_world[:3, :3].T + cam1_from_world[:3, 3]
-    focal0 = estimate_focal(pts0)
-    focal1 = estimate_focal(pts1_own)
+    pp = dust3r_principal_point(*pts0.shape[:2])
+    weights = pairs["conf1"][e10] * pairs["conf2"][e01]
+    scale, rot, trans = umeyama_parts(pts1_own.double(), pts1_world.double(), weights.double())
+    cam1_from_world = invert_transform(sim3_matrix(1.0, rot, trans))  # rotation and centre; scale dropped
+    cam_pts1 = transform_points(cam1_from_world, pts1_world.double())
+    focal0 = focal_from_point_map(pts0.double(), pp)
+    focal1 = focal_from_point_map(pts1_own.double(), pp)
     return {"cam_from_world": torch.stack([torch.eye(4, dtype=torch.float64), cam1_from_world]),
             "focals": torch.tensor([focal0, focal1], dtype=torch.float64),
-            "principal_points": torch.tensor([[w / 2, h / 2]] * 2, dtype=torch.float64),
+            "principal_points": torch.tensor([pp] * 2, dtype=torch.float64),
             "depthmaps": torch.stack([pts0[..., 2], cam_pts1[..., 2].float()]),
             "pts3d": torch.stack([pts0, pts1_world]),
             "im_conf": torch.stack([pairs["conf1"][e01], pairs["conf2"][e01]]),

@@ -1,14 +1,15 @@
 """Fast3R local-to-global alignment: register each view's local pointmap onto its global one.
 
-Per view, a similarity (s, R, t) is fitted by Umeyama over the pixels whose global confidence is
-at least its ``percentile``-th percentile (linear interpolation, as ``torch.quantile``), and
-applied to every local point: ``s R x + t``. Same as the authors' demo (percentile 85).
+Per view, a similarity (s, R, t) is fitted by Umeyama (:func:`core.geometry_torch.umeyama_parts`,
+in float64) over the pixels whose global confidence is at least its ``percentile``-th percentile
+(linear interpolation, as ``torch.quantile``), and applied to every local point: ``s R x + t``.
+Same as the authors' demo (percentile 85).
 """
 from __future__ import annotations
 
 import torch
 
-from ..croco.geometry import weighted_umeyama
+from core.geometry_torch import umeyama_parts
 
 
 def align_local_to_global(pts_local: torch.Tensor, pts_global: torch.Tensor, conf_global: torch.Tensor,
@@ -37,7 +38,9 @@ def align_local_to_global(pts_local: torch.Tensor, pts_global: torch.Tensor, con
     for i in range(local.shape[0]):
         threshold = torch.quantile(conf[i].float(), percentile / 100.0)
         mask = conf[i] >= threshold
-        s, rot, t = weighted_umeyama(local[i][mask], glob[i][mask], None if wts is None else wts[i][mask])
+        fit = umeyama_parts(local[i][mask].double(), glob[i][mask].double(),
+                            None if wts is None else wts[i][mask].double())
+        s, rot, t = (x.to(local.dtype) for x in fit)
         out[i] = s * local[i] @ rot.T + t
         transforms.append((float(s), rot, t))
     return out.reshape(*lead, h, w, 3), transforms

@@ -4,9 +4,10 @@ Fast3R predicts, for every view, its pixels' 3-D points in the camera frame of v
 head). Cameras follow the authors' ``estimate_camera_poses`` with
 ``focal_length_estimation_method='first_view_from_global_head'``:
 
-1. one focal for all views: Weiszfeld focal of view 0's global pointmap (it is in its own camera
-   frame) over the pixels with conf ≥ its 10th percentile (linear quantile), principal point
-   (W/2, H/2), 100 reweightings, clipped to ≥ 0;
+1. one focal for all views: Weiszfeld focal (:func:`core.geometry_torch.focal_from_point_map`) of
+   view 0's global pointmap (it is in its own camera frame) over the pixels with conf ≥ its 10th
+   percentile (linear quantile), the authors' principal point (W/2, H/2)
+   (:func:`core.geometry.dust3r_principal_point`), 100 reweightings, clipped to ≥ 0;
 2. per view: RANSAC PnP (OpenCV SQPNP, 100 iterations, 5 px) of the view's pixels with conf > 1
    against its global points, K = [[f,0,W/2],[0,f,H/2],[0,0,1]]. A view whose PnP fails (fewer than
    4 points, f = 0, no consensus) gets the identity pose and a NaN focal and is flagged.
@@ -20,7 +21,9 @@ import logging
 import numpy as np
 import torch
 
-from core.models.pose_utils import invert_pose, pnp_ransac, weiszfeld_focal
+from core.geometry import dust3r_principal_point, invert_transform
+from core.geometry_torch import focal_from_point_map
+from core.models.pose_utils import pnp_ransac
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ def estimate_focal_view0(pts3d: torch.Tensor, conf: torch.Tensor, percentile: fl
     mask = conf >= threshold
     if int(mask.sum()) < 10:
         log.warning("Fast3R focal: only %d confident pixels in view 0", int(mask.sum()))
-    return weiszfeld_focal(pts3d, mask=mask, niter=niter, mean_normalise=False)
+    return focal_from_point_map(pts3d, dust3r_principal_point(*pts3d.shape[:2]), mask, niter)
 
 
 def estimate_cameras(pts3d_global: torch.Tensor, conf: torch.Tensor, niter_pnp: int = 100,
@@ -76,5 +79,5 @@ def estimate_cameras(pts3d_global: torch.Tensor, conf: torch.Tensor, niter_pnp: 
             continue
         focals[v], cam2world[v] = res[0], res[1].astype(np.float64)
         ok[v] = True
-    return dict(cam_from_world=invert_pose(cam2world), cam2world=cam2world, focal=float(focal),
+    return dict(cam_from_world=invert_transform(cam2world), cam2world=cam2world, focal=float(focal),
                 focals=focals, ok=ok)

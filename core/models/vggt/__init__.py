@@ -9,12 +9,10 @@ from .attention import AttentionCapture, attention_rollout, token_index
 from .config import VGGTConfig
 from .flops import vggt_flops
 from .modeling_vggt import VGGT
-from .pose_encoding import (extrinsics_intrinsics_to_pose_encoding,
-                            pose_encoding_to_extrinsics_intrinsics, quaternion_to_matrix)
-from .processing import (ImageTransform, confidence_keep, depth_to_world_points, point_cloud,
-                         preprocess_images)
+from .pose_encoding import extrinsics_intrinsics_to_pose_encoding, pose_encoding_to_extrinsics_intrinsics
+from .processing import ImageTransform, confidence_keep, point_cloud, preprocess_images
 
 __all__ = ["VGGT", "VGGTConfig", "AttentionCapture", "attention_rollout", "token_index",
            "pose_encoding_to_extrinsics_intrinsics", "extrinsics_intrinsics_to_pose_encoding",
-           "quaternion_to_matrix", "vggt_flops", "ImageTransform", "preprocess_images",
-           "depth_to_world_points", "point_cloud", "confidence_keep"]
+           "vggt_flops", "ImageTransform", "preprocess_images",
+           "point_cloud", "confidence_keep"]

@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from core import geometry
 from core.models.registry import Method
 from core.options import (RANDOM_WEIGHTS, WEIGHTS_HELP, DeviceOptions, ObjectMaskOptions,
                           option)
@@ -24,7 +25,7 @@ from .checkpoints import CHECKPOINTS, load_pretrained, materialize_buffers
 from .config import VGGTConfig
 from .modeling_vggt import VGGT
 from .pose_encoding import pose_encoding_to_extrinsics_intrinsics
-from .processing import depth_to_world_points, point_cloud, preprocess_images
+from .processing import point_cloud, preprocess_images
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ class VGGTMethod(Method):
             world = out["world_points"][0].float().cpu().numpy()
             conf = out["world_points_conf"][0].float().cpu().numpy()
         else:
-            world = depth_to_world_points(depth, cam_from_world, k_net)
+            world = geometry.depth_to_point_map(depth, k_net, cam_from_world).astype(np.float32)
             conf = depth_conf
         masks = None
         if options.use_object_masks:

@@ -3,45 +3,17 @@
 Encoding ``[..., 9] = [tx, ty, tz, qx, qy, qz, qw, fov_h, fov_w]``: camera-from-world
 translation, rotation quaternion (scalar last, need not be unit), vertical and horizontal field
 of view in radians. Intrinsics: ``fy = (H/2) / tan(fov_h/2)``, ``fx = (W/2) / tan(fov_w/2)``,
-principal point at the image centre ``(W/2, H/2)`` of the network's input image (H, W).
-Cameras are OpenCV (x right, y down, z forward).
+principal point ``(W/2, H/2)`` of the network's input image (H, W): the centre in continuous
+coordinates, half a pixel off ReconBench's integer-centre one (the numbers of
+:func:`core.geometry.dust3r_principal_point`; see :mod:`.processing`).
+Cameras are OpenCV (x right, y down, z forward). Quaternion <-> matrix conversions are
+:mod:`core.geometry_torch`'s (XYZW).
 """
 from __future__ import annotations
 
 import torch
 
-
-def quaternion_to_matrix(quaternion: torch.Tensor) -> torch.Tensor:
-    """``[..., 4]`` (x, y, z, w), any norm -> rotation ``[..., 3, 3]``."""
-    i, j, k, r = torch.unbind(quaternion, -1)
-    two_s = 2.0 / (quaternion * quaternion).sum(-1)
-    m = torch.stack((
-        1 - two_s * (j * j + k * k), two_s * (i * j - k * r), two_s * (i * k + j * r),
-        two_s * (i * j + k * r), 1 - two_s * (i * i + k * k), two_s * (j * k - i * r),
-        two_s * (i * k - j * r), two_s * (j * k + i * r), 1 - two_s * (i * i + j * j)), -1)
-    return m.reshape(quaternion.shape[:-1] + (3, 3))
-
-
-def matrix_to_quaternion(matrix: torch.Tensor) -> torch.Tensor:
-    """Rotation ``[..., 3, 3]`` -> unit quaternion ``[..., 4]`` (x, y, z, w) with w >= 0."""
-    m = matrix.double()
-    trace = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
-    candidates = torch.stack((
-        torch.stack((m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0],
-                     m[..., 1, 0] - m[..., 0, 1], 1 + trace), -1),
-        torch.stack((1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2], m[..., 0, 1] + m[..., 1, 0],
-                     m[..., 0, 2] + m[..., 2, 0], m[..., 2, 1] - m[..., 1, 2]), -1),
-        torch.stack((m[..., 0, 1] + m[..., 1, 0], 1 + m[..., 1, 1] - m[..., 0, 0] - m[..., 2, 2],
-                     m[..., 1, 2] + m[..., 2, 1], m[..., 0, 2] - m[..., 2, 0]), -1),
-        torch.stack((m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1],
-                     1 + m[..., 2, 2] - m[..., 0, 0] - m[..., 1, 1], m[..., 1, 0] - m[..., 0, 1]),
-                    -1)), -2)
-    # the candidate with the largest norm is the best conditioned
-    best = candidates.norm(dim=-1).argmax(-1)
-    q = torch.gather(candidates, -2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(-2)
-    q = q / q.norm(dim=-1, keepdim=True)
-    q = torch.where(q[..., 3:4] < 0, -q, q)
-    return q.to(matrix.dtype)
+from core.geometry_torch import matrix_to_quaternion, quaternion_to_matrix
 
 
 def pose_encoding_to_extrinsics_intrinsics(pose_encoding: torch.Tensor,

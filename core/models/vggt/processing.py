@@ -15,6 +15,15 @@ Modes (as the authors' ``load_and_preprocess_images``):
 
 Images are resized with PIL bicubic (as the reference). When views differ in size the batch
 is padded with white to the largest size (centred).
+
+VGGT's own cameras: its decoded intrinsics put the principal point at ``(W/2, H/2)`` of the
+network input (the numbers of :func:`core.geometry.dust3r_principal_point`) and the authors'
+``unproject_depth_map`` lifts pixel (row v, column u) at the integer coordinates (u, v), which is
+ReconBench's pixel convention: :func:`core.geometry.depth_to_point_map` with those intrinsics
+reproduces it. :class:`ImageTransform`, in contrast, maps intrinsics in continuous coordinates
+(see above); for an image resized by ``s`` this places the principal point ``(1 - s) / 2``
+network pixels away from where ReconBench's integer-centre convention (``u' + 1/2 = s (u + 1/2)``,
+as :class:`core.models.croco.preprocess.ImageTransform` uses) would.
 """
 from __future__ import annotations
 
@@ -55,7 +64,10 @@ class ImageTransform:
         return np.array([[sx, 0.0, tx], [0.0, sy, ty], [0.0, 0.0, 1.0]])
 
     def intrinsics_to_original(self, k_network: np.ndarray) -> np.ndarray:
-        """``[...,3,3]`` intrinsics of the network input -> of the original image."""
+        """``[...,3,3]`` intrinsics of the network input -> of the original image.
+
+        VGGT-port convention: continuous pixel coordinates (``x' = s x + t``, image spanning
+        ``[0, W]``), not ReconBench's integer pixel centres; see the module docstring."""
         k = np.array(k_network, dtype=np.float64)  # row operations: A^-1 K without 0 * inf
         (sx, sy), (tx, ty) = self.scale, self.offset
         out = k.copy()
@@ -64,7 +76,8 @@ class ImageTransform:
         return out
 
     def intrinsics_to_network(self, k_original: np.ndarray) -> np.ndarray:
-        """``[...,3,3]`` intrinsics of the original image -> of the network input."""
+        """``[...,3,3]`` intrinsics of the original image -> of the network input (continuous
+        coordinates, as :meth:`intrinsics_to_original`)."""
         return self.matrix @ np.asarray(k_original, dtype=np.float64)
 
     def valid_mask(self) -> np.ndarray:
@@ -182,36 +195,6 @@ def preprocess_images(images: list[np.ndarray], mode: str = "crop",
     return torch.stack(tensors).contiguous(), transforms
 
 
-def depth_to_world_points(depth: np.ndarray, cam_from_world: np.ndarray,
-                          intrinsics: np.ndarray) -> np.ndarray:
-    """Unproject z-depth maps to world points (as the authors' ``unproject_depth_map``).
-
-    Args:
-        depth: ``[S, H, W]`` (or ``[S, H, W, 1]``) z-depth.
-        cam_from_world: ``[S, 3, 4]`` or ``[S, 4, 4]`` world -> camera (OpenCV).
-        intrinsics: ``[S, 3, 3]`` pixels; pixel (row v, column u) is unprojected at (u, v)
-            (integer indices, as the reference).
-
-    Returns:
-        ``float32 [S, H, W, 3]`` world points.
-    """
-    depth = np.asarray(depth, dtype=np.float64)
-    if depth.ndim == 4:
-        depth = depth[..., 0]
-    s, h, w = depth.shape
-    u, v = np.meshgrid(np.arange(w), np.arange(h))
-    out = np.empty((s, h, w, 3), dtype=np.float32)
-    for i in range(s):
-        k = np.asarray(intrinsics[i], dtype=np.float64)
-        x = (u - k[0, 2]) / k[0, 0] * depth[i]
-        y = (v - k[1, 2]) / k[1, 1] * depth[i]
-        cam = np.stack((x, y, depth[i]), axis=-1)
-        rot = np.asarray(cam_from_world[i][:3, :3], dtype=np.float64)
-        trans = np.asarray(cam_from_world[i][:3, 3], dtype=np.float64)
-        out[i] = ((cam - trans) @ rot).astype(np.float32)  # R^T (x - t), row vectors
-    return out
-
-
 def confidence_keep(confidence: np.ndarray, percentile: float = 50.0, min_confidence: float = 0.0,
                     valid: np.ndarray | None = None) -> np.ndarray:
     """``bool`` mask of entries with confidence >= the ``percentile``-th percentile (over the
@@ -252,7 +235,7 @@ def point_cloud(world_points: np.ndarray, confidence: np.ndarray, images: np.nda
     """Filter per-pixel points into a cloud.
 
     Args:
-        world_points: ``[S, H, W, 3]`` (from :func:`depth_to_world_points` or the point map).
+        world_points: ``[S, H, W, 3]`` (unprojected depth or the point map; NaN = invalid).
         confidence: ``[S, H, W]`` matching confidence.
         images: ``[S, 3, H, W]`` float in [0, 1] or ``[S, H, W, 3]`` uint8 (colours).
         transforms: per-view transforms (padding pixels are dropped).
