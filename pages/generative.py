@@ -20,7 +20,7 @@ st.caption("The shipped 3D-LMNet checkpoints were trained here on procedural Sha
 upload = st.file_uploader("Image (PNG/JPEG)", type=["png", "jpg", "jpeg"], key="lmnet.upload")
 variant = st.radio("Variant", ["original", "dgcnn"], horizontal=True, key="lmnet.variant")
 if upload is not None and st.button("Reconstruct", key="lmnet.go"):
-    from core.models.lmnet import run_on_image
+    from core.models.lmnet.method import run_on_image
 
     try:
         points = run_on_image(upload.getvalue(), variant=variant)

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from core.models import weights
-from core.models.lmnet import inference, read_training_log, run_on_image, shipped_evaluation, training_curves
+from core.models.lmnet import inference, read_training_log, shipped_evaluation, training_curves
+from core.models.lmnet.method import run_on_image
 from core.models.lmnet import cli as lm_cli
 from core.models.lmnet.data import list_models, load_rendering
 from core.models.lmnet.evaluate import EvalOptions, evaluate
@@ -154,9 +155,9 @@ def test_bad_inputs_have_clear_messages(tmp_path):
     assert np.allclose(run_on_image(buffer.getvalue()), run_on_image(image))
     # the other variant's checkpoint: the error names the tensors
     with pytest.raises(weights.BadCheckpoint, match=r"point_encoder\.(layers|edge_convs)"):
-        inference.get_model("original", "shipped", str(SHIPPED / "dgcnn" / "model.safetensors"))
+        inference.build_model("original", "shipped", str(SHIPPED / "dgcnn" / "model.safetensors"))
     with pytest.raises(weights.MissingWeights, match="does not exist"):
-        inference.get_model("original", "shipped", str(tmp_path / "none.safetensors"))
+        inference.build_model("original", "shipped", str(tmp_path / "none.safetensors"))
     missing = METHOD.availability(METHOD.parse_options({"checkpoint_path": str(tmp_path / "x")}))
     assert not missing.ok and str(tmp_path / "x") in missing.missing
     assert missing.fix_command.startswith("python -m core lmnet train")

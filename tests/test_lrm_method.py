@@ -103,11 +103,11 @@ def test_runs_stored_with_base64_png_renders_still_read(tmp_path):
 
 
 def test_bad_inputs_raise_clear_errors():
-    with pytest.raises(ValueError, match="mask of the input view is empty"):
+    with pytest.raises(UserError, match="mask of the input view is empty"):
         execute(METHOD, make_scene(empty_mask=True), [0], TINY)
     one_pixel = Scene(name="px", images=[np.zeros((1, 1, 3), np.uint8)], image_names=["p.png"],
                       intrinsics=np.eye(3)[None], cam_from_world=np.eye(4)[None])
-    with pytest.raises(ValueError, match="too small"):
+    with pytest.raises(UserError, match="too small"):
         execute(METHOD, one_pixel, [0], TINY)
     with pytest.raises(UserError, match="at most 1 view"):
         execute(METHOD, make_scene(2), [0, 1], TINY)

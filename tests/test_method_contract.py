@@ -14,7 +14,7 @@ import pytest
 from core import options as option_surface
 from core.data.scene import Reconstruction
 from core.models import registry
-from core.runner import RANDOM_NOTE, execute
+from core.runner import RANDOM_NOTE, execute, resolve_device
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -47,7 +47,8 @@ def test_reconstruction_contract(name, sample_scene):
     assert recon.method == name and recon.version == method.version
     assert recon.view_ids == views
     assert recon.options == option_surface.as_dict(options)
-    assert recon.device == "cpu" and recon.seconds > 0 and recon.peak_memory_bytes >= 0
+    assert recon.device == resolve_device(getattr(options, "device", "auto"))
+    assert recon.seconds > 0 and recon.peak_memory_bytes >= 0
     kind = method.weights_kind(options)
     assert recon.weights_kind == kind
     assert (RANDOM_NOTE in recon.notes) == (kind in option_surface.RANDOM_WEIGHTS)

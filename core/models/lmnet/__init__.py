@@ -5,9 +5,9 @@ Entry points for the app: :func:`run_on_image` (an uploaded image -> ``[2048,3]`
 :func:`training_curves` / :func:`read_training_log` (the shipped runs' CSV logs).
 """
 from .config import LMNetConfig, shipped_config, tiny_config
-from .inference import (get_model, predict, preprocess, read_training_log, run_on_image, shipped_dir,
+from .inference import (build_model, predict, preprocess, read_training_log, shipped_dir,
                         shipped_evaluation, training_curves)
 from .modeling import LMNet
 
-__all__ = ["LMNet", "LMNetConfig", "shipped_config", "tiny_config", "get_model", "predict", "preprocess",
-           "read_training_log", "run_on_image", "shipped_dir", "shipped_evaluation", "training_curves"]
+__all__ = ["LMNet", "LMNetConfig", "shipped_config", "tiny_config", "build_model", "predict", "preprocess",
+           "read_training_log", "shipped_dir", "shipped_evaluation", "training_curves"]

@@ -6,7 +6,6 @@ frame: y up, front towards +z, unit box), not in any camera's frame.
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import json
 import logging
@@ -148,10 +147,9 @@ def random_tiny_model(variant: str = "original", seed: int = 0):
     return LMNet(tiny_config(variant)).eval()
 
 
-@functools.cache
-def get_model(variant: str, weights_kind: str = "shipped", checkpoint_path: str = ""):
-    """Cached model loader: ``shipped`` (checkpoints/lmnet/<variant>, or ``checkpoint_path``)
-    or ``random-tiny``."""
+def build_model(variant: str, weights_kind: str = "shipped", checkpoint_path: str = ""):
+    """A new model: ``shipped`` (checkpoints/lmnet/<variant>, or ``checkpoint_path``) or
+    ``random-tiny``. Callers that keep models warm go through the runner's model cache."""
     if weights_kind == "random-tiny":
         return random_tiny_model(variant)
     if weights_kind != "shipped":
@@ -179,18 +177,6 @@ def predict(model, image, mask: np.ndarray | None = None) -> np.ndarray:
     x = torch.from_numpy(preprocess(image, mask, model.config.image_size))[None].to(device)
     with torch.no_grad():
         return model(x)[0].cpu().numpy().astype(np.float32)
-
-
-def run_on_image(image, variant: str = "original", weights_kind: str = "shipped",
-                 checkpoint_path: str = "", mask: np.ndarray | None = None) -> np.ndarray:
-    """The Generative page's entry point: an uploaded image -> ``float32 [2048,3]`` points.
-
-    ``image``: ``uint8 [H,W,3|4]`` (or PIL / encoded bytes), the object on a white background
-    (or with alpha, or with ``mask``). Points are in the object-centred canonical frame.
-    Raises LMNetInputError for non-images and images without an object, MissingWeights /
-    BadCheckpoint for unusable checkpoints.
-    """
-    return predict(get_model(variant, weights_kind, checkpoint_path), image, mask)
 
 
 def read_training_log(path: Path | str) -> dict[str, list]:

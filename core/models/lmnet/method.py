@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from core.data.scene import Reconstruction, Scene
 from core.models.registry import Availability, Method
 from core.options import WeightsKind, option
@@ -75,12 +77,8 @@ class LMNetMethod(Method):
                             f"python -m core lmnet train --data DIR --out RUN --variant {options.variant}")
 
     def load(self, options: LMNetOptions, device: str) -> LMNet:
-        """A fresh model on ``device`` (raises MissingWeights / BadCheckpoint). The runner
-        caches it; ``get_model``'s own process cache serves the page's upload path on the CPU,
-        so its uncached loader is called here (moving the shared copy would move that one too)."""
-        model = inference.get_model.__wrapped__(options.variant, options.weights,
-                                                options.checkpoint_path)
-        return model.to(device)
+        """A new model on ``device`` (raises MissingWeights / BadCheckpoint); the runner caches it."""
+        return inference.build_model(options.variant, options.weights, options.checkpoint_path).to(device)
 
     def predict(self, model: LMNet, scene: Scene, view_ids: list[int], options: LMNetOptions,
                 progress: Progress, device: str) -> Reconstruction:
@@ -98,6 +96,24 @@ class LMNetMethod(Method):
         progress(1.0, "done")
         return Reconstruction(method=self.name, points=points, notes=notes,
                               extra={"variant": options.variant, "frame": "object-centred canonical"})
+
+
+def run_on_image(image, variant: str = "original", weights: str = "shipped",
+                 checkpoint_path: str = "", mask: np.ndarray | None = None) -> np.ndarray:
+    """The Generative page's upload path: one picture -> ``float32 [2048,3]`` points (256 for
+    random-tiny) in the object-centred canonical frame, with the model from the runner's cache.
+
+    ``image``: ``uint8 [H,W,3|4]`` (or PIL / encoded bytes), the object on a white background
+    (or with alpha, or with ``mask``). Raises LMNetInputError for non-images and images without
+    an object, OptionError for unknown choices, MissingWeights / BadCheckpoint for unusable
+    checkpoints.
+    """
+    from core.runner import load_model
+
+    options = METHOD.parse_options({"variant": variant, "weights": weights,
+                                    "checkpoint_path": checkpoint_path})
+    model, _ = load_model(METHOD, options, "cpu")
+    return predict(model, image, mask)
 
 
 METHOD = LMNetMethod()

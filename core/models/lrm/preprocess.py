@@ -15,14 +15,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.errors import UserError
+
+
+class LRMInputError(UserError):
+    """A picture LRM cannot use (wrong shape, too small, empty object mask)."""
+
 
 def preprocess_image(image: np.ndarray, source_size: int) -> torch.Tensor:
     """``uint8 HxWx3`` (RGB) or ``HxWx4`` (RGBA) -> ``float32 [1,3,S,S]`` in [0,1] (module docstring)."""
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError(f"expected an HxWx3 or HxWx4 image, got shape {list(image.shape)}")
+        raise LRMInputError(f"expected an HxWx3 or HxWx4 image, got shape {list(image.shape)}")
     if min(image.shape[:2]) < 2:
-        raise ValueError(f"image of {image.shape[0]}x{image.shape[1]} pixels is too small for LRM")
+        raise LRMInputError(f"image of {image.shape[0]}x{image.shape[1]} pixels is too small for LRM")
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0) / 255.0
     if x.shape[1] == 4:
         x = x[:, :3] * x[:, 3:] + (1 - x[:, 3:])
@@ -63,14 +69,14 @@ def crop_object(image: np.ndarray, mask: np.ndarray | None, border_ratio: float 
         ``uint8 SxSx3`` square picture and its :class:`Crop` in the original image.
 
     Raises:
-        ValueError: when the mask is empty or the image is smaller than 2×2 pixels.
+        LRMInputError: when the mask is empty or the image is smaller than 2×2 pixels.
     """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError("expected a uint8 HxWx3 image")
+        raise LRMInputError("expected a uint8 HxWx3 image")
     h, w = image.shape[:2]
     if min(h, w) < 2:
-        raise ValueError(f"image of {h}x{w} pixels is too small for LRM")
+        raise LRMInputError(f"image of {h}x{w} pixels is too small for LRM")
     if mask is None:
         top, bottom, left, right = 0, h, 0, w
         content = image
@@ -78,10 +84,10 @@ def crop_object(image: np.ndarray, mask: np.ndarray | None, border_ratio: float 
     else:
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != (h, w):
-            raise ValueError(f"mask shape {list(mask.shape)} does not match the image {h}x{w}")
+            raise LRMInputError(f"mask shape {list(mask.shape)} does not match the image {h}x{w}")
         rows, cols = np.nonzero(mask)
         if len(rows) == 0:
-            raise ValueError("the object mask of the input view is empty: there is no object to reconstruct")
+            raise LRMInputError("the object mask of the input view is empty: there is no object to reconstruct")
         top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
         content = np.where(mask[..., None], image, np.uint8(255))[top:bottom, left:right]
         pad_ratio = border_ratio
