@@ -84,3 +84,27 @@ def test_bad_files_give_a_clear_message_and_leave_the_cache_untouched(isolated_c
     assert not at.exception
     assert len(at.error) == 1 and EXPECTED[name] in at.error[0].value and name in at.error[0].value
     assert store.snapshot() == before
+
+
+def test_metrics_page_opens_filled_from_the_committed_runs_and_shows_their_scores():
+    """No isolated cache: the committed sample runs are the leaderboard (read only; nothing is written)."""
+    import json
+
+    store = RunStore(ROOT / "cache")
+    colmap = next(r for r in store.runs("toy") if r.method == "colmap")
+    raw = json.loads((colmap.path / "evaluation.json").read_text())
+    before = store.snapshot()
+    at = _metrics_page()
+    assert not at.exception and not at.error
+    assert len(at.dataframe[0].value) == len(store.runs("toy"))
+    at.selectbox(key="metrics.inspect").set_value(("toy", "colmap", colmap.key)).run()
+    assert not at.exception and not at.error
+    values = {m.label: m.value for m in at.metric}
+    assert values["Chamfer"] == f"{raw['chamfer']:.4g}" and values["EMD"] == f"{raw['emd']:.4g}"
+    assert values["F-score @ 0.01"] == f"{raw['fscore']['0.01']:.3f}"
+    cameras = raw["cameras"]
+    assert any(c.value.startswith(f"Camera errors over all {cameras['pairs']} view pairs") and
+               f"AUC@30 {cameras['auc30']:.3g}" in c.value and f"RRA@5° {cameras['rra@5']:.3g}" in c.value
+               for c in at.caption)
+    assert any(f"AbsRel {raw['depth']['abs_rel']:.3g}" in c.value for c in at.caption)
+    assert store.snapshot() == before
