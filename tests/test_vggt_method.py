@@ -166,7 +166,7 @@ def test_checkpoint_file_loads_through_weights_module(tmp_path):
     assert not any(b.is_meta for b in model.buffers())
     with torch.inference_mode():
         out = model(images, heads=("depth",))
-    torch.testing.assert_close(out["depth"], depth, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out.depth, depth, rtol=1e-4, atol=1e-5)
 
 
 def test_checkpoint_of_another_model_is_rejected_naming_tensors():

@@ -202,7 +202,7 @@ def capture_session(scene, view_ids: list[int], weights: str = "pretrained", che
     with measure() as measured, torch.inference_mode():
         out = model(tensor, heads=("camera", "depth"), capture=capture)
     hw = tuple(tensor.shape[-2:])
-    cams, k_net = pose_encoding_to_extrinsics_intrinsics(out["pose_enc"][0].float(), hw, homogeneous=True)
+    cams, k_net = pose_encoding_to_extrinsics_intrinsics(out.pose_enc[0].float(), hw, homogeneous=True)
     patch = model.config.patch_size
     grid = (hw[0] // patch, hw[1] // patch)
     patch_start = 1 + model.config.num_register_tokens
@@ -213,7 +213,7 @@ def capture_session(scene, view_ids: list[int], weights: str = "pretrained", che
     return AttentionSession(
         view_ids=list(view_ids), images=images, transforms=list(transforms), grid=grid,
         tokens_per_frame=patch_start + grid[0] * grid[1], patch_start=patch_start,
-        depth=out["depth"][0, ..., 0].float().numpy(), cam_from_world=cams.double().numpy(),
+        depth=out.depth[0, ..., 0].float().numpy(), cam_from_world=cams.double().numpy(),
         intrinsics=k_net.double().numpy(), capture=capture, layers=captured, heads=heads,
         random_weights=weights in RANDOM_WEIGHTS, seconds=measured.seconds,
         peak_memory_bytes=measured.peak_memory_bytes)

@@ -8,11 +8,11 @@ the registry), the benchmark :mod:`.bench`.
 from .attention import AttentionCapture, attention_rollout, token_index
 from .config import VGGTConfig
 from .flops import vggt_flops
-from .modeling_vggt import VGGT
+from .modeling_vggt import VGGT, VGGTOutput
 from .pose_encoding import extrinsics_intrinsics_to_pose_encoding, pose_encoding_to_extrinsics_intrinsics
 from .processing import ImageTransform, confidence_keep, point_cloud, preprocess_images
 
-__all__ = ["VGGT", "VGGTConfig", "AttentionCapture", "attention_rollout", "token_index",
+__all__ = ["VGGT", "VGGTConfig", "VGGTOutput", "AttentionCapture", "attention_rollout", "token_index",
            "pose_encoding_to_extrinsics_intrinsics", "extrinsics_intrinsics_to_pose_encoding",
            "vggt_flops", "ImageTransform", "preprocess_images",
            "point_cloud", "confidence_keep"]

@@ -139,15 +139,15 @@ class VGGTMethod(Method):
                         autocast_dtype=torch.bfloat16 if cuda else None)
         progress.check()
         progress(0.85, "building the point cloud")
-        pose_enc = out["pose_enc"][0].float()
+        pose_enc = out.pose_enc[0].float()
         cam_from_world, k_net = pose_encoding_to_extrinsics_intrinsics(pose_enc, hw, homogeneous=True)
         cam_from_world = cam_from_world.double().cpu().numpy()
         k_net = k_net.double().cpu().numpy()
-        depth = out["depth"][0, ..., 0].float().cpu().numpy()
-        depth_conf = out["depth_conf"][0].float().cpu().numpy()
+        depth = out.depth[0, ..., 0].float().cpu().numpy()
+        depth_conf = out.depth_conf[0].float().cpu().numpy()
         if options.branch == "point map":
-            world = out["world_points"][0].float().cpu().numpy()
-            conf = out["world_points_conf"][0].float().cpu().numpy()
+            world = out.world_points[0].float().cpu().numpy()
+            conf = out.world_points_conf[0].float().cpu().numpy()
         else:
             world = geometry.depth_to_point_map(depth, k_net, cam_from_world).astype(np.float32)
             conf = depth_conf

@@ -1,14 +1,7 @@
 """The VGGT model: trunk (aggregator) + camera, depth and point heads.
 
 ``VGGT(config)(images)`` with ``images [S,3,H,W]`` or ``[B,S,3,H,W]`` in [0, 1] (H, W multiples
-of 14) returns a dict (the reference's shapes; B = 1 is added for 4-D input):
-
-- ``pose_enc [B,S,9]``: camera encoding (see :mod:`.pose_encoding`), cameras are
-  camera-from-world with the first frame's camera as the world frame (OpenCV axes).
-- ``depth [B,S,H,W,1]``: z-depth in the first camera's (scale-normalised) units;
-  ``depth_conf [B,S,H,W]`` >= 1.
-- ``world_points [B,S,H,W,3]``: per-pixel points in the first camera's frame;
-  ``world_points_conf [B,S,H,W]`` >= 1.
+of 14) returns a :class:`VGGTOutput` (the reference's shapes; B = 1 is added for 4-D input).
 
 Only the requested heads run (``heads=``), and only the trunk layers they read are kept.
 The track head of the published checkpoint is not implemented (its tensors are skipped when
@@ -17,6 +10,7 @@ loading).
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Iterable
 
 import torch
@@ -28,6 +22,35 @@ from .config import VGGTConfig
 from .dpt_head import DPTHead
 
 HEADS = ("camera", "depth", "point")
+
+
+@dataclass(frozen=True, eq=False)
+class VGGTOutput:
+    """What one VGGT forward pass predicts; a field is None when its head did not run.
+
+    Frames: cameras are camera-from-world with the first frame's camera as the world frame
+    (OpenCV axes: x right, y down, z forward); lengths are in VGGT's scale-normalised units,
+    shared by ``pose_enc``'s translation, ``depth`` and ``world_points``.
+
+    Attributes:
+        pose_enc: ``[B,S,9]`` float32 camera encoding ``[tx,ty,tz, qx,qy,qz,qw, fov_h,fov_w]``
+            (translation of camera-from-world, quaternion scalar last, fields of view in
+            radians >= 0; see :mod:`.pose_encoding`); None when the camera head did not run.
+        depth: ``[B,S,H,W,1]`` float32 z-depth > 0 along each camera's optical axis, in the
+            first camera's scale; None when the depth head did not run.
+        depth_conf: ``[B,S,H,W]`` float32 confidence of ``depth``, >= 1 (``1 + exp``); None when
+            the depth head did not run.
+        world_points: ``[B,S,H,W,3]`` float32 per-pixel 3-D points in the first camera's frame;
+            None when the point head did not run.
+        world_points_conf: ``[B,S,H,W]`` float32 confidence of ``world_points``, >= 1; None when
+            the point head did not run.
+    """
+
+    pose_enc: torch.Tensor | None = None
+    depth: torch.Tensor | None = None
+    depth_conf: torch.Tensor | None = None
+    world_points: torch.Tensor | None = None
+    world_points_conf: torch.Tensor | None = None
 
 
 class VGGT(nn.Module):
@@ -62,7 +85,7 @@ class VGGT(nn.Module):
 
     def forward(self, images: torch.Tensor, heads: Iterable[str] = HEADS,
                 frames_chunk_size: int | None = 8, capture=None,
-                autocast_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+                autocast_dtype: torch.dtype | None = None) -> VGGTOutput:
         """Predict cameras, depth and points.
 
         Args:
@@ -74,7 +97,7 @@ class VGGT(nn.Module):
                 always run in float32, as in the reference).
 
         Returns:
-            dict with the keys of the requested heads (see module docstring).
+            :class:`VGGTOutput` with the requested heads' fields set (the others None).
         """
         if images.dim() == 4:
             images = images.unsqueeze(0)
@@ -99,21 +122,21 @@ class VGGT(nn.Module):
             layers = {k: v.float() for k, v in layers.items()}
         start = self.aggregator.patch_start_idx
         hw = tuple(images.shape[-2:])
-        out: dict[str, torch.Tensor] = {}
+        pose_enc = depth = depth_conf = world_points = world_points_conf = None
         off = torch.autocast("cuda", enabled=False) if images.device.type == "cuda" \
             else contextlib.nullcontext()
         with off:
             if "camera" in heads:
-                out["pose_enc"] = self.camera_head(layers[self.config.depth - 1][:, :, 0])[-1]
+                pose_enc = self.camera_head(layers[self.config.depth - 1][:, :, 0])[-1]
                 if not heads_need_full_last(self.config, heads):
                     layers.pop(self.config.depth - 1, None)
             if "depth" in heads:
-                out["depth"], out["depth_conf"] = self.depth_head(layers, hw, start,
-                                                                  frames_chunk_size)
+                depth, depth_conf = self.depth_head(layers, hw, start, frames_chunk_size)
             if "point" in heads:
-                out["world_points"], out["world_points_conf"] = self.point_head(
-                    layers, hw, start, frames_chunk_size)
-        return out
+                world_points, world_points_conf = self.point_head(layers, hw, start,
+                                                                  frames_chunk_size)
+        return VGGTOutput(pose_enc=pose_enc, depth=depth, depth_conf=depth_conf,
+                          world_points=world_points, world_points_conf=world_points_conf)
 
     @property
     def parameter_count(self) -> int:
