@@ -47,9 +47,9 @@ def test_capture_does_not_change_outputs_and_can_select_layers(captured, fixture
     with torch.inference_mode():
         plain = model(tensors["input.images"])
         selected = model(tensors["input.images"], capture=capture)
-    for key, value in plain.items():
-        assert torch.equal(value, captured[1][key]), key
-        assert torch.equal(value, selected[key]), key
+    for key, value in vars(plain).items():
+        assert torch.equal(value, getattr(captured[1], key)), key
+        assert torch.equal(value, getattr(selected, key)), key
     assert list(capture.rows) == [2] and capture.qk == {}
 
 
