@@ -11,6 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Pixels per token of the DPT head, whatever its widths: its finest reassembled layer is 4x the
+# token grid, the last fusion block doubles it and the output conv doubles it again. Encoders
+# with another patch size need the linear head.
+DPT_PATCH_SIZE = 16
+
 
 class ResidualConvUnit(nn.Module):
     """``x + conv2(relu(conv1(relu(x))))`` with 3x3 convolutions."""

@@ -6,6 +6,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from ..croco.dpt import DPT_PATCH_SIZE
 from ..weights import Checkpoint, register
 
 CHECKPOINT = Checkpoint(
@@ -34,7 +35,9 @@ class DUSt3RConfig:
     ``landscape_only`` false), which gives exactly the training constructor's outputs for
     landscape images and the inference constructor's for any image.
     ``dpt_feature_dim``, ``dpt_last_dim``, ``dpt_layer_dims`` are fixed in the reference and only
-    configurable here (tiny fixtures).
+    configurable here (tiny fixtures). ``img_size`` is recorded only: with RoPE no tensor depends
+    on it, and any H, W that are multiples of ``patch_size`` run, in either orientation. The DPT
+    head needs ``patch_size`` 16 (its upsampling is fixed); the linear head takes any.
     """
 
     output_mode: str = "pts3d"
@@ -69,6 +72,9 @@ class DUSt3RConfig:
             raise ValueError(f"head_type {self.head_type!r} is not supported (dpt or linear)")
         if self.head_type == "dpt" and self.dec_depth < 4:
             raise ValueError("the DPT head needs dec_depth >= 4")
+        if self.head_type == "dpt" and self.patch_size != DPT_PATCH_SIZE:
+            raise ValueError(f"the DPT head's upsampling is fixed at {DPT_PATCH_SIZE} pixels per token "
+                             f"(patch_size {self.patch_size}: use head_type 'linear')")
 
     @property
     def dpt_hooks(self) -> list[int]:
