@@ -7,6 +7,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from ..croco.dpt import DPT_PATCH_SIZE
 from ..weights import Checkpoint, register
 
 CHECKPOINT = Checkpoint(
@@ -55,6 +56,12 @@ class Fast3RConfig:
     ``head_args`` also accepts ``dpt_feature_dim``, ``dpt_last_dim``, ``dpt_layer_dims`` (fixed
     in the reference; configurable for the tiny fixture). ``decoder_args.max_image_idx`` is the
     size of the image-index table (1000 in the reference).
+
+    Sizes that describe the same thing twice are filled in from the one given: the decoder's
+    ``enc_embed_dim`` from the encoder's ``embed_dim`` and the heads' ``patch_size`` from the
+    encoder's, unless given (then they must agree). ``img_size`` is recorded only (RoPE): any
+    H, W that are multiples of the patch run, in either orientation, views of different shapes
+    together. The DPT heads need patch 16 (their upsampling is fixed).
     """
 
     encoder_args: dict = field(default_factory=dict)
@@ -63,8 +70,10 @@ class Fast3RConfig:
 
     def __post_init__(self) -> None:
         self.encoder_args = _merge(ENCODER_DEFAULTS, self.encoder_args, "encoder_args")
-        self.decoder_args = _merge(DECODER_DEFAULTS, self.decoder_args, "decoder_args")
-        self.head_args = _merge(HEAD_DEFAULTS, self.head_args, "head_args")
+        self.decoder_args = _merge({**DECODER_DEFAULTS, "enc_embed_dim": self.encoder_args["embed_dim"]},
+                                   self.decoder_args, "decoder_args")
+        self.head_args = _merge({**HEAD_DEFAULTS, "patch_size": self.encoder_args["patch_size"]},
+                                self.head_args, "head_args")
         if self.encoder_args["encoder_type"] != "croco":
             raise ValueError(f"encoder_type {self.encoder_args['encoder_type']!r} is not supported (croco)")
         if self.decoder_args["decoder_type"] != "fast3r":
@@ -75,6 +84,11 @@ class Fast3RConfig:
             raise ValueError("attn_bias_for_inference_enabled is not supported (false as published)")
         if self.decoder_args["enc_embed_dim"] != self.encoder_args["embed_dim"]:
             raise ValueError("decoder_args.enc_embed_dim must equal encoder_args.embed_dim")
+        if self.head_args["patch_size"] != self.encoder_args["patch_size"]:
+            raise ValueError("head_args.patch_size must equal encoder_args.patch_size")
+        if self.head_args["patch_size"] != DPT_PATCH_SIZE:
+            raise ValueError(f"the DPT heads' upsampling is fixed at {DPT_PATCH_SIZE} pixels per token, "
+                             f"not patch_size {self.head_args['patch_size']}")
 
     @property
     def dpt_hooks(self) -> list[int]:
