@@ -6,6 +6,7 @@ from core.eval.scores import Scores
 from core.models.combined import method as combined
 from core.models.combined import panels as panel_images
 from core.models.combined import scene_masks
+from core.errors import UserError
 from core.models.combined.pipeline import StageError
 from core.runner import run_method
 from core.app.widgets import StreamlitProgress, current_scene, option_widgets, require_app_navigation, score_cards, store
@@ -30,13 +31,14 @@ with st.form("combined.form", border=False):
     submitted = st.form_submit_button("Run", type="primary", key="combined.run")
 st.checkbox("Show advanced options", key="combined.advanced")
 
-available = combined.availability(options)
+available = combined.METHOD.availability(options)
 if options.weights == "random-tiny":
     st.warning("Random weights (random-tiny): the three models are tiny and untrained, so the box, mask, depth "
                "and cloud below are meaningless. They only exercise the pipeline.")
 if not available.ok:
-    st.error(f"The pretrained models are not on this machine. {available.missing}")
-    st.code(available.fix_command, language="bash")
+    st.error(available.missing)
+    if available.fix_command:
+        st.code(available.fix_command, language="bash")
 
 if submitted:
     if not views:
@@ -52,7 +54,7 @@ if submitted:
             bar.done(f"stopped at {error.stage}")
             st.session_state[STATE] = {"scene": scene.name, "error": error.reason, "stage": error.stage,
                                        "view": error.view, "partial": error.partial}
-        except (ValueError, RuntimeError) as error:
+        except UserError as error:
             bar.done("failed")
             st.session_state[STATE] = {"scene": scene.name, "error": str(error), "stage": None}
 

@@ -17,7 +17,7 @@ VIEW = 0
 def stages():
     from core.models.combined import tiny_depth_estimator, tiny_detector, tiny_segmenter
 
-    return Stages(tiny_detector(0), tiny_segmenter(0), tiny_depth_estimator(0), random=True)
+    return Stages(tiny_detector(0), tiny_segmenter(0), tiny_depth_estimator(0))
 
 
 @pytest.fixture()
@@ -207,12 +207,11 @@ def test_erosion_and_fov_guess(sample_scene):
 
 
 # ----------------------------------------------------------------------------- whole pipeline
-def test_pipeline_end_to_end_through_cache(stages, sample_scene, isolated_cache, registered, monkeypatch):
+def test_pipeline_end_to_end_through_cache(sample_scene, isolated_cache, registered):
     from core.store.cache import RunStore
     from core.models.combined import method as combined
-    from core.runner import leaderboard, run_method
+    from core.runner import RANDOM_NOTE, leaderboard, run_method
 
-    monkeypatch.setattr(combined, "load_stages", lambda options, device="cpu": stages)
     options = combined.CombinedOptions(weights="random-tiny", box_threshold=0.0, text_threshold=0.0, erode_px=3)
     store = RunStore()
     result = run_method(sample_scene, "combined", [VIEW], options, store=store)
@@ -223,7 +222,7 @@ def test_pipeline_end_to_end_through_cache(stages, sample_scene, isolated_cache,
     assert recon.colors.shape == recon.points.shape and recon.depth_maps.shape == (1, h, w)
     assert recon.cam_from_world.shape == (1, 4, 4) and np.allclose(recon.cam_from_world[0], np.eye(4))
     assert np.allclose(recon.intrinsics[0], sample_scene.intrinsics[VIEW])
-    assert recon.notes[0] == combined.RANDOM_NOTE
+    assert recon.notes[0] == RANDOM_NOTE and recon.weights_kind == "random-tiny"
     summary = recon.extra["views"][0]
     assert summary["reference"] == "the scene's depth map" and summary["fit"]["samples"] >= 20
     assert set(recon.extra["stage_seconds"]) == {"detection", "segmentation", "depth", "back-projection"}
@@ -246,9 +245,10 @@ def test_pipeline_end_to_end_through_cache(stages, sample_scene, isolated_cache,
 def test_two_views_fuse_with_scene_poses(stages, sample_scene):
     """With the exact depth as reference, fused points from two views lie on the ground truth."""
     from core.models.combined import method as combined
+    from core.progress import silent
 
     options = combined.CombinedOptions(weights="random-tiny", box_threshold=0.0, text_threshold=0.0)
-    recon = combined.run(sample_scene, [0, 5], options, stages=stages)
+    recon = combined.METHOD.predict(stages, sample_scene, [0, 5], options, silent(), "cpu")
     assert set(np.unique(recon.source_view)) == {0, 1}
     expected = sample_scene.cam_from_world[5] @ np.linalg.inv(sample_scene.cam_from_world[0])
     assert np.allclose(recon.cam_from_world[1], expected)
@@ -295,10 +295,10 @@ def test_pretrained_needs_weights_and_names_the_fetch(tmp_path, monkeypatch):
 
     monkeypatch.setenv("RECONBENCH_WEIGHTS", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    available = combined.availability(combined.CombinedOptions())
+    available = combined.METHOD.availability(combined.METHOD.parse_options({}))
     assert not available.ok
     assert available.fix_command == "python -m core weights fetch grounding-dino depth-anything sam"
-    assert combined.availability(combined.CombinedOptions(weights="random-tiny")).ok
+    assert combined.METHOD.availability(combined.METHOD.parse_options({"weights": "random-tiny"})).ok
     fetch_keys = {c.fetch_key for c in registered().values()}
     assert {"grounding-dino", "sam", "depth-anything"} <= fetch_keys
     assert registered()["sam-vit-b"].url.endswith("sam_vit_b_01ec64.pth")

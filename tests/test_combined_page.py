@@ -44,10 +44,16 @@ def _captions(at):
 
 def test_pretrained_without_weights_says_how_to_fetch(page, monkeypatch, tmp_path):
     monkeypatch.setenv("RECONBENCH_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     at = page()
     assert at.title[0].value == "Combined pipeline"
-    assert any("not on this machine" in e.value for e in at.error)
-    assert any("python -m core weights fetch grounding-dino" in c.value for c in at.code)
+    # one message: each model's missing files with its own fetch command, then the one command for all
+    [error] = [e.value for e in at.error]
+    assert error.startswith("The three models are not on this machine")
+    for key in ("grounding-dino", "depth-anything", "sam"):
+        assert error.count(f"python -m core weights fetch {key}") == 1
+    assert "sam_vit_b_01ec64.pth" in error and "model.safetensors" in error
+    assert [c.value for c in at.code] == ["python -m core weights fetch grounding-dino depth-anything sam"]
 
 
 def test_random_tiny_run_shows_panels_cloud_and_scores(page):

@@ -5,12 +5,12 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 from core.models.combined import method as combined
 from core.models.combined.pipeline import run_view
 from core.profiling import measure
 from core.data.scene import Scene
+from core.runner import load_model, resolve_device
 
 
 def bench(argv: list[str]) -> list[dict]:
@@ -22,14 +22,14 @@ def bench(argv: list[str]) -> list[dict]:
     parser.add_argument("--prompt", default="toy")
     args = parser.parse_args(argv)
     scene = Scene.load(args.scene)
-    options = combined.CombinedOptions(weights=args.weights, prompt=args.prompt,
-                                       box_threshold=0.0 if args.weights == "random-tiny" else 0.35,
-                                       text_threshold=0.0 if args.weights == "random-tiny" else 0.25)
-    device = combined.pick_device(options.device)
-    started = time.perf_counter()
-    stages = combined.load_stages(options, device)
+    options = combined.METHOD.parse_options({
+        "weights": args.weights, "prompt": args.prompt,
+        "box_threshold": 0.0 if args.weights == "random-tiny" else 0.35,
+        "text_threshold": 0.0 if args.weights == "random-tiny" else 0.25})
+    device = resolve_device(options.device)
+    stages, load_seconds = load_model(combined.METHOD, options, device)
     rows = [{"bench": "combined", "what": "load models", "weights": args.weights, "device": device,
-             "seconds": time.perf_counter() - started, "parameters": stages.parameter_count}]
+             "seconds": load_seconds, "parameters": stages.parameter_count}]
     settings = combined.view_settings(options)
     for view in args.views:
         with measure(cuda=device == "cuda") as m:

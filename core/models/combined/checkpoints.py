@@ -6,10 +6,14 @@
 - segmentation: the official Segment Anything ``.pth`` files (``vit_b``, ``vit_l``, ``vit_h``).
 - depth: Depth Anything (V1 and V2, ``-hf`` repositories) in transformers.
 
-Every file is a :class:`core.models.weights.Checkpoint`, so ``python -m core weights fetch
-grounding-dino sam depth-anything`` downloads the default variant of each stage (one fetch key
-names all files of one model) and :func:`model_folder` finds them again, never downloading:
-``$RECONBENCH_WEIGHTS/<key>/<file>``, ``$RECONBENCH_WEIGHTS/<file>`` or the Hugging Face cache.
+Every file is a :class:`core.models.weights.Checkpoint` with its model's licence, so ``python -m
+core weights fetch grounding-dino sam depth-anything`` downloads the default variant of each stage
+(one fetch key names all files of one model) and :func:`model_folder` finds them again, never
+downloading: ``$RECONBENCH_WEIGHTS/<key>/<file>``, ``$RECONBENCH_WEIGHTS/<file>`` or the Hugging
+Face cache. :func:`missing_files` lists what a model still lacks.
+
+Licences as the authors publish them: Grounding DINO Apache-2.0; Segment Anything Apache-2.0;
+Depth Anything V1 (all sizes) and V2 Small Apache-2.0, V2 Base and Large CC BY-NC 4.0.
 """
 from __future__ import annotations
 
@@ -18,9 +22,10 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from core.models import weights
-from core.models.weights import Checkpoint, MissingWeights
+from core.models.weights import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,7 @@ class HFModel:
         size_mb: approximate download size.
         fetch_key: name for ``python -m core weights fetch``.
         label: one line for users.
+        licence: the weights' licence as the authors publish it.
     """
 
     key: str
@@ -44,6 +50,7 @@ class HFModel:
     size_mb: float
     fetch_key: str
     label: str
+    licence: str
 
     def checkpoints(self) -> list[Checkpoint]:
         """One Checkpoint per file; the config's key is the model key, the others ``key.stem``."""
@@ -52,44 +59,63 @@ class HFModel:
             key = self.key if name == "config.json" else f"{self.key}.{name.split('.')[0]}"
             size = self.size_mb if name.endswith(".safetensors") else 0.0
             out.append(Checkpoint(key=key, filename=name, repo_id=self.repo_id, size_mb=size,
-                                  description=f"{self.label} ({name})", fetch_key=self.fetch_key))
+                                  description=f"{self.label} ({name})", fetch_key=self.fetch_key,
+                                  licence=self.licence))
         return out
+
+    @property
+    def weights_checkpoint(self) -> Checkpoint:
+        """The Checkpoint of the weights file (``model.safetensors``): the model's one checkpoint
+        for provenance and licences."""
+        return next(c for c in self.checkpoints() if c.filename.endswith(".safetensors"))
 
 
 _DINO_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json",
                "tokenizer_config.json")
 _DEPTH_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 
+_APACHE = "Apache-2.0"
+_CC_BY_NC = "CC BY-NC 4.0"
+
+# The option types' choices; each is a key of its table below (tests check they agree).
+DetectorName = Literal["grounding-dino-tiny", "grounding-dino-base"]
+SegmenterName = Literal["sam-vit-b", "sam-vit-l", "sam-vit-h"]
+DepthModelName = Literal["depth-anything-v2-small", "depth-anything-v2-base", "depth-anything-v2-large",
+                         "depth-anything-small", "depth-anything-base", "depth-anything-large"]
+
 DETECTORS: dict[str, HFModel] = {
     "grounding-dino-tiny": HFModel("grounding-dino-tiny", "IDEA-Research/grounding-dino-tiny", _DINO_FILES,
-                                   690, "grounding-dino", "Grounding DINO (Swin-T)"),
+                                   690, "grounding-dino", "Grounding DINO (Swin-T)", _APACHE),
     "grounding-dino-base": HFModel("grounding-dino-base", "IDEA-Research/grounding-dino-base", _DINO_FILES,
-                                   930, "grounding-dino-base", "Grounding DINO (Swin-B)"),
+                                   930, "grounding-dino-base", "Grounding DINO (Swin-B)", _APACHE),
 }
 
 DEPTH_MODELS: dict[str, HFModel] = {
     "depth-anything-v2-small": HFModel("depth-anything-v2-small", "depth-anything/Depth-Anything-V2-Small-hf",
-                                       _DEPTH_FILES, 99, "depth-anything", "Depth Anything V2 Small"),
+                                       _DEPTH_FILES, 99, "depth-anything", "Depth Anything V2 Small", _APACHE),
     "depth-anything-v2-base": HFModel("depth-anything-v2-base", "depth-anything/Depth-Anything-V2-Base-hf",
-                                      _DEPTH_FILES, 390, "depth-anything-v2-base", "Depth Anything V2 Base"),
+                                      _DEPTH_FILES, 390, "depth-anything-v2-base", "Depth Anything V2 Base",
+                                      _CC_BY_NC),
     "depth-anything-v2-large": HFModel("depth-anything-v2-large", "depth-anything/Depth-Anything-V2-Large-hf",
-                                       _DEPTH_FILES, 1340, "depth-anything-v2-large", "Depth Anything V2 Large"),
+                                       _DEPTH_FILES, 1340, "depth-anything-v2-large", "Depth Anything V2 Large",
+                                       _CC_BY_NC),
     "depth-anything-small": HFModel("depth-anything-small", "LiheYoung/depth-anything-small-hf",
-                                    _DEPTH_FILES, 99, "depth-anything-v1-small", "Depth Anything V1 Small"),
+                                    _DEPTH_FILES, 99, "depth-anything-v1-small", "Depth Anything V1 Small", _APACHE),
     "depth-anything-base": HFModel("depth-anything-base", "LiheYoung/depth-anything-base-hf",
-                                   _DEPTH_FILES, 390, "depth-anything-v1-base", "Depth Anything V1 Base"),
+                                   _DEPTH_FILES, 390, "depth-anything-v1-base", "Depth Anything V1 Base", _APACHE),
     "depth-anything-large": HFModel("depth-anything-large", "LiheYoung/depth-anything-large-hf",
-                                    _DEPTH_FILES, 1340, "depth-anything-v1-large", "Depth Anything V1 Large"),
+                                    _DEPTH_FILES, 1340, "depth-anything-v1-large", "Depth Anything V1 Large", _APACHE),
 }
 
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 SEGMENTERS: dict[str, tuple[str, Checkpoint]] = {
     "sam-vit-b": ("vit_b", Checkpoint("sam-vit-b", "sam_vit_b_01ec64.pth", url=_SAM_URL + "sam_vit_b_01ec64.pth",
-                                      size_mb=375, description="Segment Anything ViT-B", fetch_key="sam")),
+                                      size_mb=375, description="Segment Anything ViT-B", fetch_key="sam",
+                                      licence=_APACHE)),
     "sam-vit-l": ("vit_l", Checkpoint("sam-vit-l", "sam_vit_l_0b3195.pth", url=_SAM_URL + "sam_vit_l_0b3195.pth",
-                                      size_mb=1250, description="Segment Anything ViT-L")),
+                                      size_mb=1250, description="Segment Anything ViT-L", licence=_APACHE)),
     "sam-vit-h": ("vit_h", Checkpoint("sam-vit-h", "sam_vit_h_4b8939.pth", url=_SAM_URL + "sam_vit_h_4b8939.pth",
-                                      size_mb=2560, description="Segment Anything ViT-H")),
+                                      size_mb=2560, description="Segment Anything ViT-H", licence=_APACHE)),
 }
 
 
@@ -128,13 +154,14 @@ def model_folder(model: HFModel) -> Path:
     return folder
 
 
-def missing(model_key: str, table: dict[str, HFModel]) -> str | None:
-    """None when ``model_key``'s files are all here, else the message for the first missing one."""
-    try:
-        model_folder(table[model_key])
-        return None
-    except MissingWeights as error:
-        return str(error)
+def missing_files(model: HFModel) -> list[Checkpoint]:
+    """The Checkpoints (one per file) of ``model`` that are not on this machine; empty when
+    :func:`model_folder` can load it (a whole snapshot in ``$RECONBENCH_WEIGHTS/<key>/``, or every
+    file resolving on its own)."""
+    folder = weights.weights_folder()
+    if folder is not None and all((folder / model.key / name).is_file() for name in model.files):
+        return []
+    return [checkpoint for checkpoint in model.checkpoints() if not weights.is_available(checkpoint)]
 
 
 def sam_checkpoint(key: str, explicit_path: str = "") -> Path:

@@ -14,19 +14,23 @@ reference pixels used.
 from __future__ import annotations
 
 import logging
+import typing
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 
 from core import geometry
+from core.errors import UserError
 
 log = logging.getLogger(__name__)
 
 MIN_SAMPLES = 20
 
 
-class NoDepthReference(ValueError):
-    """No reference depth is available for a view (or too few samples in it)."""
+class NoDepthReference(UserError):
+    """No reference depth is available for a view (or too few samples in it, or a constant disparity
+    on them); the user picks another reference or the relative mode."""
 
 
 @dataclass
@@ -315,10 +319,11 @@ def vggt_reference(scene, view: int, store=None) -> DepthReference | None:
                           frame=f"vggt:{key}")
 
 
-REFERENCE_CHOICES = ("auto", "scene depth", "colmap sparse", "scene points", "vggt", "none (relative depth)")
+ReferenceChoice = Literal["auto", "scene depth", "colmap sparse", "scene points", "vggt", "none (relative depth)"]
+REFERENCE_CHOICES: tuple[str, ...] = typing.get_args(ReferenceChoice)
 
 
-def find_reference(scene, view: int, choice: str = "auto", store=None) -> DepthReference | None:
+def find_reference(scene, view: int, choice: ReferenceChoice = "auto", store=None) -> DepthReference | None:
     """The depth reference for ``view`` by ``choice`` (``auto``: scene depth, COLMAP sparse, scene points, VGGT).
 
     Returns None for ``none (relative depth)``. Raises :class:`NoDepthReference` with a clear

@@ -4,8 +4,9 @@
 intermediate (box, mask, disparity, fitted depth, points) with the time of each stage. A stage
 that cannot produce a usable result (no box for the prompt, an empty mask, no depth reference)
 raises :class:`StageError`, which carries what the earlier stages produced so a page can keep
-showing them. :func:`run_views` fuses several views into the first view's camera frame using
-the scene's poses (or a VGGT run's, when its cameras are chosen).
+showing them. :func:`fuse` puts several views into the first view's camera frame using the
+scene's poses (or a VGGT run's, when its cameras are chosen). :class:`Stages` is the loaded
+model of the ``combined`` method (the runner caches it as one model).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from core.models.combined import depth_fit
 from core.models.combined.detection import Detections, Detector
 from core.models.combined.segmentation import Segmentation, Segmenter
 from core.models.combined.depth import DepthEstimator
+from core.errors import UserError
 from core.progress import Progress, silent
 
 log = logging.getLogger(__name__)
@@ -28,8 +30,9 @@ log = logging.getLogger(__name__)
 STAGES = ("detection", "segmentation", "depth", "back-projection")
 
 
-class StageError(ValueError):
-    """A stage gave nothing usable. ``stage`` names it; ``partial`` holds the earlier results.
+class StageError(UserError):
+    """A stage gave nothing usable (no box for the prompt, an empty mask, no depth reference...).
+    ``stage`` names it; ``partial`` holds the earlier results.
 
     Attributes:
         stage: one of :data:`STAGES`.
@@ -44,18 +47,32 @@ class StageError(ValueError):
         self.reason = message
 
 
+class FusionError(UserError):
+    """The chosen views cannot be fused into one frame (a view without a pose, cameras from
+    different VGGT runs)."""
+
+
 @dataclass
 class Stages:
-    """The three models (any may be a tiny random one)."""
+    """The three models (any may be a tiny random one): the ``combined`` method's loaded model."""
 
     detector: Detector
     segmenter: Segmenter
     depth: DepthEstimator
-    random: bool = False
+
+    def modules(self) -> list:
+        """The three ``torch.nn.Module`` s (Grounding DINO, SAM, Depth Anything)."""
+        return [self.detector.model, self.segmenter.sam, self.depth.model]
 
     @property
     def parameter_count(self) -> int:
         return self.detector.parameter_count + self.segmenter.parameter_count + self.depth.parameter_count
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes the three models' parameters and buffers hold."""
+        return sum(t.numel() * t.element_size() for module in self.modules()
+                   for t in (*module.parameters(), *module.buffers()))
 
 
 @dataclass
@@ -287,7 +304,7 @@ def fuse(results: list[ViewResult], poses: np.ndarray) -> tuple[np.ndarray, np.n
             points.append(result.points.astype(np.float64))
         else:
             if not np.isfinite(pose).all():
-                raise ValueError(f"view {result.view} has no pose, so it cannot be fused; run it alone")
+                raise FusionError(f"view {result.view} has no pose, so it cannot be fused; run it alone")
             points.append(bp.to_reference_frame(result.points.astype(np.float64), pose, reference))
         colors.append(result.colors)
         source.append(np.full(len(result.points), i, dtype=np.int32))
