@@ -30,8 +30,13 @@ def signed_log1p(x: torch.Tensor) -> torch.Tensor:
 
 
 def signed_expm1(x: torch.Tensor) -> torch.Tensor:
-    """sign(x)·(exp(|x|) − 1), the inverse of :func:`signed_log1p`."""
-    return torch.sign(x) * torch.expm1(torch.abs(x))
+    """sign(x)·(exp(|x|) − 1), the inverse of :func:`signed_log1p`, elementwise.
+
+    Written per sign so that autograd gives the true derivative exp(|x|), 1 at x = 0 (the
+    reference's sign(x)·expm1(|x|) gives 0 there: a parameter that rounds to exactly 0 would
+    stop moving, a float32 accident); the values are the same bits.
+    """
+    return torch.where(x >= 0, torch.expm1(x), -torch.expm1(-x))
 
 
 # --------------------------------------------------------------------------- PnP
