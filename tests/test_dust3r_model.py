@@ -58,10 +58,10 @@ def test_outputs_and_intermediates_match_reference(model, fixture, prefix):
     with torch.no_grad():
         pred1, pred2 = model(t[prefix + "input.view1.img"], t[prefix + "input.view2.img"], intermediates=inter)
     o = prefix + "output."
-    _close(pred1["pts3d"], t[o + "pred1.pts3d"], "pred1.pts3d")
-    _close(pred1["conf"], t[o + "pred1.conf"], "pred1.conf")
-    _close(pred2["pts3d_in_other_view"], t[o + "pred2.pts3d_in_other_view"], "pred2.pts3d_in_other_view")
-    _close(pred2["conf"], t[o + "pred2.conf"], "pred2.conf")
+    _close(pred1.pts3d, t[o + "pred1.pts3d"], "pred1.pts3d")
+    _close(pred1.conf, t[o + "pred1.conf"], "pred1.conf")
+    _close(pred2.pts3d_in_other_view, t[o + "pred2.pts3d_in_other_view"], "pred2.pts3d_in_other_view")
+    _close(pred2.conf, t[o + "pred2.conf"], "pred2.conf")
     for side in ("1", "2"):
         _close(inter["feat" + side], t[o + "feat" + side], "feat" + side)
         assert torch.equal(inter["pos" + side], t[o + "pos" + side])
@@ -76,8 +76,8 @@ def test_portrait_outputs_equal_the_transposed_landscape_layout_reference(model,
     with torch.no_grad():
         pred1, pred2 = model(t["portrait.input.view1.img"], t["portrait.input.view2.img"])
     ref = "portrait_landscape_layout.output."
-    _close(pred1["pts3d"].transpose(1, 2), t[ref + "pred1.pts3d"], "pts3d")
-    _close(pred2["conf"].transpose(1, 2), t[ref + "pred2.conf"], "conf2")
+    _close(pred1.pts3d.transpose(1, 2), t[ref + "pred1.pts3d"], "pts3d")
+    _close(pred2.conf.transpose(1, 2), t[ref + "pred2.conf"], "conf2")
 
 
 def test_training_config_builds_the_same_model(fixture, weights):
@@ -88,7 +88,7 @@ def test_training_config_builds_the_same_model(fixture, weights):
     assert sum(p.numel() for p in m.parameters()) == 384_792
     with torch.no_grad():
         pred1, _ = m(t["input.view1.img"], t["input.view2.img"])
-    _close(pred1["pts3d"], t["output.pred1.pts3d"], "pred1.pts3d")
+    _close(pred1.pts3d, t["output.pred1.pts3d"], "pred1.pts3d")
     with pytest.raises(ValueError, match="unknown DUSt3R config key"):
         DUSt3RConfig.from_dict({"enc_width": 3})
 
@@ -126,11 +126,11 @@ def test_configuration_outside_the_fixture_on_portrait_and_landscape_views():
     with torch.no_grad():
         pred1, pred2 = m(portrait, landscape)
         alone, _ = m(portrait[1:], landscape[1:])
-    assert pred1["pts3d"].shape == (2, 64, 32, 3) and pred1["conf"].shape == (2, 64, 32)
-    assert pred2["pts3d_in_other_view"].shape == (2, 32, 48, 3) and pred2["conf"].shape == (2, 32, 48)
-    assert (pred1["conf"] > 1).all() and (pred2["conf"] > 1).all()  # conf_mode (exp, 1, inf)
+    assert pred1.pts3d.shape == (2, 64, 32, 3) and pred1.conf.shape == (2, 64, 32)
+    assert pred2.pts3d_in_other_view.shape == (2, 32, 48, 3) and pred2.conf.shape == (2, 32, 48)
+    assert (pred1.conf > 1).all() and (pred2.conf > 1).all()  # conf_mode (exp, 1, inf)
     # batch items are independent (one forward pass: TOL)
-    _close(alone["pts3d"][0], pred1["pts3d"][1], "pts3d of the second pair alone")
+    _close(alone.pts3d[0], pred1.pts3d[1], "pts3d of the second pair alone")
     # the DPT head's upsampling is 16 pixels per token: another patch needs the linear head
     with pytest.raises(ValueError, match="16 pixels per token"):
         DUSt3RConfig(patch_size=8)
@@ -138,7 +138,7 @@ def test_configuration_outside_the_fixture_on_portrait_and_landscape_views():
                                  dec_depth=1, dec_num_heads=2, head_type="linear", patch_size=8)).eval()
     with torch.no_grad():
         pred1, pred2 = linear(portrait[:, :, :40, :24], portrait[:, :, :40, :24])
-    assert pred1["pts3d"].shape == (2, 40, 24, 3) and pred2["conf"].shape == (2, 40, 24)
+    assert pred1.pts3d.shape == (2, 40, 24, 3) and pred2.conf.shape == (2, 40, 24)
 
 
 def test_linear_head_variant_builds():
@@ -148,7 +148,7 @@ def test_linear_head_variant_builds():
     assert m.state_dict()["downstream_head1.proj.weight"].shape == (4 * 256, 24)
     with torch.no_grad():
         pred1, pred2 = m(torch.zeros(1, 3, 32, 48), torch.zeros(1, 3, 32, 48))
-    assert pred1["pts3d"].shape == (1, 32, 48, 3) and (pred2["conf"] >= 1).all()
+    assert pred1.pts3d.shape == (1, 32, 48, 3) and (pred2.conf >= 1).all()
 
 
 def test_fast3r_checkpoint_is_rejected_naming_tensors(tmp_path):
@@ -227,8 +227,8 @@ def test_runner_two_views_uses_the_pair_in_view0_frame(fixture):
     with torch.no_grad():
         pred1, pred2 = model(a[None], b[None])
     # the runner batches both orderings of the pair (README: batching moves outputs by <= 1.9e-6)
-    np.testing.assert_allclose(rec.point_maps[0], pred1["pts3d"][0].numpy(), **TOL)
-    np.testing.assert_allclose(rec.point_maps[1], pred2["pts3d_in_other_view"][0].numpy(), **TOL)
+    np.testing.assert_allclose(rec.point_maps[0], pred1.pts3d[0].numpy(), **TOL)
+    np.testing.assert_allclose(rec.point_maps[1], pred2.pts3d_in_other_view[0].numpy(), **TOL)
     # intrinsics in original pixels: principal point at the original image centre
     # (64x50 resize of 90x70, crop rows 1..49: centre (32, 24) in the crop -> (45.2, 34.7) original)
     np.testing.assert_allclose(rec.intrinsics[:, 0, 2], (32 + 0.5) * 90 / 64 - 0.5, rtol=1e-9)

@@ -4,6 +4,6 @@
 ``core.models.dust3r.method`` and global alignment ``core.models.dust3r.global_alignment``.
 """
 from .config import CHECKPOINT, DUSt3RConfig
-from .modeling_dust3r import DUSt3R
+from .modeling_dust3r import DUSt3R, DUSt3RView1Output, DUSt3RView2Output
 
-__all__ = ["DUSt3R", "DUSt3RConfig", "CHECKPOINT"]
+__all__ = ["DUSt3R", "DUSt3RConfig", "DUSt3RView1Output", "DUSt3RView2Output", "CHECKPOINT"]

@@ -59,10 +59,10 @@ def predict_pairs(model: DUSt3R, images: list[torch.Tensor], pairs: list[tuple[i
         size2 = tuple(images[chunk[0][1]].shape[-2:])
         with ctx():
             pred1, pred2 = model.decode_and_predict(f1, p1, f2, p2, size1, size2)
-        out["pts3d"].append(pred1["pts3d"].float().cpu())
-        out["conf1"].append(pred1["conf"].float().cpu())
-        out["pts3d_in_other_view"].append(pred2["pts3d_in_other_view"].float().cpu())
-        out["conf2"].append(pred2["conf"].float().cpu())
+        out["pts3d"].append(pred1.pts3d.float().cpu())
+        out["conf1"].append(pred1.conf.float().cpu())
+        out["pts3d_in_other_view"].append(pred2.pts3d_in_other_view.float().cpu())
+        out["conf2"].append(pred2.conf.float().cpu())
         done = min(start + batch_size, len(pairs))
         report(0.3 + 0.7 * done / len(pairs), f"predicted pair {done}/{len(pairs)}")
         if progress is not None:

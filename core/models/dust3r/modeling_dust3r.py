@@ -7,6 +7,8 @@ differ in size).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -14,6 +16,36 @@ from ..croco.dpt import DPTHead, LinearHead, activate_pointmap, add_tied_aliases
 from ..croco.layers import Block, DecoderBlock, PatchEmbed, run_encoder
 from ..croco.rope import RoPE2D, parse_pos_embed
 from .config import DUSt3RConfig
+
+
+@dataclass(frozen=True, eq=False)
+class DUSt3RView1Output:
+    """Head 1 of a pair: view 1's pointmap in view 1's camera frame (the reference's ``pred1``).
+
+    Attributes:
+        pts3d: ``[B,H1,W1,3]`` float32 point of each view-1 pixel in view 1's camera frame
+            (OpenCV), in the pair's own scale (``depth_mode`` sets how the head's code maps to it).
+        conf: ``[B,H1,W1]`` float32 confidence >= ``conf_mode``'s minimum (1 by default); None
+            when the configuration has no ``conf_mode``.
+    """
+
+    pts3d: torch.Tensor
+    conf: torch.Tensor | None
+
+
+@dataclass(frozen=True, eq=False)
+class DUSt3RView2Output:
+    """Head 2 of a pair: view 2's pointmap in view 1's camera frame (the reference's ``pred2``).
+
+    Attributes:
+        pts3d_in_other_view: ``[B,H2,W2,3]`` float32 point of each view-2 pixel in view 1's
+            camera frame (OpenCV), in the same scale as :attr:`DUSt3RView1Output.pts3d`.
+        conf: ``[B,H2,W2]`` float32 confidence >= ``conf_mode``'s minimum (1 by default); None
+            when the configuration has no ``conf_mode``.
+    """
+
+    pts3d_in_other_view: torch.Tensor
+    conf: torch.Tensor | None
 
 
 class DUSt3R(nn.Module):
@@ -80,7 +112,8 @@ class DUSt3R(nn.Module):
         """Raw map -> ``pts3d [B,H,W,3]``, ``conf [B,H,W]`` (``depth_mode``/``conf_mode``)."""
         return activate_pointmap(raw, self.config.depth_mode, self.config.conf_mode)
 
-    def decode_and_predict(self, feat1, pos1, feat2, pos2, size1, size2, intermediates: dict | None = None):
+    def decode_and_predict(self, feat1, pos1, feat2, pos2, size1, size2, intermediates: dict | None = None
+                           ) -> tuple[DUSt3RView1Output, DUSt3RView2Output]:
         """Decoder + heads from encoder outputs (lets a caller encode each image once).
 
         Returns ``(pred1, pred2)`` as in :meth:`forward`.
@@ -92,9 +125,10 @@ class DUSt3R(nn.Module):
         pts2, conf2 = self.activate(raw2)
         if intermediates is not None:
             intermediates.update(dec1=dec1, dec2=dec2, head1_raw=raw1, head2_raw=raw2)
-        return {"pts3d": pts1, "conf": conf1}, {"pts3d_in_other_view": pts2, "conf": conf2}
+        return DUSt3RView1Output(pts3d=pts1, conf=conf1), DUSt3RView2Output(pts3d_in_other_view=pts2, conf=conf2)
 
-    def forward(self, img1: torch.Tensor, img2: torch.Tensor, intermediates: dict | None = None):
+    def forward(self, img1: torch.Tensor, img2: torch.Tensor, intermediates: dict | None = None
+                ) -> tuple[DUSt3RView1Output, DUSt3RView2Output]:
         """Predict a pair.
 
         Args:
@@ -105,9 +139,10 @@ class DUSt3R(nn.Module):
                 ``head2_raw [B,4,H2,W2]``.
 
         Returns:
-            ``pred1 = {"pts3d": [B,H1,W1,3], "conf": [B,H1,W1]}`` (view 1's points in view 1's
-            frame) and ``pred2 = {"pts3d_in_other_view": [B,H2,W2,3], "conf": [B,H2,W2]}``
-            (view 2's points in view 1's frame); confidence >= 1.
+            ``(pred1, pred2)``: :class:`DUSt3RView1Output` (``pts3d [B,H1,W1,3]``, view 1's points
+            in view 1's frame; ``conf [B,H1,W1]``) and :class:`DUSt3RView2Output`
+            (``pts3d_in_other_view [B,H2,W2,3]``, view 2's points in view 1's frame;
+            ``conf [B,H2,W2]``); confidence >= 1.
         """
         if img1.shape[0] != img2.shape[0]:
             raise ValueError(f"batch sizes differ: {img1.shape[0]} vs {img2.shape[0]}")
