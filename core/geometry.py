@@ -45,13 +45,15 @@ def as_4x4(transform: np.ndarray) -> np.ndarray:
 def transform_points(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Apply ``x -> A x + t`` of a ``[...,4,4]`` or ``[...,3,4]`` transform to ``points [...,N,3]``.
 
-    The transform's leading axes broadcast with the points' leading axes before ``N`` (one
-    transform applies to any ``[...,3]``). Computed in float64; a floating dtype is kept.
+    One ``[4,4]`` transform applies to points of any shape ``[...,3]``; a batch ``[B...,4,4]`` applies
+    to ``[B...,N,3]`` (leading axes broadcast). Computed in float64; a floating dtype is kept.
     """
     points = np.asarray(points)
     transform = np.asarray(transform, dtype=np.float64)
     linear, shift = transform[..., :3, :3], transform[..., :3, 3]
-    out = points.astype(np.float64) @ np.swapaxes(linear, -1, -2) + shift[..., None, :]
+    if transform.ndim > 2:
+        shift = shift[..., None, :]
+    out = points.astype(np.float64) @ np.swapaxes(linear, -1, -2) + shift
     return out.astype(points.dtype if np.issubdtype(points.dtype, np.floating) else np.float64)
 
 
@@ -365,7 +367,8 @@ def focal_from_point_map(points: np.ndarray, principal_point: tuple[float, float
     with np.errstate(divide="ignore", invalid="ignore"):
         normalised = np.nan_to_num(points[..., :2] / points[..., 2:3], nan=0.0, posinf=0.0, neginf=0.0)
     if mask is not None:
-        normalised, pixels = normalised[np.asarray(mask, dtype=bool)], pixels[np.asarray(mask, dtype=bool)]
+        mask = np.asarray(mask, dtype=bool)
+        normalised, pixels = normalised[mask], pixels[mask]
     normalised, pixels = normalised.reshape(-1, 2), pixels.reshape(-1, 2)
     if len(pixels) == 0:
         return float("nan")

@@ -17,10 +17,11 @@ import torch
 def transform_points(transform: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Apply ``x -> A x + t`` of a ``[...,4,4]`` or ``[...,3,4]`` transform to ``points [...,N,3]``.
 
-    The transform's leading axes broadcast with the points' leading axes before ``N`` (one
-    transform applies to any ``[...,3]``). Computed as ``points @ A^T + t`` (row vectors).
+    One ``[4,4]`` transform applies to points of any shape ``[...,3]``; a batch ``[B...,4,4]`` applies
+    to ``[B...,N,3]`` (leading axes broadcast). Computed as ``points @ A^T + t`` (row vectors).
     """
-    return points @ transform[..., :3, :3].transpose(-1, -2) + transform[..., None, :3, 3]
+    shift = transform[..., :3, 3] if transform.ndim == 2 else transform[..., None, :3, 3]
+    return points @ transform[..., :3, :3].transpose(-1, -2) + shift
 
 
 def invert_transform(transform: torch.Tensor) -> torch.Tensor:

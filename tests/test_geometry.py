@@ -42,6 +42,9 @@ def test_transform_points_matches_per_point_matrix_product_and_broadcasts():
     np.testing.assert_allclose(geometry.transform_points(poses[0][:3], grid),
                                (grid.reshape(-1, 3) @ poses[0, :3, :3].T + poses[0, :3, 3]).reshape(4, 6, 3),
                                atol=1e-12)
+    one = geometry.transform_points(poses[1], grid[0, 0])  # a single point keeps its shape
+    assert one.shape == (3,)
+    np.testing.assert_allclose(one, poses[1, :3, :3] @ grid[0, 0] + poses[1, :3, 3], atol=1e-12)
 
 
 def test_invert_transform_of_rigid_and_sim3_batched_and_3x4():

@@ -26,6 +26,9 @@ def test_transform_points_equals_numpy(dtype, tol):
     np.testing.assert_allclose(out.numpy(), geometry.transform_points(poses, points), rtol=tol, atol=tol)
     single = gt.transform_points(torch.tensor(poses[0][:3], dtype=dtype), torch.tensor(points, dtype=dtype))
     np.testing.assert_allclose(single.numpy(), geometry.transform_points(poses[0], points), rtol=tol, atol=tol)
+    one = gt.transform_points(torch.tensor(poses[1], dtype=dtype), torch.tensor(points[0, 0], dtype=dtype))
+    assert one.shape == (3,)
+    np.testing.assert_allclose(one.numpy(), geometry.transform_points(poses[1], points[0, 0]), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
