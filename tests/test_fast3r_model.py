@@ -54,9 +54,9 @@ def test_outputs_match_reference(fixture, outputs):
     out, model = outputs
     assert sum(p.numel() for p in model.parameters()) == 451_016
     for key in ("pts3d_in_other_view", "conf", "pts3d_local", "conf_local"):
-        _close(torch.stack([p[key] for p in out["preds"]]), t["output." + key], key)
-    assert len(out["decoder_output"]) == 11
-    for layer, tokens in enumerate(out["decoder_output"]):
+        _close(torch.stack([getattr(p, key) for p in out.preds]), t["output." + key], key)
+    assert len(out.decoder_output) == 11
+    for layer, tokens in enumerate(out.decoder_output):
         _close(tokens, t[f"output.decoder_output.{layer}"], f"decoder_output.{layer}")
     _close(model.decoder.image_idx_emb[t["input.image_idx"]], t["output.image_idx_emb"], "image_idx_emb")
 
@@ -96,9 +96,9 @@ def test_image_index_is_an_input_and_default_is_deterministic(fixture, outputs):
         default_image_idx(1001)
     views = list(t["input.img"][:2])
     with torch.no_grad():
-        a = model(views)["preds"][1]["conf"]
-        b = model(views)["preds"][1]["conf"]
-        c = model(views, image_idx=torch.tensor([[0, 900]]))["preds"][1]["conf"]
+        a = model(views).preds[1].conf
+        b = model(views).preds[1].conf
+        c = model(views, image_idx=torch.tensor([[0, 900]])).preds[1].conf
     assert torch.equal(a, b) and not torch.allclose(a, c)
     with pytest.raises(ValueError, match="image_idx"):
         model(views, image_idx=torch.tensor([[0, 1, 2]]))
@@ -155,7 +155,7 @@ def test_runner_random_tiny(monkeypatch):
     batch = [prepare_image(scene.images[v], 64)[0][None] for v in (2, 0, 1)]
     with torch.no_grad():
         out = model(batch)
-    glob = torch.stack([p["pts3d_in_other_view"][0] for p in out["preds"]]).numpy()
+    glob = torch.stack([p.pts3d_in_other_view[0] for p in out.preds]).numpy()
     rec_global = _run(scene, [2, 0, 1], {"weights": "random-tiny", "points_from": "global",
                                          "estimate_cameras": False})
     np.testing.assert_allclose(rec_global.point_maps, glob, **TOL)  # the same forward pass: TOL
@@ -210,7 +210,7 @@ def test_benchmark_random_weights_keep_the_computed_index_table():
     assert float(model.decoder.decoder_embed.weight.detach().std()) == pytest.approx(0.02, rel=0.2)
     with torch.no_grad():
         out = model([torch.zeros(1, 3, 32, 32), torch.ones(1, 3, 32, 32)])
-    assert all(torch.isfinite(p["pts3d_in_other_view"]).all() for p in out["preds"])
+    assert all(torch.isfinite(p.pts3d_in_other_view).all() for p in out.preds)
 
 
 def test_configuration_outside_the_fixture_on_portrait_and_landscape_views():
@@ -231,13 +231,13 @@ def test_configuration_outside_the_fixture_on_portrait_and_landscape_views():
     with torch.no_grad():
         out = model(views, image_idx=idx)
         permuted = model([views[i] for i in order], image_idx=idx[:, order])
-    assert [tuple(p["pts3d_in_other_view"].shape) for p in out["preds"]] == \
+    assert [tuple(p.pts3d_in_other_view.shape) for p in out.preds] == \
         [(1, 64, 32, 3), (1, 32, 48, 3), (1, 64, 32, 3)]
-    assert out["preds"][1]["conf_local"].shape == (1, 32, 48)
-    assert all((p["conf"] > 1).all() for p in out["preds"])  # conf = 1 + exp
+    assert out.preds[1].conf_local.shape == (1, 32, 48)
+    assert all((p.conf > 1).all() for p in out.preds)  # conf = 1 + exp
     for new, old in enumerate(order):  # one forward pass each: TOL
         for key in ("pts3d_in_other_view", "conf", "pts3d_local"):
-            _close(permuted["preds"][new][key], out["preds"][old][key], f"view {old} {key}")
+            _close(getattr(permuted.preds[new], key), getattr(out.preds[old], key), f"view {old} {key}")
     with pytest.raises(ValueError, match="must equal"):
         Fast3RConfig(encoder_args={"embed_dim": 24}, decoder_args={"enc_embed_dim": 32})
     with pytest.raises(ValueError, match="16 pixels per token"):
@@ -248,8 +248,8 @@ def test_views_of_different_shapes_fuse_with_their_own_grids(outputs):
     _, model = outputs
     with torch.no_grad():
         out = model([torch.zeros(1, 3, 48, 64), torch.zeros(1, 3, 64, 48)])
-    assert out["preds"][0]["conf"].shape == (1, 48, 64) and out["preds"][1]["pts3d_local"].shape == (1, 64, 48, 3)
-    assert out["decoder_output"][0].shape == (1, 24, 32)
+    assert out.preds[0].conf.shape == (1, 48, 64) and out.preds[1].pts3d_local.shape == (1, 64, 48, 3)
+    assert out.decoder_output[0].shape == (1, 24, 32)
 
 
 def test_benchmark_loop_reports_one_row_per_view_count():

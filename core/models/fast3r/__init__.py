@@ -5,7 +5,7 @@
 """
 from .alignment import align_local_to_global
 from .config import CHECKPOINT, Fast3RConfig
-from .modeling_fast3r import Fast3R, default_image_idx, sincos_table
+from .modeling_fast3r import Fast3R, Fast3ROutput, Fast3RViewOutput, default_image_idx, sincos_table
 
-__all__ = ["Fast3R", "Fast3RConfig", "CHECKPOINT", "align_local_to_global", "default_image_idx",
-           "sincos_table"]
+__all__ = ["Fast3R", "Fast3RConfig", "Fast3ROutput", "Fast3RViewOutput", "CHECKPOINT",
+           "align_local_to_global", "default_image_idx", "sincos_table"]

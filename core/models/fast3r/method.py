@@ -86,14 +86,14 @@ class Fast3RMethod(CroCoNetworkMethod):
         with torch.no_grad(), autocast_context(device):
             out = model(batch, progress=progress.sub(0.05, 0.8))
         extra["network_seconds"] = time.perf_counter() - started
-        preds = out["preds"]
-        extra["image_idx"] = out["image_idx"][0].tolist()
-        pts_global = torch.stack([p["pts3d_in_other_view"][0] for p in preds]).float().cpu()
-        conf_global = torch.stack([p["conf"][0] for p in preds]).float().cpu()
-        if "pts3d_local" not in preds[0]:
+        preds = out.preds
+        extra["image_idx"] = out.image_idx[0].tolist()
+        pts_global = torch.stack([p.pts3d_in_other_view[0] for p in preds]).float().cpu()
+        conf_global = torch.stack([p.conf[0] for p in preds]).float().cpu()
+        if preds[0].pts3d_local is None:
             raise ValueError("this Fast3R configuration has no local head (with_local_head false)")
-        pts_local = torch.stack([p["pts3d_local"][0] for p in preds]).float().cpu()
-        conf_local = torch.stack([p["conf_local"][0] for p in preds]).float().cpu()
+        pts_local = torch.stack([p.pts3d_local[0] for p in preds]).float().cpu()
+        conf_local = torch.stack([p.conf_local[0] for p in preds]).float().cpu()
         progress(0.8, "aligning local pointmaps to the global frame")
         aligned, transforms_l2g = align_local_to_global(pts_local, pts_global, conf_global,
                                                         options.alignment_percentile)

@@ -5,6 +5,7 @@ Frames are OpenCV cameras (x right, y down, z forward); pointmaps are known up t
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,6 +15,44 @@ from ..croco.dpt import DPTHead, activate_pointmap, add_tied_aliases
 from ..croco.layers import Block, CroCoEncoder
 from ..croco.rope import parse_pos_embed
 from .config import Fast3RConfig
+
+
+@dataclass(frozen=True, eq=False)
+class Fast3RViewOutput:
+    """One view's pointmaps (the reference's ``preds[i]``), all float32, up to one scene scale.
+
+    Attributes:
+        pts3d_in_other_view: ``[B,H,W,3]`` global head: each pixel's point in view 0's camera
+            frame (OpenCV: x right, y down, z forward).
+        conf: ``[B,H,W]`` confidence of ``pts3d_in_other_view``, >= 1 (``1 + exp``).
+        pts3d_local: ``[B,H,W,3]`` local head: each pixel's point in this view's own camera
+            frame, in a scale of its own; None when the model has no local head
+            (``with_local_head`` false).
+        conf_local: ``[B,H,W]`` confidence of ``pts3d_local``, >= 1; None without a local head.
+    """
+
+    pts3d_in_other_view: torch.Tensor
+    conf: torch.Tensor
+    pts3d_local: torch.Tensor | None = None
+    conf_local: torch.Tensor | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Fast3ROutput:
+    """What one Fast3R forward pass predicts for S views of batch B.
+
+    Attributes:
+        preds: S :class:`Fast3RViewOutput`, in input order (view 0 defines the global frame).
+        decoder_output: ``depth + 1`` token tensors of the fusion transformer, views' tokens in
+            input order (``N_i`` = patches of view i): item 0 the encoder tokens
+            ``[B, sum N_i, enc_dim]``, item l the output of block l ``[B, sum N_i, dec_dim]``,
+            the last after the final norm.
+        image_idx: ``int64 [B,S]`` image-index rows that were embedded (view 0 gets 0).
+    """
+
+    preds: list[Fast3RViewOutput]
+    decoder_output: list[torch.Tensor]
+    image_idx: torch.Tensor
 
 
 def sincos_table(dim: int, length: int) -> torch.Tensor:
@@ -91,7 +130,7 @@ class Fast3R(nn.Module):
         self._depth_mode = tuple(h["depth_mode"])
         self._conf_mode = tuple(h["conf_mode"])
 
-    def forward(self, images, image_idx: torch.Tensor | None = None, progress=None) -> dict:
+    def forward(self, images, image_idx: torch.Tensor | None = None, progress=None) -> Fast3ROutput:
         """Predict all views at once.
 
         Args:
@@ -101,9 +140,8 @@ class Fast3R(nn.Module):
             progress: optional ``callable(fraction, message)``.
 
         Returns:
-            dict with ``preds``: list of S dicts ``pts3d_in_other_view [B,H,W,3]`` and ``conf [B,H,W]``
-            (global head, view 0's frame), ``pts3d_local``, ``conf_local`` (local head, own frame);
-            ``decoder_output``: list of depth+1 token tensors ``[B, sum N_i, C]``; ``image_idx [B,S]``.
+            :class:`Fast3ROutput`: per-view pointmaps of the global head (view 0's frame) and the
+            local head (own frame), the fusion transformer's tokens and the image indices.
         """
         views = list(images)
         s = len(views)
@@ -134,14 +172,14 @@ class Fast3R(nn.Module):
             with torch.autocast(device_type=view.device.type, enabled=False):  # heads in float32
                 pts, conf = activate_pointmap(self.downstream_head(tokens, size), self._depth_mode,
                                               self._conf_mode)
-                pred = {"pts3d_in_other_view": pts, "conf": conf}
+                pts_l = conf_l = None
                 if self.downstream_head_local is not None:
                     pts_l, conf_l = activate_pointmap(self.downstream_head_local(tokens, size),
                                                       self._depth_mode, self._conf_mode)
-                    pred.update(pts3d_local=pts_l, conf_local=conf_l)
-            preds.append(pred)
+            preds.append(Fast3RViewOutput(pts3d_in_other_view=pts, conf=conf, pts3d_local=pts_l,
+                                          conf_local=conf_l))
             report(0.6 + 0.4 * (i + 1) / s, f"heads: view {i + 1}/{s}")
-        return {"preds": preds, "decoder_output": decoder_output, "image_idx": image_idx}
+        return Fast3ROutput(preds=preds, decoder_output=decoder_output, image_idx=image_idx)
 
     def load_checkpoint_state(self, state: dict, assign: bool = False) -> None:
         """Load a published state dict strictly (tied DPT aliases filled in).
