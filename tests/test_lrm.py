@@ -94,10 +94,10 @@ def test_render_replays_reference(ref, model):
     """One render from the reference's planes and random draws (float64 moves it <= 8e-7): ATOL."""
     t, _ = ref
     out = _render(t, model)
-    close(out["depths_coarse"], t["output.render_depths_coarse"])
-    close(out["depths_fine"], t["output.render_depths_fine"])
+    close(out.depths_coarse, t["output.render_depths_coarse"])
+    close(out.depths_fine, t["output.render_depths_fine"])
     for key in ("images_rgb", "images_depth", "images_weight"):
-        close(out[key], t[f"output.{key}"])
+        close(getattr(out, key), t[f"output.{key}"])
 
 
 def test_render_chunking_is_invisible(ref, model):
@@ -108,7 +108,7 @@ def test_render_chunking_is_invisible(ref, model):
     # 1 ulp = 2.4e-7), so the per-evaluation ATOL; a near/far or clamp taken per chunk moves
     # depths by whole sample spacings (~0.1).
     for key in ("images_rgb", "images_depth", "images_weight", "depths_fine"):
-        close(parts[key], whole[key])
+        close(getattr(parts, key), getattr(whole, key))
 
 
 @torch.no_grad()
@@ -116,7 +116,7 @@ def test_render_seeded(ref, model):
     t, _ = ref
     def go(seed):
         return model.render(t["output.planes"], t["input.render_cameras"], 16, 1.0,
-                            generator=torch.Generator().manual_seed(seed))["images_rgb"]
+                            generator=torch.Generator().manual_seed(seed)).images_rgb
     assert torch.equal(go(3), go(3))
     assert not torch.equal(go(3), go(4))
 
@@ -124,15 +124,15 @@ def test_render_seeded(ref, model):
 def test_grid_query(ref, model):
     t, _ = ref
     grid = model.query_grid(t["output.planes"], 16)
-    close(grid["sigma"], t["output.grid_sigma"], SIGMA_ATOL)  # float64 moves sigma (up to 8.3) by 6.9e-6
-    close(grid["rgb"], t["output.grid_rgb"])
+    close(grid.sigma, t["output.grid_sigma"], SIGMA_ATOL)  # float64 moves sigma (up to 8.3) by 6.9e-6
+    close(grid.rgb, t["output.grid_rgb"])
 
 
 def test_mesh_matches_reference_order_independently(ref, model):
     from scipy.spatial import cKDTree
     t, _ = ref
     grid_size, level = 16, 3.0
-    sigma = model.query_grid(t["output.planes"], grid_size)["sigma"]
+    sigma = model.query_grid(t["output.planes"], grid_size).sigma
     ref_sigma = t["output.grid_sigma"][0, ..., 0].double().numpy()
     # Marching cubes decides inside/outside per grid value: stable only if no value lies within the
     # density tolerance of the iso-level (here the closest is 4.7e-4 away). Then the topology is
@@ -159,8 +159,8 @@ def test_mesh_matches_reference_order_independently(ref, model):
     # colours: one decoder evaluation at the reference's vertices (ATOL), and ours are that
     # evaluation at our own vertices
     with torch.no_grad():
-        at_ref = model.query_points(t["output.planes"], torch.from_numpy(ref_v)[None])["rgb"][0]
-        at_ours = model.query_points(t["output.planes"], torch.from_numpy(mesh.vertices)[None])["rgb"][0]
+        at_ref = model.query_points(t["output.planes"], torch.from_numpy(ref_v)[None]).rgb[0]
+        at_ours = model.query_points(t["output.planes"], torch.from_numpy(mesh.vertices)[None]).rgb[0]
     close(at_ref, t["output.mesh_vertex_colors"])
     assert np.array_equal(mesh.colors, at_ours.numpy())
 
@@ -192,8 +192,8 @@ def test_views_missing_the_box_render_background(model):
     cams[0, [3, 7, 11]] = torch.tensor([5.0, 5.0, 5.0])  # moved away: looks past the box
     planes = torch.randn(1, 3, 8, 8, 8, generator=torch.Generator().manual_seed(0))
     out = model.render(planes, cams[None], 8, 0.25, generator=torch.Generator().manual_seed(0))
-    assert torch.isfinite(out["images_rgb"]).all()
-    assert torch.allclose(out["images_rgb"], torch.tensor(0.25)) and (out["images_weight"] == 0).all()
+    assert torch.isfinite(out.images_rgb).all()
+    assert torch.allclose(out.images_rgb, torch.tensor(0.25)) and (out.images_weight == 0).all()
 
 
 def test_camera_rays_centre_pixel_looks_at_origin():
@@ -276,6 +276,6 @@ def test_configuration_outside_the_fixture_runs_on_a_portrait_image():
     # the batch items are independent: the second alone gives the same planes (one evaluation: ATOL)
     close(model(images[1:], cameras[1:])[0], planes[1])
     out = model.render(planes[:1], orbit_cameras(2)[None], 4, 1.0, generator=torch.Generator().manual_seed(0))
-    assert out["images_rgb"].shape == (1, 2, 3, 4, 4)
-    weight = out["images_weight"]
+    assert out.images_rgb.shape == (1, 2, 3, 4, 4)
+    weight = out.images_weight
     assert ((weight >= 0) & (weight <= 1 + 1e-6)).all()  # accumulated opacity

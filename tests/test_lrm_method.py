@@ -226,7 +226,7 @@ def test_render_orbit_frames():
     # first and last orbit views coincide (azimuth -pi/2 and 3pi/2); jitter differs, so close only
     assert np.abs(out["frames"][0].astype(int) - out["frames"][-1].astype(int)).mean() < 8
     assert np.allclose(out["cameras"][0], out["cameras"][-1], atol=1e-5)
-    mesh = extract_mesh(model, planes, 12, float(model.query_grid(planes, 12)["sigma"].median()))
+    mesh = extract_mesh(model, planes, 12, float(model.query_grid(planes, 12).sigma.median()))
     assert not mesh.is_empty
 
 

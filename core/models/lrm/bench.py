@@ -79,10 +79,10 @@ def bench(argv: list[str]) -> list[dict]:
         out = model.render(planes, cams, args.render_size, 1.0, generator=torch.Generator().manual_seed(0))
     record("render one view", m, resolution=args.render_size,
            samples_per_ray=config.rendering_samples_per_ray,
-           rays=args.render_size ** 2, mean_opacity=float(out["images_weight"].mean()))
+           rays=args.render_size ** 2, mean_opacity=float(out.images_weight.mean()))
 
     with measure(cuda=cuda) as m:
-        sigma = model.query_grid(planes, args.grid)["sigma"][0, ..., 0].cpu().numpy()
+        sigma = model.query_grid(planes, args.grid).sigma[0, ..., 0].cpu().numpy()
     record("density grid query", m, grid=args.grid, points=args.grid ** 3)
 
     level = float(np.quantile(sigma, 0.7))  # random weights: pick a level that has a surface

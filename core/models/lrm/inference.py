@@ -40,9 +40,9 @@ def render_orbit(model: LRM, planes: torch.Tensor, n_views: int, resolution: int
     for start in range(0, n_views, views_per_call):
         out = model.render(planes, cameras[None, start:start + views_per_call], resolution, 1.0,
                            generator=generator, chunk_rays=chunk_rays)
-        rgb.append(out["images_rgb"][0])
-        depth.append(out["images_depth"][0, :, 0])
-        weight.append(out["images_weight"][0, :, 0])
+        rgb.append(out.images_rgb[0])
+        depth.append(out.images_depth[0, :, 0])
+        weight.append(out.images_weight[0, :, 0])
     rgb = torch.cat(rgb).permute(0, 2, 3, 1).clamp(0, 1).cpu().numpy()
     return {"frames": np.round(rgb * 255).astype(np.uint8),
             "depth": torch.cat(depth).cpu().numpy().astype(np.float32),

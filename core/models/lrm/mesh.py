@@ -83,12 +83,12 @@ def extract_mesh(model, planes: torch.Tensor, grid_size: int, threshold: float,
         :class:`Mesh` (empty when the density never crosses ``threshold``).
     """
     if sigma is None:
-        sigma = model.query_grid(planes, grid_size)["sigma"]
+        sigma = model.query_grid(planes, grid_size).sigma
     vertices, faces = marching_cubes(sigma[0, ..., 0].detach().cpu().numpy(), threshold)
     vertices = (vertices / (grid_size - 1) * 2 - 1).astype(np.float32)
     if len(vertices):
         pts = torch.from_numpy(vertices).to(planes.device).unsqueeze(0)
-        colors = model.query_points(planes, pts)["rgb"][0].cpu().numpy().astype(np.float32)
+        colors = model.query_points(planes, pts).rgb[0].cpu().numpy().astype(np.float32)
     else:
         colors = np.zeros((0, 3), dtype=np.float32)
     return Mesh(vertices=vertices, faces=faces, colors=colors)

@@ -131,7 +131,7 @@ class LRMMethod(Method):
         stages["triplanes"] = m.seconds
         progress(0.35, f"density grid {options.grid_size}³ and marching cubes")
         with measure() as m:
-            sigma = model.query_grid(planes, options.grid_size)["sigma"]
+            sigma = model.query_grid(planes, options.grid_size).sigma
             level = float(options.mesh_threshold)
             mesh = extract_mesh(model, planes, options.grid_size, level, sigma=sigma)
             if mesh.is_empty:
@@ -146,7 +146,7 @@ class LRMMethod(Method):
         progress(0.6, f"sampling {options.num_points} surface points")
         points, _ = sample_surface(mesh, options.num_points, seed=options.seed)
         if len(points):
-            rgb = model.query_points(planes, torch.from_numpy(points).to(device)[None])["rgb"][0]
+            rgb = model.query_points(planes, torch.from_numpy(points).to(device)[None]).rgb[0]
             colors = (rgb.clamp(0, 1).cpu().numpy() * 255).astype(np.uint8)
         else:
             colors = np.zeros((0, 3), dtype=np.uint8)

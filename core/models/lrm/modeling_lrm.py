@@ -21,6 +21,7 @@ from torch import nn
 
 from .config import LRMConfig
 from .encoder import Dinov2Encoder
+from .outputs import FieldOutput, RenderOutput
 from .renderer import RenderSettings, render_views
 from .synthesizer import TriplaneSynthesizer
 from .transformer import CameraEmbedder, TransformerDecoder
@@ -109,7 +110,7 @@ class LRM(nn.Module):
 
     # ------------------------------------------------------------------ queries
     def render(self, planes: torch.Tensor, cameras: torch.Tensor, resolution: int,
-               bg_color: float | torch.Tensor = 1.0, **kwargs) -> dict[str, torch.Tensor]:
+               bg_color: float | torch.Tensor = 1.0, **kwargs) -> RenderOutput:
         """Render ``cameras [N,M,25]`` of ``planes [N,3,C,H,W]`` at ``resolution²``.
 
         See :func:`renderer.render_views` for the outputs and the injectable random draws.
@@ -117,11 +118,11 @@ class LRM(nn.Module):
         return render_views(self.synthesizer, planes, cameras, resolution, self.render_settings,
                             bg_color=bg_color, **kwargs)
 
-    def query_grid(self, planes: torch.Tensor, grid_size: int, chunk: int = 2 ** 18) -> dict[str, torch.Tensor]:
+    def query_grid(self, planes: torch.Tensor, grid_size: int, chunk: int = 2 ** 18) -> FieldOutput:
         """Activated density ``sigma [N,G,G,G,1]`` and ``rgb [N,G,G,G,3]`` on ``linspace(-1,1,G)³`` (x,y,z)."""
         return self.synthesizer.query_grid(planes, grid_size, chunk=chunk)
 
-    def query_points(self, planes: torch.Tensor, points: torch.Tensor, chunk: int = 2 ** 18) -> dict[str, torch.Tensor]:
+    def query_points(self, planes: torch.Tensor, points: torch.Tensor, chunk: int = 2 ** 18) -> FieldOutput:
         """Activated density ``[N,P,1]`` and ``rgb [N,P,3]`` at canonical-frame ``points [N,P,3]``."""
         return self.synthesizer.query_points(planes, points, chunk=chunk)
 

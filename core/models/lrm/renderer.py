@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .outputs import RayRenderOutput, RenderOutput
 from .synthesizer import TriplaneSynthesizer, activate_density
 
 OUT_OF_BOX_DENSITY = -torch.finfo(torch.float32).max / 8
@@ -181,7 +182,7 @@ def _evaluate(synth: TriplaneSynthesizer, planes: torch.Tensor, origins: torch.T
 def render_rays(synth: TriplaneSynthesizer, planes: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
                 bg: torch.Tensor, settings: RenderSettings, coarse_jitter: torch.Tensor | None = None,
                 importance_u: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                chunk_rays: int = 8192, return_samples: bool = False) -> dict[str, torch.Tensor]:
+                chunk_rays: int = 8192, return_samples: bool = False) -> RayRenderOutput:
     """Render rays of one call (near/far quirk and depth clamp are taken over the whole call).
 
     Args:
@@ -194,7 +195,8 @@ def render_rays(synth: TriplaneSynthesizer, planes: torch.Tensor, origins: torch
         return_samples: also return ``depths_coarse`` and ``depths_fine`` ``[B,R,D,1]``.
 
     Returns:
-        ``rgb [B,R,3]``, ``depth [B,R,1]``, ``weight [B,R,1]`` (accumulated opacity).
+        :class:`RayRenderOutput`: ``rgb [B,R,3]``, ``depth [B,R,1]``, ``weight [B,R,1]``
+        (accumulated opacity), the sample depths with ``return_samples``.
     """
     b, r, _ = origins.shape
     dc, di = settings.depth_resolution, settings.depth_resolution_importance
@@ -236,17 +238,18 @@ def render_rays(synth: TriplaneSynthesizer, planes: torch.Tensor, origins: torch
         rgbs.append(rgb)
         depths.append(depth)
         totals.append(weights.sum(dim=2))
-    out = {"rgb": torch.cat(rgbs, dim=1),
-           "depth": torch.clamp(torch.cat(depths, dim=1), lo, hi),
-           "weight": torch.cat(totals, dim=1)}
+    depths_coarse = depths_fine = None
     if return_samples:
-        out["depths_coarse"] = coarse_all
-        out["depths_fine"] = torch.cat(fines, dim=1) if fines else coarse_all[..., :0, :]
-    return out
+        depths_coarse = coarse_all
+        depths_fine = torch.cat(fines, dim=1) if fines else coarse_all[..., :0, :]
+    return RayRenderOutput(rgb=torch.cat(rgbs, dim=1),
+                           depth=torch.clamp(torch.cat(depths, dim=1), lo, hi),
+                           weight=torch.cat(totals, dim=1),
+                           depths_coarse=depths_coarse, depths_fine=depths_fine)
 
 
 def render_views(synth: TriplaneSynthesizer, planes: torch.Tensor, cameras: torch.Tensor, resolution: int,
-                 settings: RenderSettings, bg_color: float | torch.Tensor = 1.0, **kwargs) -> dict[str, torch.Tensor]:
+                 settings: RenderSettings, bg_color: float | torch.Tensor = 1.0, **kwargs) -> RenderOutput:
     """Render full images of M views of each of N triplanes in one call.
 
     Args:
@@ -258,8 +261,9 @@ def render_views(synth: TriplaneSynthesizer, planes: torch.Tensor, cameras: torc
             ``importance_u [N·M·R²,Di]``, ``generator``, ``chunk_rays``, ``return_samples``).
 
     Returns:
-        ``images_rgb [N,M,3,R,R]``, ``images_depth [N,M,1,R,R]``, ``images_weight [N,M,1,R,R]``
-        (plus ``depths_coarse``/``depths_fine`` ``[N·M,R²,D,1]`` with ``return_samples``).
+        :class:`RenderOutput`: ``images_rgb [N,M,3,R,R]``, ``images_depth [N,M,1,R,R]``,
+        ``images_weight [N,M,1,R,R]`` (plus ``depths_coarse``/``depths_fine``
+        ``[N·M,R²,D,1]`` with ``return_samples``).
     """
     n, m = cameras.shape[:2]
     origins, dirs = camera_rays(cameras.reshape(n * m, 25), resolution)
@@ -270,9 +274,6 @@ def render_views(synth: TriplaneSynthesizer, planes: torch.Tensor, cameras: torc
     def image(x: torch.Tensor) -> torch.Tensor:
         return x.permute(0, 2, 1).reshape(n, m, x.shape[-1], resolution, resolution)
 
-    result = {"images_rgb": image(out["rgb"]), "images_depth": image(out["depth"]),
-              "images_weight": image(out["weight"])}
-    for key in ("depths_coarse", "depths_fine"):
-        if key in out:
-            result[key] = out[key]
-    return result
+    return RenderOutput(images_rgb=image(out.rgb), images_depth=image(out.depth),
+                        images_weight=image(out.weight), depths_coarse=out.depths_coarse,
+                        depths_fine=out.depths_fine)

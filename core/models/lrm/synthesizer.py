@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .outputs import FieldOutput
+
 # (u, v) coordinate indices of each plane
 PLANE_AXES = ((0, 1), (0, 2), (2, 1))
 
@@ -75,18 +77,18 @@ class TriplaneSynthesizer(nn.Module):
 
     @torch.no_grad()
     def query_points(self, planes: torch.Tensor, points: torch.Tensor,
-                     chunk: int = 2 ** 18) -> dict[str, torch.Tensor]:
+                     chunk: int = 2 ** 18) -> FieldOutput:
         """Activated density ``sigma [N,P,1]`` and ``rgb [N,P,3]`` at ``points [N,P,3]``, in chunks."""
         sigmas, rgbs = [], []
         for start in range(0, points.shape[1], chunk):
             raw, rgb = self.query_raw(planes, points[:, start:start + chunk])
             sigmas.append(activate_density(raw))
             rgbs.append(rgb)
-        return {"sigma": torch.cat(sigmas, dim=1), "rgb": torch.cat(rgbs, dim=1)}
+        return FieldOutput(sigma=torch.cat(sigmas, dim=1), rgb=torch.cat(rgbs, dim=1))
 
     @torch.no_grad()
     def query_grid(self, planes: torch.Tensor, grid_size: int, bbox: tuple[float, float] = (-1.0, 1.0),
-                   chunk: int = 2 ** 18) -> dict[str, torch.Tensor]:
+                   chunk: int = 2 ** 18) -> FieldOutput:
         """Density and colour on the grid ``linspace(bbox, grid_size)³``.
 
         Returns ``sigma [N,G,G,G,1]`` and ``rgb [N,G,G,G,3]`` with array axes (x, y, z).
@@ -95,4 +97,5 @@ class TriplaneSynthesizer(nn.Module):
         axis = torch.linspace(bbox[0], bbox[1], grid_size, device=planes.device)
         points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(1, -1, 3)
         out = self.query_points(planes, points.expand(n, -1, -1), chunk=chunk)
-        return {k: v.reshape(n, grid_size, grid_size, grid_size, -1) for k, v in out.items()}
+        return FieldOutput(sigma=out.sigma.reshape(n, grid_size, grid_size, grid_size, 1),
+                           rgb=out.rgb.reshape(n, grid_size, grid_size, grid_size, 3))
