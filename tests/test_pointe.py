@@ -121,7 +121,8 @@ def test_preprocessing_rejects_non_rgb():
 def test_clip_grid_and_embed(ref, model):
     tensors, _ = ref
     with torch.no_grad():
-        grid, embed = model.clip(tensors["clip.input.pixel_values"])
+        out = model.clip(tensors["clip.input.pixel_values"])
+    grid, embed = out.grid, out.embed
     assert grid.shape == (2, 64, 256)
     # one network evaluation (float64 moves the grid by 3.3e-6, the unit-norm embed by 1.4e-7)
     torch.testing.assert_close(grid, tensors["clip.output.grid"], atol=FORWARD_ATOL, rtol=0)
@@ -341,7 +342,7 @@ def test_stage_outputs_from_reference_inputs(ref, model, index, stage):
 def test_end_to_end_samples(ref, model):
     tensors, _ = ref
     noise = NoiseSource.replaying(_noise(tensors))
-    samples = model.generate(_images(tensors), noise)
+    samples = model.generate(_images(tensors), noise).samples
     assert noise.remaining == 0
     expected = tensors["output.samples"]
     assert samples.shape == expected.shape == (2, 6, 192)
@@ -393,7 +394,7 @@ def test_multiview_conditioning(ref, model):
     assert torch.equal(concat[0, :, :256], grid[0]) and torch.equal(concat[0, :, 256:], grid[1])
     with pytest.raises(ValueError, match="unknown multiview mode"):
         combine_views(grid, "vote")
-    samples = model.sample_from_grid(concat, NoiseSource(1), karras_steps=2)
+    samples = model.sample_from_grid(concat, NoiseSource(1), karras_steps=2).samples
     assert samples.shape == (1, 6, 192) and torch.isfinite(samples).all()
 
 
@@ -421,7 +422,7 @@ def test_default_fused_attention_within_reference_tolerance(ref, fast_model):
                     tensors[prefix + "x"], tensors[prefix + "sigma"], tensors[prefix + "model_out"],
                     tensors[prefix + "denoised"])
     # a whole pipeline run: the README's end-to-end allowance
-    samples = fast_model.generate(_images(tensors), NoiseSource.replaying(_noise(tensors)))
+    samples = fast_model.generate(_images(tensors), NoiseSource.replaying(_noise(tensors))).samples
     torch.testing.assert_close(samples[:, :3], tensors["output.samples"][:, :3], atol=END_TO_END_XYZ,
                                rtol=0)
     torch.testing.assert_close(samples[:, 3:], tensors["output.samples"][:, 3:], atol=END_TO_END_RGB,

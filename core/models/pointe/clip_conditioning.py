@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -52,6 +53,21 @@ def preprocess(images: list[np.ndarray], size: int = 224) -> torch.Tensor:
     return torch.stack([preprocess_one(image, size) for image in images])
 
 
+@dataclass(frozen=True, eq=False)
+class CLIPGridOutput:
+    """The CLIP vision tower's conditioning for a batch of B images (float32 unless the tower
+    runs in another dtype).
+
+    Attributes:
+        grid: ``[B, width, (S/14)^2]`` last hidden state without ``post_layernorm``, CLS dropped,
+            channels first, patch tokens row-major (Point-E's conditioning grid).
+        embed: ``[B, proj_dim]`` projected CLS embedding, L2-normalised (unit length).
+    """
+
+    grid: torch.Tensor
+    embed: torch.Tensor
+
+
 class CLIPImageGrid(nn.Module):
     """CLIP vision tower giving Point-E's conditioning grid.
 
@@ -84,16 +100,16 @@ class CLIPImageGrid(nn.Module):
             raise BadCheckpoint(f"CLIP vision checkpoint does not fit: missing {missing[:5]}, "
                                 f"unexpected {unexpected[:5]}")
 
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """pixel_values ``[B, 3, S, S]`` -> (grid ``[B, width, (S/14)^2]``, embed ``[B, proj]``)."""
+    def forward(self, pixel_values: torch.Tensor) -> CLIPGridOutput:
+        """pixel_values ``[B, 3, S, S]`` (normalised by :func:`preprocess`) -> :class:`CLIPGridOutput`."""
         out = self.model(pixel_values=pixel_values)
         grid = out.last_hidden_state[:, 1:].permute(0, 2, 1).contiguous()
         embed = out.image_embeds / out.image_embeds.norm(dim=-1, keepdim=True)
-        return grid, embed
+        return CLIPGridOutput(grid=grid, embed=embed)
 
     def grid(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Only the conditioning grid ``[B, width, tokens]``."""
-        return self.forward(pixel_values)[0]
+        return self.forward(pixel_values).grid
 
 
 _LAYER = re.compile(r"^visual\.transformer\.resblocks\.(\d+)\.(.+)$")

@@ -142,10 +142,10 @@ class PointEMethod(Method):
         progress(0.02, "Point-E: CLIP image grid")
         grid = combine_views(model.condition(images), options.multiview)
         progress.check()
-        samples = model.sample_from_grid(
+        out = model.sample_from_grid(
             grid, NoiseSource(options.seed), progress.sub(0.05, 1.0),
             karras_steps=options.karras_steps, guidance_scale=options.guidance_scale)
-        coords, colors = samples_to_points(samples)
+        coords, colors = samples_to_points(out.samples)
         per_sample = coords.shape[1]
         if options.multiview == "fuse-samples":
             source_view = np.repeat(np.arange(len(view_ids), dtype=np.int32), per_sample)

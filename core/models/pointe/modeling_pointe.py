@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -47,6 +48,26 @@ def combine_views(grid: torch.Tensor, mode: str) -> torch.Tensor:
         v, g, t = grid.shape
         return grid.permute(1, 0, 2).reshape(1, g, v * t)
     raise ValueError(f"unknown multiview mode {mode!r}; choose one of {', '.join(MULTIVIEW_MODES)}")
+
+
+@dataclass(frozen=True, eq=False)
+class PointEOutput:
+    """Both stages' samples, float32, in output units: channels (x, y, z, R, G, B), xyz in
+    Point-E's object-centred frame (roughly [-0.5, 0.5], not tied to any camera), RGB on the
+    0..255 scale (not clamped; see :func:`samples_to_points`).
+
+    Attributes:
+        base: ``[B, 6, base_points]`` stage 1 (base model).
+        upsampled: ``[B, 6, up_points]`` stage 2 (upsampler, conditioned on ``base``).
+    """
+
+    base: torch.Tensor
+    upsampled: torch.Tensor
+
+    @property
+    def samples(self) -> torch.Tensor:
+        """The cloud: ``[B, 6, base_points + up_points]``, ``base`` then ``upsampled``."""
+        return torch.cat([self.base, self.upsampled], dim=-1)
 
 
 def samples_to_points(samples: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -132,8 +153,8 @@ class PointE(nn.Module):
     @torch.no_grad()
     def sample_from_grid(self, grid: torch.Tensor, noise: NoiseSource | None = None,
                          progress=None, traces: tuple[list, list] | None = None,
-                         **settings) -> torch.Tensor:
-        """Both stages from a conditioning grid ``[B, G, T]`` -> ``[B, 6, N1 + N2]`` (output units).
+                         **settings) -> PointEOutput:
+        """Both stages from a conditioning grid ``[B, G, T]`` -> :class:`PointEOutput`.
 
         ``progress``: a :class:`core.progress.Progress` (or ``callable(fraction, message)``),
         updated after every Karras step; a stop request raises there and nothing is returned.
@@ -162,12 +183,12 @@ class PointE(nn.Module):
         up = self.sample_stage(1, grid, noise, low_res=base,
                                progress=reporter(split, 1.0, "upsample"),
                                trace=None if traces is None else traces[1], config=config)
-        return torch.cat([base, up], dim=-1)
+        return PointEOutput(base=base, upsampled=up)
 
     @torch.no_grad()
     def generate(self, images: list[np.ndarray], noise: NoiseSource | None = None,
-                 multiview: str = "fuse-samples", progress=None, **settings) -> torch.Tensor:
-        """Images -> samples ``[B, 6, N]`` in output units.
+                 multiview: str = "fuse-samples", progress=None, **settings) -> PointEOutput:
+        """Images -> :class:`PointEOutput` (``.samples [B, 6, N]`` in output units).
 
         With one image B = 1. With V images: ``fuse-samples`` gives B = V (one cloud per
         view), the ``*-conditioning`` modes give B = 1 (see :func:`combine_views`).
