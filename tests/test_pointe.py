@@ -22,7 +22,7 @@ import torch
 from core.models.pointe import (CLIPImageGrid, CLIPImageGridPointDiffusionTransformer,
                                 CLIPImageGridUpsamplePointDiffusionTransformer, GaussianDiffusion,
                                 GuidedDenoiser, NoiseSource, PointDiffusionTransformerConfig, PointE,
-                                PointEConfig, combine_views, heun_step, karras_sigmas,
+                                PointEConfig, build_random, combine_views, heun_step, karras_sigmas,
                                 openai_clip_to_transformers, preprocess,
                                 samples_to_points)
 from core.models.pointe.sampler import heun_gamma
@@ -102,6 +102,31 @@ def test_config_reads_fixture_keys(ref):
     assert default.stage(0)["guidance_scale"] == default.stage(1)["guidance_scale"] == 3.0
     with pytest.raises(ValueError, match="unknown Point-E transformer config key"):
         PointDiffusionTransformerConfig.from_dict({"widht": 3})
+
+
+def test_configuration_outside_the_fixture_runs_on_portrait_and_landscape_images():
+    """Other CLIP width/depth/heads/image/patch, other transformer widths/depths/heads and point
+    counts; a portrait and a landscape picture."""
+    config = PointEConfig(clip_image_size=32, clip_patch_size=8, clip_width=24, clip_layers=1,
+                          clip_heads=3, clip_proj_dim=8, width=16, layers=1, heads=2, up_width=24,
+                          up_layers=2, up_heads=3, base_points=8, up_points=16, karras_steps=2)
+    model = build_random(config, seed=0)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (45, 30, 3), dtype=np.uint8), rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)]
+    grid = model.condition(images)
+    assert grid.shape == (2, 24, 16)                         # 4x4 patches of 8 px
+    # one CLIP evaluation: the second picture alone gives the same grid row
+    torch.testing.assert_close(model.condition(images[1:])[0], grid[1], atol=FORWARD_ATOL, rtol=0)
+    samples = model.generate(images, NoiseSource(0)).samples
+    assert samples.shape == (2, 6, 24) and torch.isfinite(samples).all()
+    # no position embedding: permuting the points permutes the denoiser's output (one evaluation)
+    x, t = torch.randn(2, 6, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([5, 700])
+    order = torch.randperm(8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        out = model.base(x, t, grid)
+        permuted = model.base(x[:, :, order], t, grid)
+    assert out.shape == (2, 12, 8)
+    torch.testing.assert_close(permuted, out[:, :, order], atol=FORWARD_ATOL, rtol=0)
 
 
 # ----------------------------------------------------------------------------- CLIP
