@@ -88,7 +88,8 @@ def execute(method: registry.Method, scene: Scene, view_ids, options=None,
     available = method.availability(options)
     if not available.ok:
         raise registry.CannotRun(f"{method.label} cannot run: {available.message()}")
-    device = resolve_device(getattr(options, "device", "auto"))
+    # A method without a device option runs where its code runs (COLMAP's CPU wheel, 3D-LMNet).
+    device = resolve_device(options.device) if hasattr(options, "device") else "cpu"
     progress(0.0, f"loading {method.label}")
     model, load_seconds = load_model(method, options, device)
     with measure(cuda=device == "cuda") as measured:

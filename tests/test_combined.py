@@ -318,12 +318,10 @@ def test_pretrained_loading_reads_a_local_snapshot(tmp_path, monkeypatch, sample
     model.save_pretrained(folder)
     tiny.tiny_depth_processor().save_pretrained(folder)
     assert checkpoints.model_folder(checkpoints.DEPTH_MODELS["depth-anything-v2-small"]) == folder
-    depth.load_depth_estimator.cache_clear()
     loaded = depth.load_depth_estimator("depth-anything-v2-small")
     for name, tensor in model.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[name], tensor)
     assert loaded.predict(sample_scene.images[VIEW]).shape == sample_scene.image_size
-    depth.load_depth_estimator.cache_clear()
 
 
 def test_weights_fetch_cli_names_every_file_of_the_default_models(registered, monkeypatch, capsys):

@@ -5,7 +5,6 @@ The network predicts *relative inverse depth* (disparity up to an unknown scale 
 """
 from __future__ import annotations
 
-import functools
 
 import numpy as np
 import torch
@@ -30,7 +29,6 @@ class DepthEstimator(ModelWithProcessor):
         return resized.clamp_min(0).cpu().numpy().astype(np.float32)
 
 
-@functools.cache
 def load_depth_estimator(key: str, device: str = "cpu") -> DepthEstimator:
     """The pretrained Depth Anything ``key`` (local cache only; raises MissingWeights)."""
     from transformers import AutoImageProcessor, DepthAnythingForDepthEstimation
@@ -38,7 +36,6 @@ def load_depth_estimator(key: str, device: str = "cpu") -> DepthEstimator:
     return DepthEstimator.from_local(DEPTH_MODELS[key], DepthAnythingForDepthEstimation, AutoImageProcessor, device)
 
 
-@functools.cache
 def tiny_depth_estimator(seed: int = 0, device: str = "cpu") -> DepthEstimator:
     from transformers import DepthAnythingForDepthEstimation
 

@@ -5,7 +5,6 @@ whose prompt tokens pass the text threshold), sorted by score, in pixels of the 
 """
 from __future__ import annotations
 
-import functools
 import warnings
 from dataclasses import dataclass, field
 
@@ -86,7 +85,6 @@ class Detector(ModelWithProcessor):
                           prompt=text)
 
 
-@functools.cache
 def load_detector(key: str, device: str = "cpu") -> Detector:
     """The pretrained Grounding DINO ``key`` (from the local cache only; raises MissingWeights)."""
     from transformers import AutoProcessor, GroundingDinoForObjectDetection
@@ -94,7 +92,6 @@ def load_detector(key: str, device: str = "cpu") -> Detector:
     return Detector.from_local(DETECTORS[key], GroundingDinoForObjectDetection, AutoProcessor, device)
 
 
-@functools.cache
 def tiny_detector(seed: int = 0, device: str = "cpu") -> Detector:
     """Grounding DINO in its tiny random configuration (see :mod:`.tiny`)."""
     from transformers import GroundingDinoForObjectDetection

@@ -17,6 +17,7 @@ from core.data.scene import Reconstruction, Scene
 from core.models import weights
 from core.models.combined import checkpoints as ckpt
 from core.models.combined import depth_fit
+from core.models.combined.projection import CameraSource
 from core.models.combined.pipeline import FusionError, Stages, StageError, ViewSettings, fuse, run_view, view_poses
 from core.models.registry import Availability, Method
 from core.options import DeviceOptions, option
@@ -30,7 +31,7 @@ RELATIVE_NOTE = ("relative depth: no reference was used, so depth has arbitrary 
 
 Weights = Literal["pretrained", "random-tiny"]
 FitRegion = Literal["object mask", "whole view"]
-Camera = Literal["scene", "vggt", "fov guess"]  # core.models.combined.projection.CAMERA_CHOICES
+Camera = CameraSource
 
 
 @dataclass
@@ -125,7 +126,7 @@ class CombinedMethod(Method):
             return Availability(True)
         folder = weights.weights_folder()
         looked = f"${weights.WEIGHTS_ENV} ({folder if folder else 'unset'}) and the Hugging Face cache"
-        count = {1: "1 of the three models is", 2: "2 of the three models are", 3: "The three models are"}
+        count = {1: "1 of the three models is", 2: "2 of the three models are", 3: "the three models are"}
         missing = f"{count[len(problems)]} not on this machine (looked in {looked}). " + "; ".join(problems) + "."
         fix = "python -m core weights fetch " + " ".join(fetch_keys) if fetch_keys else ""
         return Availability(False, missing, fix)

@@ -6,7 +6,9 @@ guess (from the image file's EXIF 35 mm focal length, else a default).
 from __future__ import annotations
 
 import logging
+import typing
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -15,7 +17,8 @@ from core import geometry
 
 log = logging.getLogger(__name__)
 
-CAMERA_CHOICES = ("scene", "vggt", "fov guess")
+CameraSource = Literal["scene", "vggt", "fov guess"]
+CAMERA_CHOICES: tuple[str, ...] = typing.get_args(CameraSource)
 
 
 def erode_mask(mask: np.ndarray, pixels: int) -> np.ndarray:

@@ -6,7 +6,6 @@ predicted IoU is kept.
 """
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
 
@@ -88,7 +87,6 @@ def build_sam(variant: str):
     return sam_model_registry[variant](checkpoint=None)
 
 
-@functools.cache
 def load_segmenter(key: str, checkpoint_path: str = "", device: str = "cpu") -> Segmenter:
     """SAM ``key`` with its official weights (explicit path or the weights folder; never downloads)."""
     variant, _ = SEGMENTERS[key]
@@ -101,7 +99,6 @@ def load_segmenter(key: str, checkpoint_path: str = "", device: str = "cpu") -> 
     return Segmenter(sam, device, key)
 
 
-@functools.cache
 def tiny_segmenter(seed: int = 0, device: str = "cpu") -> Segmenter:
     from core.models.combined import tiny
 
