@@ -173,7 +173,7 @@ def test_clip_loads_openai_naming_directly(ref, model):
     clip = CLIPImageGrid(model.config.clip_vision_config()).eval()
     clip.load_transformers_state_dict(prefixed(tensors, "clip.weights.openai."))
     with torch.no_grad():
-        grid, _ = clip(tensors["clip.input.pixel_values"])
+        grid = clip(tensors["clip.input.pixel_values"]).grid
     torch.testing.assert_close(grid, tensors["clip.output.grid"], atol=FORWARD_ATOL, rtol=0)
 
 
