@@ -140,3 +140,16 @@ def test_attention_overlay_blends_the_heat_map_and_marks_correspondences():
     assert viz.correspondence_status(links, "predicted", 1) == "occluded"
     links["predicted"][1]["occluded"] = None
     assert viz.correspondence_status(links, "predicted", 1) == "unknown"
+
+
+def test_without_least_confident_keeps_the_top_points_and_their_attributes():
+    from core.data.scene import Reconstruction
+
+    points = np.arange(30, dtype=np.float32).reshape(10, 3)
+    confidence = np.arange(10, dtype=np.float32)[::-1].copy()   # point i has confidence 9 - i
+    recon = Reconstruction("x", points, colors=np.full((10, 3), 7, np.uint8), confidence=confidence,
+                           source_view=np.arange(10) % 2)
+    shown = viz.without_least_confident(recon, 30)   # the 30th percentile of 0..9 is 2.7
+    np.testing.assert_array_equal(shown.points, points[:7])
+    np.testing.assert_array_equal(shown.source_view, (np.arange(10) % 2)[:7])
+    assert len(recon.points) == 10 and viz.without_least_confident(recon, 0) is recon

@@ -164,6 +164,27 @@ def reconstruction_figure(recon, color_by: str = "rgb", max_points: int = DEFAUL
     return figure_3d(traces, revision=f"recon-{recon.method}"), f"showing {shown:,} of {total:,} points"
 
 
+def without_least_confident(recon, percent: float):
+    """A copy of ``recon`` without its least confident ``percent`` % of points (a display
+    filter: the stored run is unchanged); ``recon`` itself when it has no confidence."""
+    from dataclasses import replace
+
+    if recon.confidence is None or percent <= 0:
+        return recon
+    keep = recon.confidence >= np.percentile(recon.confidence, percent)
+    return replace(recon, points=recon.points[keep],
+                   colors=None if recon.colors is None else recon.colors[keep],
+                   confidence=recon.confidence[keep],
+                   source_view=None if recon.source_view is None else recon.source_view[keep])
+
+
+def loss_curve_figure(losses: list[float]) -> go.Figure:
+    """DUSt3R's global-alignment loss per iteration (unitless, the optimiser's objective)."""
+    curve = go.Figure(go.Scatter(y=losses, mode="lines", name="loss"))
+    curve.update_layout(height=260, xaxis_title="iteration", yaxis_title="alignment loss", margin={"t": 20})
+    return curve
+
+
 def error_overlay_figure(evaluation, max_points: int = DEFAULT_MAX_POINTS, clip: float | None = None
                          ) -> tuple[go.Figure, str]:
     """Aligned prediction coloured by distance to the ground truth, over the ground truth (grey)."""

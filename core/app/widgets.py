@@ -205,8 +205,6 @@ def _pick_views(scene: Scene, method, key: str) -> list[int]:
 def method_workbench(family: str) -> None:
     """Layout shared by the Discriminative and Generative pages: pick a method, views and options,
     run it through the cache, and show its cloud, cameras, depth maps, mesh and scores."""
-    import numpy as np
-
     from core.eval import metrics
     from core.app import figures as viz
     from core.models import registry
@@ -286,14 +284,7 @@ def method_workbench(family: str) -> None:
                      help="display filter only; the stored run and its scores are unchanged")
     color_by = st.radio("Colour", ["rgb", "confidence"], horizontal=True, key=f"{family}.color",
                         disabled=recon.confidence is None)
-    shown = recon
-    if recon.confidence is not None and hide > 0:
-        keep = recon.confidence >= np.percentile(recon.confidence, hide)
-        from dataclasses import replace
-        shown = replace(recon, points=recon.points[keep],
-                        colors=None if recon.colors is None else recon.colors[keep],
-                        confidence=recon.confidence[keep],
-                        source_view=None if recon.source_view is None else recon.source_view[keep])
+    shown = viz.without_least_confident(recon, hide)
     fig, caption = viz.reconstruction_figure(shown, color_by=color_by, image_size=scene.image_size)
     st.plotly_chart(fig, width="stretch", key=f"{family}.cloud")
     st.caption(caption + (" — red: predicted cameras, numbered by scene view" if recon.has_cameras else ""))
@@ -303,11 +294,7 @@ def method_workbench(family: str) -> None:
         st.caption(caption)
     losses = (recon.extra or {}).get("loss_history")
     if losses:
-        import plotly.graph_objects as go
-
-        curve = go.Figure(go.Scatter(y=losses, mode="lines", name="loss"))
-        curve.update_layout(height=260, xaxis_title="iteration", yaxis_title="alignment loss", margin={"t": 20})
-        st.plotly_chart(curve, width="stretch", key=f"{family}.loss")
+        st.plotly_chart(viz.loss_curve_figure(losses), width="stretch", key=f"{family}.loss")
         st.caption(f"Global alignment: {len(losses)} iterations, loss {losses[0]:.4g} → {losses[-1]:.4g}.")
     if recon.depth_maps is not None:
         st.plotly_chart(viz.depth_figure(list(recon.depth_maps[:8]), [f"view {v}" for v in recon.view_ids[:8]]),
