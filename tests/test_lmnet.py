@@ -36,7 +36,10 @@ def test_point_modules_shapes_and_gradients():
     for encoder in (PointNetEncoder((16, 32), 24), DGCNNEncoder((16, 16), 24, k=5)):
         code = encoder(points)
         assert code.shape == (2, 24)
-        # permutation invariance (max-pool; k-NN graphs are order independent)
+        # permutation invariance (max-pool; k-NN graphs are order independent). The k-NN choices are
+        # stable: here the 5th and 6th squared distances differ by >= 4.6e-5 in both graphs, 40x
+        # their float32 rounding; what is left is per-point rounding, which a point's column in
+        # another BLAS block may change: atol 1e-5 on codes of order 1
         perm = torch.randperm(64)
         encoder.eval()
         assert torch.allclose(encoder(points), encoder(points[:, perm]), atol=1e-5)
@@ -74,6 +77,30 @@ def test_lmnet_forward_and_probabilistic(variant):
         + diversity_loss(sigma, torch.tensor([0.0, 180.0]), 0.2) + model.autoencode(torch.rand(2, 256, 3)).square().mean()
     loss.backward()
     _grads_ok(model)
+
+
+def test_configuration_outside_the_tiny_ones_on_a_portrait_photo():
+    """Other widths, depths, point counts and conv stack; a portrait photo through the
+    preprocessing (object framed in a square) and both point encoders."""
+    from core.models.lmnet.inference import preprocess
+
+    photo = np.full((90, 50, 3), 255, np.uint8)
+    photo[20:80, 10:40] = (180, 40, 40)                     # a tall object on white
+    x = torch.from_numpy(preprocess(photo, image_size=40))[None]
+    assert x.shape == (1, 3, 40, 40)
+    for encoder in ("pointnet", "dgcnn"):
+        config = LMNetConfig(num_points=50, latent_dim=12, point_encoder=encoder, pointnet_channels=(8, 12, 16),
+                             dgcnn_channels=(8, 12), dgcnn_k=4, encoder_points=30, decoder_channels=(24, 24),
+                             image_size=40, conv_layers=((6, 5, 2), (10, 3, 3), (12, 3, 1)))
+        torch.manual_seed(0)
+        model = LMNet(config).eval()
+        assert model.image_encoder.fc.in_features == 12 * 7 * 7   # 40 -> 20 -> 7 -> 7
+        with torch.no_grad():
+            points = model(torch.cat([x, torch.rand(1, 3, 40, 40)]))
+            code = model.encode_points(torch.rand(2, 30, 3))
+        assert points.shape == (2, 50, 3) and code.shape == (2, 12)
+        with torch.no_grad():  # eval-mode batch norm: items are independent (one evaluation)
+            assert torch.allclose(model(x)[0], points[0], atol=1e-5)
 
 
 def test_dinov2_encoder_trainable_blocks_and_loading(tmp_path, monkeypatch):
