@@ -36,7 +36,10 @@ def test_rope_matches_explicit_pairwise_rotations():
                 a, b = tokens[0, :, n, base + j], tokens[0, :, n, base + j + d // 4]
                 expected[0, :, n, base + j] = a * math.cos(angle) - b * math.sin(angle)
                 expected[0, :, n, base + j + d // 4] = b * math.cos(angle) + a * math.sin(angle)
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    # The module's angles (up to 9 rad) are float32 products of a float32 pow: one ulp of pow or cos
+    # on another CPU moves an angle by <= 1.1e-6 rad, a pair of norm <= 5 by <= 5.5e-6 (even where the
+    # rotated value is ~0); a wrong pairing or frequency is off by > 0.1.
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_rope_attention_logits_depend_only_on_relative_position():
@@ -45,6 +48,7 @@ def test_rope_attention_logits_depend_only_on_relative_position():
     q, k = torch.randn(1, 1, 1, 32), torch.randn(1, 1, 1, 32)
     def logit(pq, pk):
         return (rope(q, torch.tensor([[pq]])) * rope(k, torch.tensor([[pk]]))).sum()
+    # logits ~8 from |q||k| ~ 32: float32 angle rounding (<= 1.1e-6 rad) moves them by <= 4e-5
     torch.testing.assert_close(logit([2, 3], [5, 1]), logit([6, 7], [9, 5]), rtol=1e-4, atol=1e-5)
     assert not torch.allclose(logit([2, 3], [5, 1]), logit([2, 3], [1, 5]))
 
@@ -115,6 +119,7 @@ def test_preprocessing_matches_the_reference_loader(fixture, prefix, raw_key, im
     for i in range(expected.shape[0] if expected.ndim == 4 else expected.shape[0]):
         tensor, transform = prepare_image(raw[i], size=64)
         want = expected[i] if expected.ndim == 4 else expected[i, 0]
+        # PIL's resize is integer arithmetic; then (rgb/255 - 0.5)/0.5 in float32: a few ulps of 1
         torch.testing.assert_close(tensor, want, rtol=0, atol=1e-6)
         assert transform.model_size == tuple(want.shape[-2:])
 
