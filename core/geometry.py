@@ -120,10 +120,77 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0,
 
 
 # ---------------------------------------------------------------------------- intrinsics
+def focal_from_fov(size: float, fov_deg: float) -> float:
+    """Focal length of a pinhole camera whose ``fov_deg`` spans ``size`` (edge to edge).
+
+    ``f = (size / 2) / tan(fov / 2)``, in the units of ``size`` (pixels for an image side,
+    millimetres for a sensor side); :func:`fov_from_focal` is its inverse.
+    """
+    return 0.5 * size / np.tan(np.radians(fov_deg) / 2)
+
+
+def fov_from_focal(size: float, focal: float) -> float:
+    """Field of view in degrees that a focal length ``focal`` spans over ``size`` (same units):
+    ``2 atan((size / 2) / f)``, the inverse of :func:`focal_from_fov`."""
+    return float(2 * np.degrees(np.arctan(0.5 * size / focal)))
+
+
 def intrinsics_from_fov(width: int, height: int, fov_x_deg: float) -> np.ndarray:
     """Pinhole intrinsics with square pixels, principal point at the image centre."""
-    focal = 0.5 * width / np.tan(np.radians(fov_x_deg) / 2)
+    focal = focal_from_fov(width, fov_x_deg)
     return np.array([[focal, 0, (width - 1) / 2], [0, focal, (height - 1) / 2], [0, 0, 1]])
+
+
+def _resize_crop_axes(scale, offset) -> tuple[np.ndarray, np.ndarray]:
+    """Per-axis ``(a, b)`` of ``u' = a u + b`` for :func:`resize_crop_pixels` (float64 ``[2]`` each)."""
+    a = np.broadcast_to(np.asarray(scale, dtype=np.float64), (2,))
+    t = np.broadcast_to(np.asarray(offset, dtype=np.float64), (2,))
+    return a, t + (a - 1) / 2
+
+
+def resize_crop_pixels(pixels: np.ndarray, scale, offset=(0.0, 0.0), inverse: bool = False) -> np.ndarray:
+    """Pixel coordinates of an image -> those of its resized-then-cropped (or padded) version.
+
+    ReconBench's convention, integer pixel centres: a resampling that aligns the two images'
+    outer edges (PIL's ``resize``, ``cv2.resize``, ``torch.nn.functional.interpolate`` with
+    ``align_corners=False``) maps the edge-based position ``u + 1/2`` to ``s (u + 1/2)``, and the
+    crop or pad then adds ``t``::
+
+        u' = s_x (u + 1/2) - 1/2 + t_x,    v' = s_y (v + 1/2) - 1/2 + t_y
+
+    Args:
+        pixels: ``[...,2]`` ``(u, v)`` (column, row) in the source image.
+        scale: ``s`` = new size / old size, one number or ``(s_x, s_y)``.
+        offset: ``(t_x, t_y)`` pixels added after the resize: minus the top-left corner of a
+            crop, plus the padding before the image.
+        inverse: map the new image's pixels back to the source image instead.
+    Returns:
+        ``[...,2]`` float64.
+    """
+    a, b = _resize_crop_axes(scale, offset)
+    pixels = np.asarray(pixels, dtype=np.float64)
+    return (pixels - b) / a if inverse else a * pixels + b
+
+
+def resize_crop_intrinsics(intrinsics: np.ndarray, scale, offset=(0.0, 0.0), inverse: bool = False
+                           ) -> np.ndarray:
+    """Intrinsics ``[...,3,3]`` of the same camera in the resized-then-cropped image's pixels.
+
+    The image transform of :func:`resize_crop_pixels` (same arguments, integer pixel centres),
+    applied as ``K' = A K`` with ``A = [[s_x, 0, b_x], [0, s_y, b_y], [0, 0, 1]]``,
+    ``b = t + (s - 1) / 2``, and computed as row operations so that an infinite focal (a
+    degenerate prediction) stays in its own entry. ``inverse`` maps the new image's intrinsics
+    back (``A^-1 K``). Returns float64.
+    """
+    a, b = _resize_crop_axes(scale, offset)
+    k = np.asarray(intrinsics, dtype=np.float64)
+    out = k.copy()
+    for axis in (0, 1):
+        if inverse:
+            out[..., axis, :] = (k[..., axis, :] - b[axis] * k[..., 2, :]) / a[axis]
+        else:
+            out[..., axis, :] = a[axis] * k[..., axis, :] + b[axis] * k[..., 2, :]
+    return out
 
 
 def dust3r_principal_point(height: int, width: int) -> tuple[float, float]:

@@ -14,6 +14,20 @@ import torch
 
 
 # ---------------------------------------------------------------------------- transforms
+def as_4x4(transform: torch.Tensor) -> torch.Tensor:
+    """``[...,3,4]`` or ``[...,4,4]`` -> ``[...,4,4]`` (bottom row ``[0, 0, 0, 1]``), differentiable.
+
+    Keeps the dtype and device; a ``[...,4,4]`` input is returned as it is (not copied).
+    """
+    if transform.shape[-2:] == (4, 4):
+        return transform
+    if transform.shape[-2:] != (3, 4):
+        raise ValueError(f"expected a [...,3,4] or [...,4,4] transform, got {tuple(transform.shape)}")
+    bottom = torch.zeros(transform.shape[:-2] + (1, 4), dtype=transform.dtype, device=transform.device)
+    bottom[..., 0, 3] = 1
+    return torch.cat((transform, bottom), dim=-2)
+
+
 def transform_points(transform: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Apply ``x -> A x + t`` of a ``[...,4,4]`` or ``[...,3,4]`` transform to ``points [...,N,3]``.
 

@@ -105,6 +105,57 @@ def test_intrinsics_from_fov_spans_the_field_of_view_edge_to_edge():
     np.testing.assert_allclose(k[:2, 2], [31.5, 23.5])  # image centre, integer pixel centres
 
 
+def test_focal_from_fov_and_back():
+    """Rays through the two outer edges of ``size`` at focal ``f`` make the field of view."""
+    for size, fov in ((640.0, 50.0), (36.0, 39.6), (480.0, 90.0)):
+        f = geometry.focal_from_fov(size, fov)
+        assert abs(geometry.angle_between_deg(np.array([-size / 2, 0.0, f]), np.array([size / 2, 0.0, f])) - fov) < 1e-9
+        assert abs(geometry.fov_from_focal(size, f) - fov) < 1e-12
+    assert abs(geometry.focal_from_fov(480.0, 90.0) - 240.0) < 1e-12
+    assert abs(geometry.fov_from_focal(36.0, 50.0) - 39.5977) < 1e-4  # a 50 mm lens on 35 mm film
+
+
+def test_resize_crop_pixels_follows_what_a_resize_and_a_crop_do_to_an_image():
+    """Measured, not derived: resize a horizontal and a vertical ramp (value = source pixel
+    coordinate) with cv2 (bilinear reproduces a linear ramp exactly away from the borders),
+    crop/pad by whole pixels, and read at each new pixel which source coordinate it shows."""
+    import cv2
+
+    h, w = 12, 16
+    ramps = np.dstack([geometry.pixel_grid(h, w, np.float32), np.zeros((h, w), np.float32)])
+    for (sx, sy), (tx, ty) in (((2.5, 2.0), (-3.0, 4.0)), ((0.5, 0.5), (1.0, -1.0)), ((1.75, 0.5), (0.0, 0.0))):
+        resized = cv2.resize(ramps, (round(w * sx), round(h * sy)), interpolation=cv2.INTER_LINEAR)
+        placed = np.full((resized.shape[0] + 10, resized.shape[1] + 10, 3), np.nan, np.float32)
+        y0, x0 = max(int(ty), 0), max(int(tx), 0)                      # pad by t >= 0, crop by -t
+        part = resized[max(-int(ty), 0):, max(-int(tx), 0):]
+        placed[y0:y0 + part.shape[0], x0:x0 + part.shape[1]] = part
+        new = geometry.pixel_grid(*placed.shape[:2])
+        source = geometry.resize_crop_pixels(new, (sx, sy), (tx, ty), inverse=True)
+        inside = np.all((source > 0.5) & (source < [w - 1.5, h - 1.5]), axis=-1)  # ramps exact here
+        assert inside.sum() > 20
+        np.testing.assert_allclose(placed[inside][:, :2], source[inside], atol=1e-4)  # float32 image
+        np.testing.assert_allclose(geometry.resize_crop_pixels(source, (sx, sy), (tx, ty)), new, atol=1e-12)
+    np.testing.assert_allclose(geometry.resize_crop_pixels([[0.0, 0.0], [3.0, 1.0]], 2.0), [[0.5, 0.5], [6.5, 2.5]])
+
+
+def test_resize_crop_intrinsics_project_where_the_pixels_go():
+    rng = np.random.default_rng(12)
+    k = np.array([[500.0, 0.3, 319.5], [0, 480.0, 239.5], [0, 0, 1]])
+    points = rng.normal(size=(6, 3)) + [0, 0, 4]
+    uv, _ = geometry.project(points, k, np.eye(4))
+    for scale, offset in ((0.5, (0.0, 0.0)), (2.0, (0.0, 0.0)), ((0.25, 0.4), (-7.0, 12.0))):
+        k_new = geometry.resize_crop_intrinsics(k, scale, offset)
+        uv_new, _ = geometry.project(points, k_new, np.eye(4))
+        np.testing.assert_allclose(uv_new, geometry.resize_crop_pixels(uv, scale, offset), atol=1e-9)
+        np.testing.assert_allclose(geometry.resize_crop_intrinsics(k_new, scale, offset, inverse=True), k, atol=1e-12)
+    s = 0.25  # pure resize: u' + 1/2 = s (u + 1/2), focal times s
+    np.testing.assert_allclose(geometry.resize_crop_intrinsics(k, s)[:2, 2], s * (k[:2, 2] + 0.5) - 0.5, atol=1e-12)
+    batch = geometry.resize_crop_intrinsics(np.stack([k, 2 * k]), 0.5)  # [...,3,3]
+    np.testing.assert_allclose(batch[1], geometry.resize_crop_intrinsics(2 * k, 0.5), atol=1e-12)
+    degenerate = geometry.resize_crop_intrinsics(np.array([[np.inf, 0, 4], [0, np.inf, 3], [0, 0, 1]]), 2.0, (1, 1))
+    assert np.isinf(degenerate[[0, 1], [0, 1]]).all() and np.isfinite(np.delete(degenerate.ravel(), [0, 4])).all()
+
+
 def test_dust3r_principal_point_is_half_a_pixel_off_our_image_centre():
     assert geometry.dust3r_principal_point(48, 64) == (32.0, 24.0)
     ours = geometry.intrinsics_from_fov(64, 48, 60.0)

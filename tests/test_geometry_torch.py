@@ -17,6 +17,21 @@ def _poses(rng, n, scale=1.0):
     return np.stack([geometry.sim3_matrix(scale, geometry.random_rotation(rng), rng.normal(size=3)) for _ in range(n)])
 
 
+def test_as_4x4_equals_numpy_keeps_dtype_and_gradients():
+    rng = np.random.default_rng(8)
+    poses = _poses(rng, 3)
+    top = torch.tensor(poses[:, :3], dtype=torch.float32, requires_grad=True)
+    out = gt.as_4x4(top)
+    assert out.dtype == torch.float32 and out.shape == (3, 4, 4)
+    np.testing.assert_array_equal(out.detach().numpy(), geometry.as_4x4(top.detach().double().numpy()))
+    out.sum().backward()  # the bottom row is constant: d(sum)/d(top) = 1 everywhere
+    np.testing.assert_array_equal(top.grad.numpy(), np.ones((3, 3, 4)))
+    full = torch.tensor(poses)
+    assert gt.as_4x4(full) is full
+    with pytest.raises(ValueError, match=r"\[\.\.\.,3,4\] or \[\.\.\.,4,4\]"):
+        gt.as_4x4(torch.eye(3))
+
+
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
 def test_transform_points_equals_numpy(dtype, tol):
     rng = np.random.default_rng(0)
