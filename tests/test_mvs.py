@@ -21,19 +21,10 @@ def _sparse_from_depths(scene, step=40):
     """Stand-in for COLMAP's sparse points: the exact depth maps unprojected on a coarse grid."""
     points = []
     for i in range(scene.num_views):
-        k = mvs.scale_intrinsics(scene.intrinsics[i], 1 / step)
+        k = geometry.resize_crop_intrinsics(scene.intrinsics[i], 1 / step)
         p, _ = geometry.unproject_depth(scene.depths[i][::step, ::step], k, scene.cam_from_world[i])
         points.append(p)
     return np.concatenate(points)
-
-
-def test_scale_intrinsics_keeps_pixel_centres():
-    k = np.array([[500.0, 0, 319.5], [0, 480.0, 239.5], [0, 0, 1]])
-    point = np.array([[0.3, -0.2, 2.0]])
-    uv, _ = geometry.project(point, k, np.eye(4))
-    for s in (0.5, 0.25, 2.0):
-        uv_s, _ = geometry.project(point, mvs.scale_intrinsics(k, s), np.eye(4))
-        np.testing.assert_allclose(uv_s, s * (uv + 0.5) - 0.5, atol=1e-9)
 
 
 def test_select_sources_prefers_near_views_on_an_orbit(sample_scene):
@@ -55,7 +46,7 @@ def test_plane_sweep_depth_of_one_view_matches_the_exact_depth(toy_subset):
     options = mvs.MvsOptions(scale=0.25, num_depths=64)
     sparse = _sparse_from_depths(scene)
     grays = [mvs._gray(im, options.scale) for im in scene.images]
-    ks = mvs.scale_intrinsics(scene.intrinsics, options.scale)
+    ks = geometry.resize_crop_intrinsics(scene.intrinsics, options.scale)
     src = [1, 13, 2, 12]
     near, far = mvs.depth_range(sparse, scene.intrinsics[0], scene.cam_from_world[0], scene.image_size)
     depth, score = mvs.plane_sweep(grays[0], [grays[j] for j in src], ks[0], [ks[j] for j in src],
@@ -76,7 +67,7 @@ def test_consistency_rejects_a_wrong_depth_map(sample_scene):
     scale = 0.25
     h, w = int(640 * scale), int(480 * scale)
     depths = np.stack([cv2.resize(d, (w, h), interpolation=cv2.INTER_NEAREST) for d in scene.depths[:4]])
-    poses, ks = scene.cam_from_world[:4], mvs.scale_intrinsics(scene.intrinsics[:4], scale)
+    poses, ks = scene.cam_from_world[:4], geometry.resize_crop_intrinsics(scene.intrinsics[:4], scale)
     sources = [[1], [0, 2], [1, 3], [2]]
     options = mvs.MvsOptions(consistency_px=1.0, consistency_depth=0.01)
     counts, _ = mvs.consistency_counts(depths, ks, poses, sources, options)

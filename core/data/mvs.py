@@ -91,16 +91,6 @@ class MvsResult:
     stage_seconds: dict
 
 
-def scale_intrinsics(intrinsics: np.ndarray, scale: float) -> np.ndarray:
-    """Intrinsics of an image resized by ``scale`` (pixel-centre convention: u' = s(u + 0.5) - 0.5)."""
-    k = np.array(intrinsics, dtype=np.float64, copy=True)
-    k[..., 0, 0] *= scale
-    k[..., 1, 1] *= scale
-    k[..., 0, 2] = scale * (k[..., 0, 2] + 0.5) - 0.5
-    k[..., 1, 2] = scale * (k[..., 1, 2] + 0.5) - 0.5
-    return k
-
-
 def scene_centre(cam_from_world: np.ndarray) -> np.ndarray:
     """Least-squares intersection of the optical axes of ``cam_from_world [N,4,4]`` (finite rows)."""
     ok = np.isfinite(cam_from_world).all(axis=(1, 2))
@@ -184,11 +174,6 @@ class _Window:
         return ncc
 
 
-def _relative(cam_from_world_src: np.ndarray, cam_from_world_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    rel = cam_from_world_src @ geometry.invert_transform(cam_from_world_ref)
-    return rel[:3, :3], rel[:3, 3]
-
-
 def plane_sweep(ref_gray: np.ndarray, src_grays: list[np.ndarray], k_ref: np.ndarray, k_srcs: list[np.ndarray],
                 pose_ref: np.ndarray, pose_srcs: list[np.ndarray], near: float, far: float,
                 options: MvsOptions) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +187,7 @@ def plane_sweep(ref_gray: np.ndarray, src_grays: list[np.ndarray], k_ref: np.nda
     ones = np.ones((h, w), np.float32)
     k_ref_inv = np.linalg.inv(k_ref)
     normal = np.array([0.0, 0.0, 1.0])
-    relatives = [_relative(p, pose_ref) for p in pose_srcs]
+    relatives = [(rel[:3, :3], rel[:3, 3]) for rel in (geometry.relative_pose(pose_ref, p) for p in pose_srcs)]
     k = min(options.top_k, len(src_grays))
     volume = np.empty((options.num_depths, h, w), np.float32)
     per_source = np.empty((len(src_grays), h, w), np.float32)
@@ -229,7 +214,7 @@ def _refine(stats: _Window, src_grays, k_ref, k_srcs, relatives, depth, inv, ste
     """Fine per-pixel sweep over +-1 coarse step around ``inv`` (inverse depth), then a parabola."""
     h, w = depth.shape
     grid = geometry.pixel_grid(h, w).reshape(-1, 2)
-    rays = (np.concatenate([grid, np.ones((len(grid), 1))], axis=1) @ np.linalg.inv(k_ref).T).astype(np.float32)
+    rays = geometry.unproject_pixels(grid, 1.0, k_ref).astype(np.float32)  # z = 1
     n = options.refine_steps
     offsets = np.linspace(-1.0, 1.0, n) * step
     k = min(options.top_k, len(src_grays))
@@ -312,8 +297,7 @@ def consistency_counts(depths: np.ndarray, intrinsics: np.ndarray, cam_from_worl
             has = dj > 0
             idx, dj = idx[has], dj[has]
             pixels_j = np.stack([uj[idx], vj[idx]], axis=1).astype(np.float64)
-            rays = np.concatenate([pixels_j, np.ones((len(idx), 1))], axis=1) @ np.linalg.inv(intrinsics[j]).T
-            back = geometry.transform_points(geometry.invert_transform(cam_from_world[j]), rays * dj[:, None])
+            back = geometry.unproject_pixels(pixels_j, dj, intrinsics[j], cam_from_world[j])
             uv_i, z_i = geometry.project(back, intrinsics[i], cam_from_world[i])
             reproj = np.linalg.norm(uv_i - grid[rows[idx], cols[idx]], axis=1)
             rel = np.abs(z_i - depths[i, rows[idx], cols[idx]]) / depths[i, rows[idx], cols[idx]]
@@ -357,7 +341,7 @@ def run_mvs(images: list[np.ndarray], intrinsics: np.ndarray, cam_from_world: np
     full_h, full_w = images[0].shape[:2]
     grays = [_gray(image, options.scale) for image in images]
     h, w = grays[0].shape
-    ks = scale_intrinsics(intrinsics, options.scale)
+    ks = geometry.resize_crop_intrinsics(intrinsics, options.scale)
     sources = select_sources(cam_from_world, options.num_sources, options.ideal_angle_deg)
     targets = [v for v in (range(n) if views is None else views) if registered[v]]
     depths = np.zeros((n, h, w), np.float32)
