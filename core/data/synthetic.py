@@ -252,7 +252,7 @@ class ToyRenderer:
 
         world_from_cam = geometry.invert_transform(cam_from_world)
         grid = geometry.pixel_grid(height, width).reshape(-1, 2)
-        rays_cam = np.concatenate([grid, np.ones((len(grid), 1))], axis=1) @ np.linalg.inv(intrinsics).T
+        rays_cam = geometry.unproject_pixels(grid, 1.0, intrinsics)  # camera frame, z = 1
         directions = rays_cam @ world_from_cam[:3, :3].T  # camera z-component 1: t_hit = z-depth
         origins = np.broadcast_to(world_from_cam[:3, 3], directions.shape)
         rays = o3d.core.Tensor(np.concatenate([origins, directions], axis=1).astype(np.float32))
@@ -300,7 +300,7 @@ class ToyRenderer:
 def orbit_cameras(spec: ToySceneSpec) -> tuple[np.ndarray, np.ndarray]:
     """Intrinsics ``[N,3,3]`` and ``cam_from_world [N,4,4]`` of the 360° orbit (start in front of the toy)."""
     n = spec.num_views
-    focal = 0.5 * spec.height / np.tan(np.radians(spec.fov_y_deg) / 2)
+    focal = geometry.focal_from_fov(spec.height, spec.fov_y_deg)
     k = np.array([[focal, 0, (spec.width - 1) / 2], [0, focal, (spec.height - 1) / 2], [0, 0, 1]])
     poses = []
     for i in range(n):
