@@ -352,7 +352,7 @@ class ShapeRenderer:
         k = geometry.intrinsics_from_fov(size, size, fov_deg)
         world_from_cam = geometry.invert_transform(pose)
         grid = geometry.pixel_grid(size, size).reshape(-1, 2)
-        rays_cam = np.concatenate([grid, np.ones((len(grid), 1))], 1) @ np.linalg.inv(k).T
+        rays_cam = geometry.unproject_pixels(grid, 1.0, k)  # camera frame, z = 1
         dirs = rays_cam @ world_from_cam[:3, :3].T
         origins = np.broadcast_to(world_from_cam[:3, 3], dirs.shape)
         hit = self.scene.cast_rays(o3d.core.Tensor(np.concatenate([origins, dirs], 1).astype(np.float32)))
