@@ -211,8 +211,9 @@ def add_arguments(parser: argparse.ArgumentParser, options_type: type, title: st
         flag = "--" + spec.name.replace("_", "-")
         help_text = spec.describe() + (" [advanced]" if spec.advanced else "")
         metavar = "{" + ",".join(str(c) for c in spec.choices) + "}" if spec.kind == "choice" else spec.kind.upper()
+        extra = {"nargs": "?", "const": "true"} if spec.kind == "bool" else {}  # bare --flag = true
         group.add_argument(flag, dest=f"opt__{spec.name}", default=None, metavar=metavar,
-                           help=help_text.replace("%", "%%"))
+                           help=help_text.replace("%", "%%"), **extra)
 
 
 def from_namespace(options_type: type, args: argparse.Namespace, assignments: list[str] | None = None) -> Any:

@@ -12,9 +12,9 @@ from core.data.prepare.uploads import VIDEO_SUFFIXES, store_uploads
 from core.app import figures as viz
 from core.store.cache import REPO_ROOT
 from core.progress import Stopped
-from core.data.scene import Scene, SceneError
-from core.data.sfm import CAMERA_MODELS, MATCHERS, SfmError, SfmOptions
-from core.app.widgets import StreamlitProgress, require_app_navigation
+from core.data.scene import Scene
+from core.app.widgets import StreamlitProgress, option_widgets, require_app_navigation
+from core.errors import UserError
 
 require_app_navigation()
 
@@ -28,12 +28,10 @@ source = st.radio("Source", SOURCES, horizontal=True, key="dataset.source")
 name = st.text_input("Scene name", value="my-object", key="dataset.name")
 
 images_upload = video_upload = None
-resize = False
 frames = DEFAULT_FRAMES
 if source == "Upload images":
     images_upload = st.file_uploader("Images (JPEG/PNG, one camera setting)", type=["png", "jpg", "jpeg"],
                                      accept_multiple_files=True, key="dataset.images")
-    resize = st.checkbox("Resize images of other sizes to the most common size", key="dataset.resize")
 elif source == "Upload a video":
     video_upload = st.file_uploader("Video (mp4/mov)", type=[s.lstrip(".") for s in VIDEO_SUFFIXES],
                                     key="dataset.video")
@@ -43,16 +41,10 @@ else:
     st.caption("The bundled toy scene's 42 views (480×640, exact ground truth).")
 
 with st.expander("COLMAP and stereo options"):
-    cols = st.columns(3)
-    camera_model = cols[0].selectbox("Camera model", CAMERA_MODELS, key="dataset.camera_model")
-    shared = cols[1].checkbox("One camera for all views", value=True, key="dataset.shared_camera")
-    matcher = cols[2].selectbox("Matching", MATCHERS, key="dataset.matcher",
-                                help="auto: exhaustive up to 60 images, sequential for longer videos")
-    max_features = int(cols[0].number_input("SIFT features per image", 256, 16384, SfmOptions.max_features,
-                                            step=256, key="dataset.max_features"))
-    dense = cols[1].checkbox("Dense stereo", value=True, key="dataset.dense")
-    mvs_size = int(cols[2].number_input("Depth-map size (longest side, CPU stereo)", 64, 2048,
-                                        PrepareOptions.mvs_max_size, step=32, key="dataset.mvs_size"))
+    advanced = st.toggle("Show advanced options", key="dataset.advanced")
+    left, right = st.columns(2)
+    with left:
+        options = option_widgets(PrepareOptions, "dataset.options", show_advanced=advanced)
 
 
 def _store(upload_files, kind: str):
@@ -99,7 +91,7 @@ if st.button("Prepare scene", type="primary", disabled=not ready, key="dataset.p
             images, names = sample.images, sample.image_names
             provenance["source"] = "sample_data/toy"
         elif source == "Upload images":
-            images, names, notes = load_images(batch.paths, resize=resize, names=batch.original_names)
+            images, names, notes = load_images(batch.paths, resize=options.resize, names=batch.original_names)
             for note in notes:
                 st.caption(note)
             provenance["source"] = str(batch.folder)
@@ -108,17 +100,13 @@ if st.button("Prepare scene", type="primary", disabled=not ready, key="dataset.p
             names = [f"frame_{i:06d}.png" for i in indices]
             is_video = True
             provenance.update({"source": str(batch.folder), "frame_indices": indices, **info})
-        options = PrepareOptions(
-            sfm=SfmOptions(camera_model=camera_model, shared_camera=shared, matcher=matcher,
-                           max_features=max_features),
-            dense=dense, mvs_max_size=mvs_size, resize=resize)
         result = prepare(images, names, out, scene_name=name, options=options, progress=bar.progress,
                                  is_video=is_video, provenance=provenance)
         bar.done("prepared")
         st.session_state["dataset.result"] = str(result.folder)
         st.session_state["dataset.log"] = result.log
         st.success(f"Scene “{result.scene.name}” written to `{result.folder}`; pick it in the sidebar.")
-    except (DatasetError, SfmError, SceneError, ValueError) as error:
+    except UserError as error:
         st.error(f"Could not prepare the scene: {error}")
         if batch is not None:
             st.info(f"Your uploads are kept in `{batch.folder}`; fix the input and try again.")

@@ -26,8 +26,8 @@ def test_a_video_goes_through_the_page_end_to_end(isolated_cache, sample_scene, 
     at.radio(key="dataset.source").set_value("Upload a video").run()
     at.text_input(key="dataset.name").set_value("orbit-video")
     at.number_input(key="dataset.frames").set_value(20)
-    at.number_input(key="dataset.max_features").set_value(1024)
-    at.number_input(key="dataset.mvs_size").set_value(128)
+    at.number_input(key="dataset.options.max_features").set_value(1024)
+    at.number_input(key="dataset.options.mvs_max_size").set_value(128)
     at.file_uploader(key="dataset.video").set_value(("orbit.mp4", video.read_bytes(), "video/mp4"))
     at.run()
     assert not at.exception and not at.error

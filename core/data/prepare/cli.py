@@ -12,13 +12,7 @@ from core.data.prepare import DatasetError
 from core.data.prepare.frames import DEFAULT_FRAMES, list_image_files, load_images, sample_video_frames
 from core.data.prepare.pipeline import PrepareOptions, default_scene_dir, prepare
 from core.data.scene import Scene, to_json
-from core.data.sfm import CAMERA_MODELS, MATCHERS, SfmOptions
-
-
-def _sfm_options_from_args(args) -> SfmOptions:
-    return SfmOptions(camera_model=args.camera_model, shared_camera=not args.per_view_camera, matcher=args.matcher,
-                      max_features=args.max_features, max_image_size=args.max_image_size,
-                      num_threads=args.threads)
+from core.options import add_arguments, from_namespace
 
 
 def cmd_prepare(args) -> int:
@@ -26,6 +20,7 @@ def cmd_prepare(args) -> int:
     from core.cli import CliError
     from core.progress import Stopped, to_stderr
 
+    options = from_namespace(PrepareOptions, args)
     progress = to_stderr()
     is_video = False
     provenance: dict = {}
@@ -38,7 +33,7 @@ def cmd_prepare(args) -> int:
     elif args.images:
         folder = Path(args.images)
         files = list_image_files(folder)
-        images, names, notes = load_images([folder / f for f in files], resize=args.resize)
+        images, names, notes = load_images([folder / f for f in files], resize=options.resize)
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
         provenance["source"] = str(folder)
@@ -51,8 +46,6 @@ def cmd_prepare(args) -> int:
         is_video = True
         provenance.update({"source": str(path), "frame_indices": indices, **info})
     out = Path(args.out) if args.out else default_scene_dir(args.name or "scene")
-    options = PrepareOptions(sfm=_sfm_options_from_args(args), dense=not args.no_dense,
-                             mvs_max_size=args.mvs_max_size, resize=args.resize)
     try:
         result = prepare(images, names, out, scene_name=args.name or out.name, options=options,
                          progress=progress, is_video=is_video, provenance=provenance)
@@ -72,14 +65,10 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="scene folder to write (default: cache/scenes/<name>)")
     p.add_argument("--name", help="scene name (default: the output folder's name)")
     p.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help="frames sampled uniformly from the video")
-    p.add_argument("--no-dense", action="store_true", help="stop after the sparse reconstruction")
-    p.add_argument("--resize", action="store_true", help="resize mixed-size images to the most common size")
-    p.add_argument("--camera-model", default="SIMPLE_RADIAL", choices=CAMERA_MODELS)
-    p.add_argument("--per-view-camera", action="store_true", help="one camera per image instead of a shared one")
-    p.add_argument("--matcher", default="auto", choices=MATCHERS)
-    p.add_argument("--max-features", type=int, default=SfmOptions.max_features)
-    p.add_argument("--max-image-size", type=int, default=SfmOptions.max_image_size)
-    p.add_argument("--threads", type=int, default=-1)
-    p.add_argument("--mvs-max-size", type=int, default=PrepareOptions.mvs_max_size,
-                   help="longest side (pixels) of the CPU stereo's depth maps")
+    p.add_argument("--no-dense", dest="opt__dense", action="store_const", const="false",
+                   help="same as --dense false: stop after the sparse reconstruction")
+    p.add_argument("--per-view-camera", dest="opt__shared_camera", action="store_const", const="false",
+                   help="same as --shared-camera false: one camera per image")
+    p.add_argument("--threads", dest="opt__num_threads", metavar="INT", help="same as --num-threads")
+    add_arguments(p, PrepareOptions, "preparation options (SfM, dense stereo, images)")
     p.set_defaults(func=cmd_prepare)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from core.data.prepare import MIN_VIEWS, DatasetError
 from core.data.prepare.crop import CropBox, propose_crop, write_crop
 from core.data.scene import Reconstruction, Scene, atomic_write_bytes, npz_bytes, to_json
 from core.data.sfm import SfmError, SfmOptions, SfmResult
+from core.options import option
 from core.progress import Progress, silent
 from core.store.cache import cache_root, safe_name
 
@@ -27,14 +28,23 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class PrepareOptions:
-    """Options of :func:`prepare`."""
+class PrepareOptions(SfmOptions):
+    """Options of :func:`prepare`: the SfM group (:class:`core.data.sfm.SfmOptions`, included)
+    plus dense stereo and image handling."""
 
-    sfm: SfmOptions = field(default_factory=SfmOptions)
-    dense: bool = True
-    mvs_max_size: int = 256      # longest side of the CPU stereo's depth maps (pixels)
-    mvs_depths: int = 96
-    resize: bool = False
+    dense: bool = option(True, "dense stereo after the sparse reconstruction (the ground truth's "
+                               "dense cloud); off: stop after the sparse model")
+    mvs_max_size: int = option(256, "longest side of the CPU stereo's depth maps (pixels)",
+                               min=64, max=2048, step=32)
+    mvs_depths: int = option(96, "depth hypotheses per pixel of the CPU plane sweep", min=8, max=512,
+                             step=8, advanced=True)
+    resize: bool = option(False, "resize images of other sizes to the most common size (else refuse "
+                                 "mixed sizes)")
+
+    @property
+    def sfm(self) -> SfmOptions:
+        """The SfM group of these options."""
+        return SfmOptions(**{f.name: getattr(self, f.name) for f in fields(SfmOptions)})
 
     def mvs_scale(self, image_size: tuple[int, int]) -> float:
         """Depth-map scale for images of ``image_size`` (H, W): longest side at most ``mvs_max_size``."""
@@ -191,7 +201,7 @@ def prepare_from_scene_views(scene: Scene, views: list[int], out: Path, dense: b
     from core.eval import metrics
 
     sub = scene.subset(views)
-    options = PrepareOptions(sfm=sfm_options or SfmOptions(), dense=dense, mvs_max_size=mvs_max_size)
+    options = PrepareOptions(**asdict(sfm_options or SfmOptions()), dense=dense, mvs_max_size=mvs_max_size)
     result = prepare(sub.images, sub.image_names, out, scene_name=f"{scene.name}-{len(views)}", options=options,
                      progress=progress)
     summary = dict(result.report)
