@@ -147,5 +147,5 @@ if st.button("Save masks into the scene" if in_place else f"Store masks in “{t
             saved = scene_masks.save_masks(scene, masks)
         st.success(f"Saved the masks of view(s) {', '.join(map(str, sorted(masks)))} into scene “{saved.name}” "
                    f"({saved.path}).")
-    except (ValueError, OSError) as error:
+    except (UserError, OSError) as error:
         st.error(f"Could not save the masks: {error}")
