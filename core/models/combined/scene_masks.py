@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from core.store.cache import cache_root
-from core.data.scene import Scene
+from core.data.scene import Scene, SceneError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def merged_masks(scene: Scene, masks: dict[int, np.ndarray]) -> np.ndarray:
     for view, mask in masks.items():
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != (h, w):
-            raise ValueError(f"mask of view {view} is {mask.shape}, the scene's views are {(h, w)}")
+            raise SceneError(f"mask of view {view} is {mask.shape}, the scene's views are {(h, w)}")
         out[int(view)] = mask
     return out
 
@@ -54,7 +54,7 @@ def save_masks(scene: Scene, masks: dict[int, np.ndarray], derived_name: str | N
     had none; ``provenance["object_masks"]`` records which views hold pipeline masks.
     """
     if not masks:
-        raise ValueError("no masks to save")
+        raise SceneError("no masks to save")
     record = dict(scene.provenance.get("object_masks") or {})
     views = sorted(set(record.get("views", [])) | {int(v) for v in masks})
     provenance = {**scene.provenance, "object_masks": {"source": "combined pipeline", "views": views}}
