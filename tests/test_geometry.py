@@ -354,7 +354,15 @@ def test_rotation_angle_and_angle_between():
     r = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
     assert abs(geometry.rotation_angle_deg(np.eye(3), r) - 37.0) < 1e-9
     np.testing.assert_allclose(geometry.rotation_angle_deg(np.stack([r, r]), np.stack([r, np.eye(3)])), [0, 37.0],
-                               atol=1e-6)
+                               atol=1e-12)
+    rng = np.random.default_rng(13)  # random pairs, and angles of 1e-7 and 180 - 1e-5 degrees about random axes
+    a, b = (np.stack([geometry.random_rotation(rng) for _ in range(8)]) for _ in range(2))
+    expected = np.degrees(Rotation.from_matrix(np.swapaxes(a, -1, -2) @ b).magnitude())
+    np.testing.assert_allclose(geometry.rotation_angle_deg(a, b), expected, atol=1e-10)
+    axes = rng.normal(size=(2, 3))
+    for degrees, axis in zip((1e-7, 180 - 1e-5), axes):
+        turn = Rotation.from_rotvec(np.radians(degrees) * axis / np.linalg.norm(axis)).as_matrix()
+        assert abs(geometry.rotation_angle_deg(a[0], a[0] @ turn) - degrees) < 1e-12 + 1e-6 * degrees
     assert abs(geometry.angle_between_deg(np.array([1.0, 0, 0]), np.array([1.0, 1.0, 0])) - 45.0) < 1e-12
     assert geometry.angle_between_deg(np.zeros(3), np.array([1.0, 0, 0])) == 0.0
 

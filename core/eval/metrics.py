@@ -156,7 +156,7 @@ def camera_errors(pred_cam_from_world: np.ndarray, gt_cam_from_world: np.ndarray
     i, j = np.triu_indices(len(pred), k=1)
 
     def relative(poses):
-        rel = poses[j] @ np.linalg.inv(poses[i])
+        rel = geometry.relative_pose(poses[i], poses[j])  # camera i's frame -> camera j's
         return rel[:, :3, :3], rel[:, :3, 3]
 
     r_pred, t_pred = relative(pred)
