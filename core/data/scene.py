@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
+from core import geometry
 from core.errors import UserError
 
 SCENE_FORMAT_VERSION = 1
@@ -194,7 +195,7 @@ class Scene:
         """``float64 [N,4,4]`` camera -> world (NaN for unregistered views)."""
         out = np.full_like(self.cam_from_world, np.nan)
         ok = self.registered
-        out[ok] = np.linalg.inv(self.cam_from_world[ok])
+        out[ok] = geometry.invert_transform(self.cam_from_world[ok])
         return out
 
     def camera_centers(self) -> np.ndarray:
