@@ -14,6 +14,8 @@ import math
 import numpy as np
 import torch
 
+from core import geometry
+
 FOCAL = 0.75
 PRINCIPAL = 0.5
 
@@ -33,9 +35,15 @@ def source_camera(distance: float = 2.0, batch: int = 1) -> torch.Tensor:
     return torch.cat([extrinsics.reshape(12), intr]).unsqueeze(0).repeat(batch, 1)
 
 
-def look_at_c2w(positions: torch.Tensor, target: torch.Tensor | None = None,
-                up: torch.Tensor | None = None) -> torch.Tensor:
-    """OpenGL camera-to-world ``[M,4,4]`` for cameras at ``positions [M,3]`` looking at ``target``."""
+def opengl_look_at_c2w(positions: torch.Tensor, target: torch.Tensor | None = None,
+                       up: torch.Tensor | None = None) -> torch.Tensor:
+    """LRM's look-at: OpenGL camera-to-world ``[M,4,4]`` for cameras at ``positions [M,3]``
+    looking at ``target`` (default the origin, up +z).
+
+    LRM's own convention, kept because its render cameras are fed to the network as they are:
+    OpenGL axes (x right, y up, looking along -z) and camera-to-world, where
+    :func:`core.geometry.look_at` returns ReconBench's OpenCV ``cam_from_world``.
+    """
     target = torch.zeros(3) if target is None else target
     up = torch.tensor([0.0, 0.0, 1.0]) if up is None else up
     z = positions - target
@@ -57,7 +65,7 @@ def orbit_cameras(n_views: int, radius: float = 2.0, height: float = 0.8) -> tor
     ring = math.sqrt(radius ** 2 - height ** 2)
     positions = torch.stack([torch.cos(theta) * ring, torch.sin(theta) * ring,
                              torch.full((n_views,), height)], dim=-1)
-    c2w = look_at_c2w(positions)
+    c2w = opengl_look_at_c2w(positions)
     k = normalized_intrinsics().reshape(1, 9).repeat(n_views, 1)
     return torch.cat([c2w.reshape(n_views, 16), k], dim=-1)
 
@@ -66,4 +74,4 @@ def source_cam_from_world_cv(distance: float = 2.0) -> np.ndarray:
     """``float64 [4,4]`` world->camera (OpenCV axes) of the canonical source camera."""
     c2w = np.eye(4)
     c2w[:3, :4] = source_camera(distance)[0, :12].double().numpy().reshape(3, 4)
-    return np.linalg.inv(c2w @ GL_TO_CV)
+    return geometry.invert_transform(c2w @ GL_TO_CV)
