@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core import geometry
 from core.models.combined import projection as bp
 from core.models.combined import depth_fit
 from core.models.combined.detection import Detections, Detector
@@ -297,7 +298,7 @@ def fuse(results: list[ViewResult], poses: np.ndarray) -> tuple[np.ndarray, np.n
     ``results``) and the relative poses ``[V,4,4]`` (cam_from_first-camera).
     """
     reference = poses[0]
-    relative = np.stack([pose @ np.linalg.inv(reference) for pose in poses])
+    relative = geometry.relative_pose(reference, poses)  # [V,4,4]
     points, colors, source = [], [], []
     for i, (result, pose) in enumerate(zip(results, poses)):
         if i == 0:

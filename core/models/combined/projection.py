@@ -45,11 +45,10 @@ def exif_fov_deg(path: Path | str | None, width: int, height: int) -> float | No
     if not focal35:
         return None
     # 35 mm film is 36 mm along its long side; map it onto the image's long side
-    long_fov = 2 * np.degrees(np.arctan(36.0 / (2 * float(focal35))))
+    long_fov = geometry.fov_from_focal(36.0, float(focal35))
     if width >= height:
-        return float(long_fov)
-    focal_px = 0.5 * height / np.tan(np.radians(long_fov) / 2)
-    return float(2 * np.degrees(np.arctan(0.5 * width / focal_px)))
+        return long_fov
+    return geometry.fov_from_focal(width, geometry.focal_from_fov(height, long_fov))
 
 
 def image_file(scene, view: int) -> Path | None:
