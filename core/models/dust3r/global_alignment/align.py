@@ -6,6 +6,7 @@ import logging
 import numpy as np
 import torch
 
+from core.geometry_torch import invert_transform
 from core.models.dust3r.global_alignment.initialisation import init_mst
 from core.models.dust3r.global_alignment.optimiser import PointCloudOptimizer
 from core.progress import Progress, silent
@@ -122,7 +123,7 @@ def global_align(pairs: dict, image_shapes: list[tuple[int, int]], graph_edges: 
     with torch.no_grad():
         final_loss = opt.loss()
         cam2world = opt.get_im_poses().detach()
-        cam_from_world = torch.linalg.inv(cam2world.double()).float()
+        cam_from_world = invert_transform(cam2world.double()).float()
         same = len(set(opt.imshapes)) == 1
 
         def pack(xs):

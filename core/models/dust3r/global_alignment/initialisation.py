@@ -16,7 +16,7 @@ import scipy.sparse.csgraph  # noqa: F401  (registers sp.csgraph)
 import torch
 
 from core.geometry import dust3r_principal_point
-from core.geometry_torch import focal_from_point_map, sim3_matrix, transform_points, umeyama_parts
+from core.geometry_torch import focal_from_point_map, invert_transform, sim3_matrix, transform_points, umeyama_parts
 from core.models.dust3r.global_alignment.optimiser import PointCloudOptimizer
 from core.models.pose_utils import pnp_ransac
 
@@ -186,7 +186,7 @@ def init_mst(opt: PointCloudOptimizer, niter_pnp: int = 10, pnp_replay: list | N
 
     for v in range(opt.n_imgs):
         cam2world = poses[v]
-        depth = transform_points(torch.linalg.inv(cam2world), pts3d[v])[..., 2]
+        depth = transform_points(invert_transform(cam2world), pts3d[v])[..., 2]
         opt.set_depthmap(v, depth)
         opt.set_pose(opt.im_poses, v, cam2world[:3, :3], cam2world[:3, 3])
         if im_focals[v] is not None:

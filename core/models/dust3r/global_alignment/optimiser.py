@@ -11,7 +11,8 @@ import math
 import numpy as np
 import torch
 
-from core.geometry_torch import matrix_to_quaternion, quaternion_to_matrix, transform_points
+from core.geometry import dust3r_principal_point
+from core.geometry_torch import as_4x4, matrix_to_quaternion, pixel_grid, quaternion_to_matrix, transform_points
 from core.models.pose_utils import signed_expm1, signed_log1p
 from core.progress import Progress, silent
 
@@ -49,9 +50,7 @@ def _poses_from_params(params: torch.Tensor) -> torch.Tensor:
     """[K,≥7] (quaternion XYZW, signed_log1p t, …) -> [K,4,4] rigid transforms (quaternion normalised)."""
     t = signed_expm1(params[:, 4:7])
     R = quaternion_to_matrix(params[:, :4])
-    bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=params.dtype, device=params.device)
-    top = torch.cat([R, t[:, :, None]], dim=2)
-    return torch.cat([top, bottom.expand(params.shape[0], 1, 4)], dim=1)
+    return as_4x4(torch.cat([R, t[:, :, None]], dim=2))
 
 
 class PointCloudOptimizer(torch.nn.Module):
@@ -122,12 +121,9 @@ class PointCloudOptimizer(torch.nn.Module):
         areas = [h * w for h, w in self.imshapes]
         self.total_area_i = sum(areas[i] for i, _ in self.edges)
         self.total_area_j = sum(areas[j] for _, j in self.edges)
-        self._pp = torch.tensor([(w / 2, h / 2) for h, w in self.imshapes], device=dev)
-        grids = []
-        for h, w in self.imshapes:
-            v, u = torch.meshgrid(torch.arange(h, device=dev), torch.arange(w, device=dev), indexing="ij")
-            grids.append(ravel_pad(torch.stack([u, v], dim=-1), A))
-        self._grid = torch.stack(grids)  # [N,A,2] int64 (u, v)
+        self._pp = torch.tensor([dust3r_principal_point(h, w) for h, w in self.imshapes], device=dev)
+        self._grid = torch.stack([ravel_pad(pixel_grid(h, w, torch.float32, dev), A)
+                                  for h, w in self.imshapes])  # [N,A,2] (u, v), integer values
 
         # parameters (every value is overwritten by the init; these are neutral placeholders)
         self.pw_poses = torch.nn.Parameter(torch.tensor([[0, 0, 0, 1, 0, 0, 0, 0]], dtype=torch.float32,
@@ -154,9 +150,7 @@ class PointCloudOptimizer(torch.nn.Module):
     def get_pw_poses(self) -> torch.Tensor:
         """[E,4,4] pair-frame -> world similarities [[s R, s t], [0, 1]]."""
         RT = _poses_from_params(self.pw_poses)
-        scale = self.get_pw_scale()
-        top = RT[:, :3] * scale.view(-1, 1, 1)
-        return torch.cat([top, RT[:, 3:]], dim=1)
+        return as_4x4(RT[:, :3] * self.get_pw_scale().view(-1, 1, 1))
 
     def get_im_poses(self) -> torch.Tensor:
         """[N,4,4] camera-to-world poses."""
@@ -189,6 +183,9 @@ class PointCloudOptimizer(torch.nn.Module):
         focals = self.get_focals().unsqueeze(1)  # [N,1,1]
         pp = self.get_principal_points().unsqueeze(1)  # [N,1,2]
         depth = self.get_depthmaps_raw().unsqueeze(-1)  # [N,A,1]
+        # geometry.unproject_pixels' formula, written out: this is the optimiser's parametrisation
+        # (depth, focal and pose are the unknowns the loss differentiates, in the reference's order
+        # of operations), not a second camera model
         rel = torch.cat((depth * (self._grid - pp) / focals, depth), dim=-1)
         return transform_points(self.get_im_poses(), rel)
 
