@@ -6,8 +6,9 @@ section Point-E) and the full-size state-dict manifests.
 Tolerances hold on any CPU and thread count (README "Tolerances observed"): every single network
 evaluation is held to FORWARD_ATOL; what one denoiser call computes from it is held to the network's
 error propagated through the call's own coefficients (:func:`_denoised_atol`); a whole sampler run
-(a stage or the pipeline) is chaotic (a 1e-7 relative change of x_T moves a stage by up to 1.4e-3
-xyz and 0.85 RGB) and is compared within the README's end-to-end allowance (1e-2 xyz, 1 RGB level).
+(a stage or the pipeline) is chaotic (a 1e-7 relative change of one noise draw moves a stage by up
+to 4.3e-3 xyz and 0.85 RGB, measured over 40 draws) and is compared within the README's end-to-end
+allowance (1e-2 xyz, 1 RGB level).
 """
 from __future__ import annotations
 
@@ -241,6 +242,7 @@ def test_karras_sigmas(ref, model, index, stage):
     assert sigmas.dtype == torch.float32
     # (hi + ramp (lo - hi))^7 in float32: 7x two roundings of the base plus pow's ulp < 1e-6
     torch.testing.assert_close(sigmas, tensors[f"sampler.{stage}.sigmas"], atol=0, rtol=1e-6)
+    # one IEEE float32 product: exact on every CPU
     torch.testing.assert_close(tensors[f"sampler.{stage}.noise.x_T"] * settings["sigma_max"],
                                tensors[f"sampler.{stage}.x_T_scaled"], atol=0, rtol=0)
 
