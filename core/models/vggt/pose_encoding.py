@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from core.geometry_torch import matrix_to_quaternion, quaternion_to_matrix
+from core.geometry import dust3r_principal_point
+from core.geometry_torch import as_4x4, matrix_to_quaternion, quaternion_to_matrix
 
 
 def pose_encoding_to_extrinsics_intrinsics(pose_encoding: torch.Tensor,
@@ -35,17 +36,14 @@ def pose_encoding_to_extrinsics_intrinsics(pose_encoding: torch.Tensor,
     rotation = quaternion_to_matrix(pose_encoding[..., 3:7])
     extrinsics = torch.cat((rotation, pose_encoding[..., :3, None]), dim=-1)
     if homogeneous:
-        bottom = torch.zeros_like(extrinsics[..., :1, :])
-        bottom[..., 0, 3] = 1
-        extrinsics = torch.cat((extrinsics, bottom), dim=-2)
+        extrinsics = as_4x4(extrinsics)
     fy = (h / 2.0) / torch.tan(pose_encoding[..., 7] / 2.0)
     fx = (w / 2.0) / torch.tan(pose_encoding[..., 8] / 2.0)
     intrinsics = torch.zeros(pose_encoding.shape[:-1] + (3, 3), dtype=pose_encoding.dtype,
                              device=pose_encoding.device)
     intrinsics[..., 0, 0] = fx
     intrinsics[..., 1, 1] = fy
-    intrinsics[..., 0, 2] = w / 2
-    intrinsics[..., 1, 2] = h / 2
+    intrinsics[..., 0, 2], intrinsics[..., 1, 2] = dust3r_principal_point(h, w)
     intrinsics[..., 2, 2] = 1.0
     return extrinsics, intrinsics
 
