@@ -1,6 +1,7 @@
 """ReconBench command line: the same code paths as the pages.
 
-    python -m core evaluate --scene sample_data/toy --reconstruction FILE
+    python -m core evaluate --scene sample_data/toy --reconstruction FILE [--protocol reconbench|co3d-pose|dtu]
+    python -m core datasets import co3d --root ROOT --sequence CATEGORY/SEQUENCE --out SCENE_DIR
     python -m core run METHOD --scene sample_data/toy --views 0 8 16 [--option key=value ...]
     python -m core runs --scene toy
     python -m core prepare --images DIR --out SCENE_DIR [--no-dense]   (or --video FILE --frames N)
@@ -31,10 +32,19 @@ COMMAND_MODULES: list[str] = [
     "core.data.prepare.cli",
     "core.studies.scaling",
     "core.models.lmnet.cli",
+    "core.data.datasets.cli",
 ]
 
 
 def cmd_evaluate(args) -> int:
+    if args.protocol == "co3d-pose":
+        from core.eval.protocols import co3d_pose
+
+        return co3d_pose.evaluate_cli(args)
+    if args.protocol == "dtu":
+        from core.eval.protocols import dtu
+
+        return dtu.evaluate_cli(args)
     from core import options as option_surface
     from core.eval import metrics
     from core.store.cache import RunStore
@@ -172,8 +182,17 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--views", type=int, nargs="*", help="scene view ids of the frames in predictions.npz")
     p.add_argument("--points", dest="opt__sample_points", metavar="INT", help="same as --sample-points")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--protocol", choices=("reconbench", "co3d-pose", "dtu"), default="reconbench",
+                   help="reconbench: ReconBench's protocol (default); co3d-pose: CO3Dv2 pose AUC@30 as in VGGT; "
+                        "dtu: the official DTU evaluation in mm")
+    p.add_argument("--align", dest="opt__align", choices=("none", "cameras", "cameras+icp"), default=None,
+                   help="--protocol dtu: none (default; the file is in the scan's frame, as the official protocol), "
+                        "cameras (Sim(3) from the file's camera centres to the scan's; needs --views) or cameras+icp")
     from core import options as option_surface
     from core.eval.metrics import EvaluationOptions
+    from core.eval.protocols import co3d_pose
+
+    co3d_pose.add_arguments(p)
 
     option_surface.add_arguments(p, EvaluationOptions, "evaluation options")
     p.set_defaults(func=cmd_evaluate)

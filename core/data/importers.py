@@ -87,6 +87,41 @@ def read_mesh_or_cloud(data: bytes, name: str) -> Reconstruction:
                           options={"file": name, "kind": "points"})
 
 
+def _open_npz(data: bytes, name: str):
+    try:
+        archive = np.load(io.BytesIO(data), allow_pickle=False)
+        return archive, set(archive.files)
+    except (ValueError, OSError, zipfile.BadZipFile) as error:
+        raise ReconstructionFileError(f"{name} is not a readable .npz archive ({error})") from None
+
+
+def read_vggt_cameras(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The cameras of a VGGT-style ``.npz``: ``cam_from_world float64 [S,4,4]`` (OpenCV, from
+    ``extrinsic [S,3,4]`` or ``[1,S,3,4]``) and ``intrinsic float64 [S,3,3]`` (pixels of the
+    method's input images) or None when absent. ``world_points`` is not needed."""
+    archive, keys = _open_npz(data, name)
+    if "extrinsic" not in keys:
+        raise ReconstructionFileError(f"{name} has no extrinsic [S,3,4] (found: {', '.join(sorted(keys)) or 'nothing'})")
+    extrinsic = np.asarray(archive["extrinsic"], dtype=np.float64)
+    if extrinsic.ndim == 4 and extrinsic.shape[0] == 1:  # [1,S,3,4]
+        extrinsic = extrinsic[0]
+    if extrinsic.ndim != 3 or extrinsic.shape[1:] not in ((3, 4), (4, 4)) or len(extrinsic) == 0:
+        raise ReconstructionFileError(f"{name}: extrinsic must be [S,3,4], got {list(extrinsic.shape)}")
+    if not np.isfinite(extrinsic).all():
+        raise ReconstructionFileError(f"{name}: extrinsic holds NaN or infinite values")
+    cams = np.tile(np.eye(4), (len(extrinsic), 1, 1))
+    cams[:, :3, :] = extrinsic[:, :3, :]
+    intrinsic = None
+    if "intrinsic" in keys:
+        intrinsic = np.asarray(archive["intrinsic"], dtype=np.float64)
+        if intrinsic.ndim == 4 and intrinsic.shape[0] == 1:
+            intrinsic = intrinsic[0]
+        if intrinsic.shape != (len(cams), 3, 3):
+            raise ReconstructionFileError(f"{name}: intrinsic must be [{len(cams)},3,3] like extrinsic, "
+                                          f"got {list(intrinsic.shape)}")
+    return cams, intrinsic
+
+
 def read_vggt_predictions(data: bytes, name: str, view_ids: list[int] | None = None,
                           confidence_percentile: float = 50.0) -> Reconstruction:
     """A ``predictions.npz`` as saved by the VGGT demos.
@@ -96,17 +131,25 @@ def read_vggt_predictions(data: bytes, name: str, view_ids: list[int] | None = N
     colours from ``images`` (``[S,3,H,W]`` or ``[S,H,W,3]`` in [0,1]) and cameras from
     ``extrinsic [S,3,4]`` (camera-from-world). ``view_ids`` says which scene views the S frames
     are; without it the cameras are not used for alignment.
+
+    A file with cameras but no point map (what a pose benchmark needs) gives a Reconstruction
+    with no points and the cameras; a file with neither is refused.
     """
-    try:
-        archive = np.load(io.BytesIO(data), allow_pickle=False)
-        keys = set(archive.files)
-    except (ValueError, OSError, zipfile.BadZipFile) as error:
-        raise ReconstructionFileError(f"{name} is not a readable .npz archive ({error})") from None
+    archive, keys = _open_npz(data, name)
     point_key = next((k for k in VGGT_POINT_KEYS if k in keys), None)
     if point_key is None:
-        raise ReconstructionFileError(
-            f"{name} lacks the point map: expected one of {', '.join(VGGT_POINT_KEYS)} "
-            f"(found: {', '.join(sorted(keys)) or 'nothing'})")
+        if "extrinsic" not in keys:
+            raise ReconstructionFileError(
+                f"{name} has neither a point map ({', '.join(VGGT_POINT_KEYS)}) nor cameras (extrinsic) "
+                f"(found: {', '.join(sorted(keys)) or 'nothing'})")
+        cams, _ = read_vggt_cameras(data, name)
+        if view_ids is not None and len(view_ids) != len(cams):
+            raise ReconstructionFileError(f"{name} has {len(cams)} frames but {len(view_ids)} view ids were given")
+        return Reconstruction(
+            method="imported", points=np.zeros((0, 3), np.float32),
+            view_ids=list(view_ids) if view_ids is not None else [],
+            cam_from_world=cams if view_ids is not None else None,
+            options={"file": name, "kind": "vggt-cameras"})
     world = np.asarray(archive[point_key], dtype=np.float64)
     if world.ndim == 5:  # [B,S,H,W,3]
         world = world[0]
