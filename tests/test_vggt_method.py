@@ -72,10 +72,37 @@ def test_run_returns_a_complete_reconstruction(recon, scene):
 
 
 def test_intrinsics_are_in_original_pixels(recon):
+    """The stored intrinsics are the camera of the method's own points, in the scene's pixels.
+
+    Measured without the intrinsics code: a ramp image (red = 3u, green = 3v) through the same
+    preprocessing shows which original pixel each network pixel sees (bicubic reproduces a linear
+    ramp away from the borders; uint8 rounding leaves 1/6 pixel). The depth branch's points,
+    projected with the stored intrinsics and poses, must land there."""
+    from core import geometry
+    from core.models.vggt.processing import preprocess_images
+
+    ramp = np.zeros((64, 80, 3), np.uint8)
+    ramp[..., 0], ramp[..., 1] = 3 * np.arange(80)[None], 3 * np.arange(64)[:, None]
+    x, _ = preprocess_images([ramp], "crop")
+    seen = np.stack([x[0, 0].numpy(), x[0, 1].numpy()], -1) * 255 / 3  # [420,518,2] original (u, v)
+    inside = np.all((seen > 2) & (seen < [77, 61]), -1)
+    checked = 0
+    for view in range(3):
+        if not np.isfinite(recon.intrinsics[view]).all():  # random-tiny can decode a zero field of view
+            continue
+        uv, _ = geometry.project(recon.point_maps[view][inside].astype(np.float64), recon.intrinsics[view],
+                                 recon.cam_from_world[view])
+        error = uv - seen[inside]
+        # mean: intrinsics mapped in continuous coordinates were (1 - 80/518) / 2 = 0.42 px off here
+        assert np.abs(error.mean(0)).max() < 0.01 and np.abs(error).max() < 0.2
+        checked += 1
+    assert checked >= 1
     k_net = np.array(recon.extra["intrinsics_network"])
-    # crop mode, 64x80 -> 420x518: principal point (259, 210) maps back to the centre (40, 32)
-    np.testing.assert_allclose(recon.intrinsics[:, 0, 2], 40.0, rtol=1e-12)
-    np.testing.assert_allclose(recon.intrinsics[:, 1, 2], 32.0, rtol=1e-12)
+    # so, crop mode 64x80 -> 420x518: VGGT's principal point (W/2, H/2) = (259, 210), half a network pixel
+    # right of and below the network image's centre, maps back to half a network pixel (0.5 / s original
+    # pixels) off the original centre (39.5, 31.5): u = (259 + 1/2) / s - 1/2 with s = 518 / 80
+    np.testing.assert_allclose(recon.intrinsics[:, 0, 2], 39.5 + 0.5 * 80 / 518, rtol=1e-12)
+    np.testing.assert_allclose(recon.intrinsics[:, 1, 2], 31.5 + 0.5 * 64 / 420, rtol=1e-12)
     with np.errstate(invalid="ignore"):
         np.testing.assert_allclose(recon.intrinsics[:, 0, 0], k_net[:, 0, 0] * 80 / 518)
         np.testing.assert_allclose(recon.intrinsics[:, 1, 1], k_net[:, 1, 1] * 64 / 420)
@@ -100,7 +127,9 @@ def test_object_masks_point_map_branch_and_pad_mode(scene):
     assert not (recon.source_view == 1).any()          # scene view 1's mask is empty
     # pad mode: 64x80 -> 420x518 inside 518x518; only the right half of view 2 is object
     assert (recon.source_view == 0).sum() == 518 * 420 // 2
-    np.testing.assert_allclose(recon.intrinsics[:, :2, 2], [[40.0, 32.0]] * 2, atol=1e-9)
+    # the padding offset cancels: the same principal point as in crop mode (test_intrinsics_are_in_original_pixels)
+    np.testing.assert_allclose(recon.intrinsics[:, :2, 2], [[39.5 + 0.5 * 80 / 518, 31.5 + 0.5 * 64 / 420]] * 2,
+                               atol=1e-9)
 
 
 def test_bad_views_and_options_raise_user_errors_naming_the_fix(scene):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from core import geometry
 from core.models.vggt.processing import confidence_keep, point_cloud, preprocess_images
 
 
@@ -42,26 +43,25 @@ def test_views_of_different_sizes_are_padded_to_a_common_size():
 @pytest.mark.parametrize("mode,shape", [("crop", (64, 80)), ("crop", (200, 90)),
                                         ("pad", (200, 90)), ("pad", (90, 200))])
 def test_intrinsics_round_trip_and_projection_consistency(mode, shape):
-    """A known K survives the round trip, and the network-image K projects a 3-D point where
-    the preprocessing actually moved that pixel (a bright square's centroid)."""
+    """A known K survives the round trip, and the network-image K projects the 3-D point seen at
+    a bright square's centre where the preprocessing actually put the square (its centroid)."""
     h, w = shape
     k = np.array([[1.1 * w, 0.0, 0.47 * w], [0.0, 1.05 * w, 0.52 * h], [0.0, 0.0, 1.0]])
     image = np.zeros((h, w, 3), np.uint8)
     cy, cx = int(0.55 * h), int(0.45 * w)
-    image[cy - 4:cy + 4, cx - 4:cx + 4, 0] = 255       # red square centred at (cx, cy)
+    image[cy - 4:cy + 4, cx - 4:cx + 4, 0] = 255       # red square: pixels cx-4..cx+3, centre cx - 1/2
     x, (t,) = preprocess_images([image], mode)
     k_net = t.intrinsics_to_network(k)
     np.testing.assert_allclose(t.intrinsics_to_original(k_net), k, rtol=1e-12, atol=1e-9)
-    point = np.array([0.3, -0.2, 2.0])
-    uv, uv_net = k @ point, k_net @ point
-    uv, uv_net = uv[:2] / uv[2], uv_net[:2] / uv_net[2]
-    (sx, sy), (tx, ty) = t.scale, t.offset
-    np.testing.assert_allclose(uv_net, [sx * uv[0] + tx, sy * uv[1] + ty], rtol=1e-12)
+    point = geometry.unproject_pixels(np.array([[cx - 0.5, cy - 0.5]]), 2.0, k)
+    uv_net, _ = geometry.project(point, k_net, np.eye(4))
     gray = (x[0, 0] - x[0, 1]).clamp(min=0).numpy()   # red only: not the white padding
     rows, cols = np.nonzero(gray > 0.5 * gray.max())
     weights = gray[rows, cols]
-    centroid = (np.average(cols + 0.5, weights=weights), np.average(rows + 0.5, weights=weights))
-    np.testing.assert_allclose(centroid, [sx * cx + tx, sy * cy + ty], atol=1.0)
+    centroid = (np.average(cols, weights=weights), np.average(rows, weights=weights))  # integer pixel centres
+    # bicubic ringing is symmetric, so the thresholded centroid lands within ~0.2 network pixels (measured
+    # 0.03-0.18 on these four); intrinsics mapped in continuous coordinates would be (s - 1) / 2 >= 0.8 off
+    np.testing.assert_allclose(uv_net[0], centroid, atol=0.3)
 
 
 @pytest.mark.parametrize("images,message", [

@@ -129,12 +129,16 @@ class AttentionSession:
         return self.rollouts[key]
 
     def network_to_original(self, frame: int, u: float, v: float) -> tuple[float, float]:
-        (sx, sy), (tx, ty) = self.transforms[frame].scale, self.transforms[frame].offset
-        return (u + 0.5 - tx) / sx - 0.5, (v + 0.5 - ty) / sy - 0.5
+        """Network pixel (u, v) of ``frame`` -> the original image's pixel (integer centres)."""
+        t = self.transforms[frame]
+        ou, ov = geometry.resize_crop_pixels((u, v), t.scale, t.offset, inverse=True)
+        return float(ou), float(ov)
 
     def original_to_network(self, frame: int, u: float, v: float) -> tuple[float, float]:
-        (sx, sy), (tx, ty) = self.transforms[frame].scale, self.transforms[frame].offset
-        return sx * (u + 0.5) + tx - 0.5, sy * (v + 0.5) + ty - 0.5
+        """Original pixel (u, v) of ``frame`` -> network pixel (integer centres)."""
+        t = self.transforms[frame]
+        nu, nv = geometry.resize_crop_pixels((u, v), t.scale, t.offset)
+        return float(nu), float(nv)
 
     def correspondences(self, frame: int, u: float, v: float, scene=None) -> dict:
         """Where network pixel (u, v) of ``frame`` lands in every frame.

@@ -297,12 +297,9 @@ def vggt_depth_in_view(recon, view: int, image_size: tuple[int, int]) -> np.ndar
     transforms = (recon.extra or {}).get("transforms")
     if transforms:
         t = transforms[index]
-        (sx, sy), (tx, ty) = t["scale"], t["offset"]
-        u, v = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-        map_x = (sx * u + tx).astype(np.float32)
-        map_y = (sy * v + ty).astype(np.float32)
-        out = cv2.remap(depth, map_x, map_y, interpolation=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                        borderValue=0)
+        network = geometry.resize_crop_pixels(geometry.pixel_grid(h, w), t["scale"], t["offset"]).astype(np.float32)
+        out = cv2.remap(depth, network[..., 0], network[..., 1], interpolation=cv2.INTER_NEAREST,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)  # nearest network pixel
     else:
         out = cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST)
     out[~np.isfinite(out)] = 0

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core import geometry
 from core.errors import UserError
 
 
@@ -47,16 +48,10 @@ class ImageTransform:
         return (self.resized_size[1] / self.original_size[1], self.resized_size[0] / self.original_size[0])
 
     def intrinsics_to_original(self, k_model: np.ndarray) -> np.ndarray:
-        """``[...,3,3]`` intrinsics in model pixels -> the same camera in original-image pixels."""
-        k = np.array(k_model, dtype=np.float64, copy=True)
-        sx, sy = self.scale
+        """``[...,3,3]`` intrinsics in model pixels -> the same camera in original-image pixels
+        (float64; :func:`core.geometry.resize_crop_intrinsics`, the crop an offset of minus its corner)."""
         x0, y0 = self.crop_offset
-        k[..., 0, 0] = k[..., 0, 0] / sx
-        k[..., 1, 1] = k[..., 1, 1] / sy
-        k[..., 0, 1] = k[..., 0, 1] / sx
-        k[..., 0, 2] = (k[..., 0, 2] + x0 + 0.5) / sx - 0.5
-        k[..., 1, 2] = (k[..., 1, 2] + y0 + 0.5) / sy - 0.5
-        return k
+        return geometry.resize_crop_intrinsics(k_model, self.scale, (-x0, -y0), inverse=True)
 
     def mask_to_model(self, mask: np.ndarray) -> np.ndarray:
         """``bool [H, W]`` original-size mask -> ``bool [h, w]`` (nearest resize, same crop)."""

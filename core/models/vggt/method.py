@@ -29,7 +29,7 @@ from .processing import point_cloud, preprocess_images
 
 log = logging.getLogger(__name__)
 
-VERSION = "1"
+VERSION = "2"  # 2: intrinsics mapped back to the scene's pixels with integer pixel centres (runs of 1 are recomputed)
 Weights = Literal["pretrained", "random-tiny", "random-full"]
 CheckpointName = Literal["vggt-1b", "vggt-1b-commercial"]
 Preprocess = Literal["crop", "pad"]

@@ -1,10 +1,10 @@
 """Pre- and post-processing around VGGT: image preparation and point-cloud extraction.
 
-Pixel coordinate convention for the transforms: continuous coordinates with the image
-spanning ``[0, W] x [0, H]`` (pixel centres at +0.5). A preprocessed pixel position relates to
-the original one by ``x' = sx * x + tx``, ``y' = sy * y + ty``; intrinsics transform as
-``K' = A K`` with ``A = [[sx, 0, tx], [0, sy, ty], [0, 0, 1]]``, so
-``K_original = A^-1 K_network`` maps VGGT's intrinsics back to each original image.
+Pixel coordinates are ReconBench's (pixel centres at integers). A transform is the resize
+factor ``(sx, sy)`` and the offset ``(tx, ty)`` added after resizing (crop: negative, pad:
+positive): original pixel ``u`` is shown at network pixel ``u' = sx (u + 1/2) - 1/2 + tx``
+(:func:`core.geometry.resize_crop_pixels`; this is where PIL's resize puts it), and intrinsics map
+with :func:`core.geometry.resize_crop_intrinsics`.
 
 Modes (as the authors' ``load_and_preprocess_images``):
 
@@ -17,13 +17,14 @@ Images are resized with PIL bicubic (as the reference). When views differ in siz
 is padded with white to the largest size (centred).
 
 VGGT's own cameras: its decoded intrinsics put the principal point at ``(W/2, H/2)`` of the
-network input (the numbers of :func:`core.geometry.dust3r_principal_point`) and the authors'
-``unproject_depth_map`` lifts pixel (row v, column u) at the integer coordinates (u, v), which is
+network input (its one convention quirk: :func:`core.geometry.dust3r_principal_point`), and the
+authors' ``unproject_depth_map`` lifts pixel (row v, column u) at the integer coordinates (u, v),
 ReconBench's pixel convention: :func:`core.geometry.depth_to_point_map` with those intrinsics
-reproduces it. :class:`ImageTransform`, in contrast, maps intrinsics in continuous coordinates
-(see above); for an image resized by ``s`` this places the principal point ``(1 - s) / 2``
-network pixels away from where ReconBench's integer-centre convention (``u' + 1/2 = s (u + 1/2)``,
-as :class:`core.models.croco.preprocess.ImageTransform` uses) would.
+reproduces it. So :meth:`ImageTransform.intrinsics_to_original` maps them with the same
+integer-centre convention, and the result projects the method's points back onto the original
+pixels they were seen at (``tests/test_vggt_method.py`` measures this with a ramp image). The
+authors' inference code maps no intrinsics back; their training code resizes intrinsics with
+this same pixel-centre convention, so there is no VGGT-specific resize convention to reproduce.
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
+
+from core import geometry
 
 TARGET_SIZE = 518
 PATCH = 14
@@ -57,28 +60,14 @@ class ImageTransform:
     scale: tuple[float, float]
     offset: tuple[float, float]
 
-    @property
-    def matrix(self) -> np.ndarray:
-        """``A [3,3]`` mapping original pixel coordinates to network-input ones."""
-        (sx, sy), (tx, ty) = self.scale, self.offset
-        return np.array([[sx, 0.0, tx], [0.0, sy, ty], [0.0, 0.0, 1.0]])
-
     def intrinsics_to_original(self, k_network: np.ndarray) -> np.ndarray:
-        """``[...,3,3]`` intrinsics of the network input -> of the original image.
-
-        VGGT-port convention: continuous pixel coordinates (``x' = s x + t``, image spanning
-        ``[0, W]``), not ReconBench's integer pixel centres; see the module docstring."""
-        k = np.array(k_network, dtype=np.float64)  # row operations: A^-1 K without 0 * inf
-        (sx, sy), (tx, ty) = self.scale, self.offset
-        out = k.copy()
-        out[..., 0, :] = (k[..., 0, :] - tx * k[..., 2, :]) / sx
-        out[..., 1, :] = (k[..., 1, :] - ty * k[..., 2, :]) / sy
-        return out
+        """``[...,3,3]`` intrinsics of the network input -> of the original image (float64;
+        integer pixel centres in both, see the module docstring)."""
+        return geometry.resize_crop_intrinsics(k_network, self.scale, self.offset, inverse=True)
 
     def intrinsics_to_network(self, k_original: np.ndarray) -> np.ndarray:
-        """``[...,3,3]`` intrinsics of the original image -> of the network input (continuous
-        coordinates, as :meth:`intrinsics_to_original`)."""
-        return self.matrix @ np.asarray(k_original, dtype=np.float64)
+        """``[...,3,3]`` intrinsics of the original image -> of the network input (float64)."""
+        return geometry.resize_crop_intrinsics(k_original, self.scale, self.offset)
 
     def valid_mask(self) -> np.ndarray:
         """``bool [H', W']``: network pixels that show the image (not padding)."""
