@@ -10,8 +10,9 @@ Conventions:
   the ones that return a transform return ``[...,4,4]``).
 - Intrinsics ``K`` are ``[3,3]`` in pixels of the image they belong to. Pixel centres are at
   integer coordinates: pixel (row i, column j) is at ``(u, v) = (j, i)``, so the image centre is
-  ``((W - 1) / 2, (H - 1) / 2)``. A function that follows another convention says so in its name
-  and docstring (:func:`dust3r_principal_point`).
+  ``((W - 1) / 2, (H - 1) / 2)``, and a resize or crop maps pixels and intrinsics with
+  :func:`resize_crop_pixels` and :func:`resize_crop_intrinsics`. A function that follows another
+  convention says so in its name and docstring (:func:`dust3r_principal_point`).
 - A Sim(3) transform is a ``4x4`` matrix ``[[s R, t], [0, 1]]`` mapping ``x -> s R x + t``.
 - Quaternions are ``[..., 4]`` in XYZW order (scalar last), as VGGT and DUSt3R store them.
 - Arrays are computed in float64; functions that return points keep a floating input's dtype
