@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,8 +105,9 @@ def decompose_projection(projection: np.ndarray, name: str = "projection matrix"
     m = p[:, :3]
     singular = np.linalg.svd(m, compute_uv=False)
     if singular[0] == 0 or singular[2] <= 1e-12 * singular[0]:
+        rank = int(np.sum(singular > 1e-12 * singular[0])) if singular[0] > 0 else 0
         raise DtuError(f"{name}: the projection matrix does not decompose into K[R|t] "
-                       f"(its left 3x3 block has rank {int(np.sum(singular > 1e-12 * max(singular[0], 1e-300)))})")
+                       f"(its left 3x3 block has rank {rank}, not 3)")
     if np.linalg.det(m) < 0:
         p = -p
         m = p[:, :3]
@@ -171,7 +173,7 @@ class DtuEvalData:
                 return cls(scan=int(data["scan"]), obs_mask=data["obs_mask"].astype(np.uint8),
                            bb=data["bb"].astype(np.float64), res=float(data["res"]),
                            plane=data["plane"].astype(np.float64))
-        except (OSError, ValueError, KeyError) as error:
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
             raise DtuError(f"cannot read {path}: {error}") from None
 
 
