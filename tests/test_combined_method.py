@@ -72,7 +72,7 @@ def empty_weights(tmp_path, monkeypatch):
 def test_missing_weights_message_lists_each_missing_file_with_its_fetch_command(empty_weights):
     available = METHOD.availability(METHOD.parse_options({}))
     message = available.message()
-    assert not available.ok and message.startswith("the three models are not on this machine")
+    assert not available.ok and message.startswith("The three models are not on this machine")
     assert str(empty_weights) in message
     dino, depth = ckpt.DETECTORS["grounding-dino-tiny"], ckpt.DEPTH_MODELS["depth-anything-v2-small"]
     expected = [f"{dino.label} needs {', '.join(dino.files)}", "python -m core weights fetch grounding-dino;",

@@ -126,7 +126,7 @@ class CombinedMethod(Method):
             return Availability(True)
         folder = weights.weights_folder()
         looked = f"${weights.WEIGHTS_ENV} ({folder if folder else 'unset'}) and the Hugging Face cache"
-        count = {1: "1 of the three models is", 2: "2 of the three models are", 3: "the three models are"}
+        count = {1: "1 of the three models is", 2: "2 of the three models are", 3: "The three models are"}
         missing = f"{count[len(problems)]} not on this machine (looked in {looked}). " + "; ".join(problems) + "."
         fix = "python -m core weights fetch " + " ".join(fetch_keys) if fetch_keys else ""
         return Availability(False, missing, fix)
