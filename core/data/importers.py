@@ -123,7 +123,7 @@ def read_vggt_cameras(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray | 
 
 
 def read_vggt_predictions(data: bytes, name: str, view_ids: list[int] | None = None,
-                          confidence_percentile: float = 50.0) -> Reconstruction:
+                          confidence_percentile: float = 50.0, require_points: bool = True) -> Reconstruction:
     """A ``predictions.npz`` as saved by the VGGT demos.
 
     Uses ``world_points`` (or ``world_points_from_depth``) ``[S,H,W,3]`` with its confidence
@@ -132,16 +132,22 @@ def read_vggt_predictions(data: bytes, name: str, view_ids: list[int] | None = N
     ``extrinsic [S,3,4]`` (camera-from-world). ``view_ids`` says which scene views the S frames
     are; without it the cameras are not used for alignment.
 
-    A file with cameras but no point map (what a pose benchmark needs) gives a Reconstruction
-    with no points and the cameras; a file with neither is refused.
+    A file with cameras but no point map (what a pose benchmark needs) gives, with
+    ``require_points=False``, a Reconstruction with no points and the cameras; otherwise (a point
+    evaluation) it is refused with a message that names the pose protocol.
     """
     archive, keys = _open_npz(data, name)
     point_key = next((k for k in VGGT_POINT_KEYS if k in keys), None)
     if point_key is None:
+        found = ", ".join(sorted(keys)) or "nothing"
         if "extrinsic" not in keys:
             raise ReconstructionFileError(
                 f"{name} has neither a point map ({', '.join(VGGT_POINT_KEYS)}) nor cameras (extrinsic) "
-                f"(found: {', '.join(sorted(keys)) or 'nothing'})")
+                f"(found: {found})")
+        if require_points:
+            raise ReconstructionFileError(
+                f"{name} lacks the point map: expected one of {', '.join(VGGT_POINT_KEYS)} (found: {found}); "
+                f"its cameras alone can be scored with --protocol co3d-pose")
         cams, _ = read_vggt_cameras(data, name)
         if view_ids is not None and len(view_ids) != len(cams):
             raise ReconstructionFileError(f"{name} has {len(cams)} frames but {len(view_ids)} view ids were given")
@@ -188,15 +194,19 @@ def read_vggt_predictions(data: bytes, name: str, view_ids: list[int] | None = N
         options={"file": name, "kind": "vggt-predictions", "confidence_percentile": confidence_percentile})
 
 
-def read_reconstruction(data: bytes, name: str, view_ids: list[int] | None = None) -> Reconstruction:
-    """Dispatch on the file suffix; checks size and emptiness first."""
+def read_reconstruction(data: bytes, name: str, view_ids: list[int] | None = None,
+                        require_points: bool = True) -> Reconstruction:
+    """Dispatch on the file suffix; checks size and emptiness first.
+
+    ``require_points=False`` accepts a VGGT-style ``.npz`` that has cameras but no point map
+    (for protocols that score cameras only)."""
     if len(data) == 0:
         raise ReconstructionFileError(f"{name} is empty (0 bytes)")
     if len(data) > MAX_UPLOAD_BYTES:
         raise ReconstructionFileError(f"{name} is larger than {MAX_UPLOAD_BYTES // 2**20} MB")
     suffix = Path(name).suffix.lower()
     if suffix == ".npz":
-        recon = read_vggt_predictions(data, name, view_ids)
+        recon = read_vggt_predictions(data, name, view_ids, require_points=require_points)
     elif suffix in (".ply", ".obj", ".glb"):
         recon = read_mesh_or_cloud(data, name)
     else:
