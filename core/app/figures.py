@@ -431,3 +431,44 @@ def correspondence_status(links: dict, key: str, frame: int) -> str:
     if entry["uv"] is None or not entry["in_bounds"]:
         return "outside"
     return "occluded" if entry["occluded"] else ("visible" if entry["occluded"] is False else "unknown")
+
+
+# --------------------------------------------------------------------------- data set browsers (CO3D)
+def mask_overlay(image: np.ndarray, mask: np.ndarray | None, color=(255, 40, 40), alpha: float = 0.45
+                 ) -> np.ndarray:
+    """``uint8 [H,W,3]``: ``image`` with ``mask [H,W]`` (bool) tinted in ``color``; the image when no mask."""
+    out = np.asarray(image, np.float32).copy()
+    if mask is not None:
+        out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(color, np.float32)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def cloud_with_cameras_figure(points: np.ndarray | None, colors: np.ndarray | None, intrinsics: np.ndarray,
+                              cam_from_world: np.ndarray, image_size: tuple[int, int], labels: list[str],
+                              highlight: int | None = None, revision: str = "cloud-cameras",
+                              max_points: int = DEFAULT_MAX_POINTS) -> tuple[go.Figure, str]:
+    """A point cloud (world frame, any units) with every camera's frustum, one of them highlighted.
+
+    Args:
+        points: ``[M,3]`` or None; colors: ``uint8 [M,3]`` or None.
+        intrinsics ``[V,3,3]`` / cam_from_world ``[V,4,4]`` (OpenCV) of images of ``image_size`` (H, W).
+        labels: V frustum labels; highlight: index of the camera drawn in another colour.
+    Returns:
+        (figure, caption saying how many points and cameras it shows).
+    """
+    traces, caption = [], "no point cloud"
+    centres = geometry.camera_center(cam_from_world)
+    extent = float(np.ptp(centres, axis=0).max()) if len(centres) > 1 else 1.0
+    if points is not None and len(points):
+        trace, shown, total = cloud_trace(points, colors, name="point cloud", max_points=max_points)
+        traces.append(trace)
+        caption = f"showing {shown:,} of {total:,} points"
+        extent = float(np.ptp(points, axis=0).max()) or extent
+    depth = 0.1 * extent
+    others = [i for i in range(len(cam_from_world)) if i != highlight]
+    traces += frustum_trace(intrinsics[others], cam_from_world[others], image_size, depth, name="cameras",
+                            labels=[labels[i] for i in others])
+    if highlight is not None:
+        traces += frustum_trace(intrinsics[[highlight]], cam_from_world[[highlight]], image_size, depth,
+                                name="this frame", color="#2ca02c", labels=[labels[highlight]])
+    return figure_3d(traces, revision=revision), f"{caption} and {len(cam_from_world)} cameras"
