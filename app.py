@@ -17,6 +17,7 @@ PAGES = [
     st.Page("pages/scaling.py", title="VGGT scaling", icon=":material/trending_up:"),
     st.Page("pages/attention.py", title="Attention viewer", icon=":material/visibility:"),
     st.Page("pages/metrics.py", title="Metrics", icon=":material/leaderboard:"),
+    st.Page("pages/benchmarks.py", title="Benchmarks", icon=":material/table_chart:"),
 ]
 
 navigation = st.navigation(PAGES)

@@ -33,6 +33,7 @@ COMMAND_MODULES: list[str] = [
     "core.studies.scaling",
     "core.models.lmnet.cli",
     "core.data.datasets.cli",
+    "core.studies.benchmarks",
 ]
 
 
