@@ -47,7 +47,8 @@ case "${1:-}" in
   test)
     setup
     shift
-    exec "$PY" -m pytest -q "$@"
+    # One worker per core; a test file stays on one worker so its module fixtures are built once.
+    exec "$PY" -m pytest -q -n auto --dist loadfile "$@"
     ;;
   setup)
     setup
