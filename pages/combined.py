@@ -1,7 +1,7 @@
 """Combined pipeline: text-prompted detection -> segmentation -> monocular depth -> back-projection."""
 import streamlit as st
 
-from core.app import figures as viz
+from core.app import figures
 from core.eval.scores import Scores
 from core.models.combined import method as combined
 from core.models.combined import panels as panel_images
@@ -123,7 +123,7 @@ if panels.seconds:
 if recon is None:
     st.stop()
 
-fig, caption = viz.reconstruction_figure(recon, image_size=scene.image_size)
+fig, caption = figures.reconstruction_figure(recon, image_size=scene.image_size)
 st.plotly_chart(fig, width="stretch", key="combined-cloud")
 st.caption(caption + " (first view's camera frame; frustums are the views used).")
 evaluation = Scores.from_json(state["evaluation"]) if state.get("evaluation") else None

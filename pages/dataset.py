@@ -12,7 +12,7 @@ from core.data.prepare.crop import apply_crop, load_crop, load_dense
 from core.data.prepare.frames import DEFAULT_FRAMES, load_images, preview_strip, sample_video_frames
 from core.data.prepare.pipeline import PrepareOptions, default_scene_dir, prepare
 from core.data.prepare.uploads import VIDEO_SUFFIXES, store_uploads
-from core.app import figures as viz
+from core.app import figures
 from core.store.cache import REPO_ROOT
 from core.progress import Stopped
 from core.data.scene import Scene
@@ -73,14 +73,14 @@ def co3d_browser() -> None:
                f"({frame.intrinsics[0, 2]:.1f}, {frame.intrinsics[1, 2]:.1f}) px.")
     cols = st.columns(3)
     cols[0].image(image, caption="image", width="stretch")
-    cols[1].image(viz.mask_overlay(image, mask), caption="object mask" if mask is not None else "no mask",
+    cols[1].image(figures.mask_overlay(image, mask), caption="object mask" if mask is not None else "no mask",
                   width="stretch")
     if depth is not None:
-        cols[2].plotly_chart(viz.depth_figure([depth], ["depth (0 = invalid)"], columns=1), width="stretch",
+        cols[2].plotly_chart(figures.depth_figure([depth], ["depth (0 = invalid)"], columns=1), width="stretch",
                              key="dataset.co3d.depth")
     else:
         cols[2].caption("no depth map")
-    fig, caption = viz.cloud_with_cameras_figure(
+    fig, caption = figures.cloud_with_cameras_figure(
         points, colors, np.stack([f.intrinsics for f in frames]), np.stack([f.cam_from_world for f in frames]),
         frame.size, [str(f.number) for f in frames], highlight=index, revision=f"co3d-{category}-{sequence}")
     st.plotly_chart(fig, width="stretch", key="dataset.co3d.cloud")
@@ -226,7 +226,7 @@ with prepare_tab:
     scale = [cols[i].slider(f"Scale {axis}", 0.3, 2.0, 1.0, 0.05, key=f"dataset.scale{axis}") for i, axis in
              enumerate("xyz")]
     box = crop.adjusted(shift, scale) if crop is not None else None
-    fig, caption = viz.crop_figure(cloud, cloud_colors, box, scene, revision=f"dataset-{folder.name}")
+    fig, caption = figures.crop_figure(cloud, cloud_colors, box, scene, revision=f"dataset-{folder.name}")
     st.plotly_chart(fig, width="stretch")
     st.caption(caption + "; COLMAP's frame, arbitrary scale.")
 

@@ -1,7 +1,7 @@
 """Generative methods (3D-LMNet, Point-E, LRM): one or several views to a cloud or a mesh."""
 import streamlit as st
 
-from core.app import figures as viz
+from core.app import figures
 from core.app.widgets import method_workbench, require_app_navigation
 from core.errors import UserError
 
@@ -26,7 +26,7 @@ if upload is not None and st.button("Reconstruct", key="lmnet.go"):
         points = run_on_image(upload.getvalue(), variant=variant)
         left, right = st.columns(2)
         left.image(upload.getvalue(), caption=upload.name, width="stretch")
-        right.plotly_chart(viz.height_cloud_figure(points, "3D-LMNet", revision="lmnet-upload"), width="stretch",
+        right.plotly_chart(figures.height_cloud_figure(points, "3D-LMNet", revision="lmnet-upload"), width="stretch",
                            key="lmnet.cloud")
         right.caption(f"{len(points):,} points in the model's object-centred frame (unit box), coloured by height.")
     except UserError as error:
@@ -35,7 +35,7 @@ if upload is not None and st.button("Reconstruct", key="lmnet.go"):
 with st.expander("Training curves and test scores of the shipped 3D-LMNet checkpoints"):
     from core.models.lmnet import shipped_evaluation, training_curves
 
-    st.plotly_chart(viz.training_curves_figure({name: training_curves(name) for name in ("original", "dgcnn")}),
+    st.plotly_chart(figures.training_curves_figure({name: training_curves(name) for name in ("original", "dgcnn")}),
                     width="stretch", key="lmnet.curves")
     evaluation = shipped_evaluation()
     st.dataframe([{"model": name, **{k: round(v, 4) for k, v in scores.items()}}

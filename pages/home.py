@@ -1,7 +1,7 @@
 """Home: what ReconBench is, and the current scene (views, ground truth, cameras)."""
 import streamlit as st
 
-from core.app import figures as viz
+from core.app import figures
 from core.app.widgets import current_scene, require_app_navigation, store
 
 require_app_navigation()
@@ -36,7 +36,7 @@ if scene is not None:
             col.image(scene.images[i], caption=f"view {i}", width="stretch")
 
     max_points = st.number_input("Points drawn (cap)", 1_000, 500_000, 40_000, step=10_000)
-    fig, caption = viz.scene_figure(scene, max_points=int(max_points))
+    fig, caption = figures.scene_figure(scene, max_points=int(max_points))
     st.plotly_chart(fig, width="stretch", key="home-scene")
     st.caption(caption + "; red frustums are the cameras, numbered by view.")
 

@@ -3,8 +3,8 @@ import streamlit as st
 
 from core.eval import metrics
 from core.eval.scores import Scores
-from core.app import figures as viz
-from core.data.importers import ReconstructionFileError, SUPPORTED_SUFFIXES
+from core.app import figures
+from core.data.importers import SUPPORTED_SUFFIXES
 from core.runner import evaluate_run, import_file, leaderboard
 from core.app.widgets import (StreamlitProgress, current_scene, option_widgets, parse_view_ids,
                               require_app_navigation, score_cards, show_notes, store)
@@ -106,6 +106,6 @@ if cameras is not None and cameras.available:
 if depth is not None and depth.available:
     st.caption(f"Depth (median-scaled, object pixels): AbsRel {depth.abs_rel:.3g}, δ<1.25 {depth.delta1:.3f} "
                f"over {depth.views} views.")
-fig, caption = viz.error_overlay_figure(evaluation, max_points=int(max_points))
+fig, caption = figures.error_overlay_figure(evaluation, max_points=int(max_points))
 st.plotly_chart(fig, width="stretch", key="metrics-overlay")
 st.caption(caption)

@@ -1,7 +1,7 @@
 """VGGT scaling: time, memory and quality against the number of views, with fitted complexity models."""
 import streamlit as st
 
-from core.app import figures as viz
+from core.app import figures
 from core.studies import scaling
 from core.models import registry
 from core.progress import Stopped
@@ -55,19 +55,19 @@ def show(result: scaling.ScalingResult, flops) -> None:
         for quantity, label, values in (("seconds", "Time (s)", [p.seconds for p in result.points]),
                                         ("memory", "Peak memory (MB)", [p.peak_memory_mb for p in result.points])):
             fits = scaling.fit_models(n, values, flops)
-            st.plotly_chart(viz.scaling_fit_figure(n, values, fits, flops, label), width="stretch",
+            st.plotly_chart(figures.scaling_fit_figure(n, values, fits, flops, label), width="stretch",
                             key=f"scaling.{quantity}")
             if fits:
                 best = scaling.best_fit(fits)
                 verdict = (f"Best by BIC for {label.lower()}: {best.formula}." if best is not None else
                            "Best by BIC: undecided (each model needs more view counts than parameters).")
-                st.dataframe(viz.fit_table(fits), hide_index=True, width="stretch")
+                st.dataframe(figures.fit_table(fits), hide_index=True, width="stretch")
                 st.caption(verdict + " With few points or noisy timings the models can be indistinguishable; "
                            "compare the residuals.")
             else:
                 st.caption("Fits need at least two (n log n) or three (quadratic) distinct view counts.")
         if result.quality_available:
-            st.plotly_chart(viz.scaling_quality_figure(rows), width="stretch", key="scaling.quality")
+            st.plotly_chart(figures.scaling_quality_figure(rows), width="stretch", key="scaling.quality")
         else:
             st.warning(f"Quality unavailable: {result.quality_note}. Only time and memory are shown; "
                        "scores of random weights would be meaningless.")

@@ -205,8 +205,7 @@ def _pick_views(scene: Scene, method, key: str) -> list[int]:
 def method_workbench(family: str) -> None:
     """Layout shared by the Discriminative and Generative pages: pick a method, views and options,
     run it through the cache, and show its cloud, cameras, depth maps, mesh and scores."""
-    from core.eval import metrics
-    from core.app import figures as viz
+    from core.app import figures
     from core.models import registry
     from core.errors import UserError
     from core.progress import Stopped
@@ -275,7 +274,7 @@ def method_workbench(family: str) -> None:
     images = [scene.images[v] for v in recon.view_ids if 0 <= v < scene.num_views]
     if images:
         st.image(images[:8], caption=[f"input view {v}" for v in recon.view_ids[:8]], width=110)
-    renders = viz.renders_from_extra(recon)
+    renders = figures.renders_from_extra(recon)
     if renders:
         st.image(renders, caption=[f"render {i}" for i in range(len(renders))], width=110)
 
@@ -284,20 +283,20 @@ def method_workbench(family: str) -> None:
                      help="display filter only; the stored run and its scores are unchanged")
     color_by = st.radio("Colour", ["rgb", "confidence"], horizontal=True, key=f"{family}.color",
                         disabled=recon.confidence is None)
-    shown = viz.without_least_confident(recon, hide)
-    fig, caption = viz.reconstruction_figure(shown, color_by=color_by, image_size=scene.image_size)
+    shown = figures.without_least_confident(recon, hide)
+    fig, caption = figures.reconstruction_figure(shown, color_by=color_by, image_size=scene.image_size)
     st.plotly_chart(fig, width="stretch", key=f"{family}.cloud")
     st.caption(caption + (" — red: predicted cameras, numbered by scene view" if recon.has_cameras else ""))
     if recon.mesh_vertices is not None and recon.mesh_faces is not None and len(recon.mesh_faces):
-        fig, caption = viz.mesh_figure(recon.mesh_vertices, recon.mesh_faces, recon.mesh_colors)
+        fig, caption = figures.mesh_figure(recon.mesh_vertices, recon.mesh_faces, recon.mesh_colors)
         st.plotly_chart(fig, width="stretch", key=f"{family}.mesh")
         st.caption(caption)
     losses = (recon.extra or {}).get("loss_history")
     if losses:
-        st.plotly_chart(viz.loss_curve_figure(losses), width="stretch", key=f"{family}.loss")
+        st.plotly_chart(figures.loss_curve_figure(losses), width="stretch", key=f"{family}.loss")
         st.caption(f"Global alignment: {len(losses)} iterations, loss {losses[0]:.4g} → {losses[-1]:.4g}.")
     if recon.depth_maps is not None:
-        st.plotly_chart(viz.depth_figure(list(recon.depth_maps[:8]), [f"view {v}" for v in recon.view_ids[:8]]),
+        st.plotly_chart(figures.depth_figure(list(recon.depth_maps[:8]), [f"view {v}" for v in recon.view_ids[:8]]),
                         width="stretch", key=f"{family}.depth")
         st.caption("Predicted depth maps (each with its own colour range).")
     scores = Scores.from_json(record.evaluation) if record.evaluation else None
