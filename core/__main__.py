@@ -22,7 +22,7 @@ import logging
 import sys
 from pathlib import Path
 
-from core.cli import CliError, load_scene, parse_option_values
+from core.cli import CliError, load_scene
 from core.data.scene import to_json
 
 

@@ -184,15 +184,20 @@ def parse(options_type: type, values: Any = None) -> Any:
     return options_type(**{name: _coerce(by_name[name], value) for name, value in values.items()})
 
 
-def parse_assignments(options_type: type, assignments: list[str] | None) -> Any:
-    """Options from CLI ``key=value`` strings (later ones win)."""
+def _assignments(assignments: list[str] | None) -> dict[str, str]:
+    """{name: text} of CLI ``key=value`` strings (later ones win)."""
     values = {}
     for text in assignments or []:
         key, sep, value = text.partition("=")
         if not sep or not key.strip():
             raise OptionError(f"option {text!r} is not key=value")
         values[key.strip()] = value
-    return parse(options_type, values)
+    return values
+
+
+def parse_assignments(options_type: type, assignments: list[str] | None) -> Any:
+    """Options from CLI ``key=value`` strings (later ones win)."""
+    return parse(options_type, _assignments(assignments))
 
 
 def as_dict(options: Any) -> dict:
@@ -218,12 +223,7 @@ def add_arguments(parser: argparse.ArgumentParser, options_type: type, title: st
 
 def from_namespace(options_type: type, args: argparse.Namespace, assignments: list[str] | None = None) -> Any:
     """Options from ``--option key=value`` strings, then the per-option flags (flags win)."""
-    values = {}
-    for text in assignments or []:
-        key, sep, value = text.partition("=")
-        if not sep or not key.strip():
-            raise OptionError(f"option {text!r} is not key=value")
-        values[key.strip()] = value
+    values = _assignments(assignments)
     for spec in specs(options_type):
         value = getattr(args, f"opt__{spec.name}", None)
         if value is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import importlib
+import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -123,7 +124,7 @@ class Method(abc.ABC):
         value = getattr(options, "weights", None)
         if value is None:
             return None
-        return value if value in typing_args(opts.WeightsKind) else "pretrained"
+        return value if value in typing.get_args(opts.WeightsKind) else "pretrained"
 
     def checkpoints(self, options) -> tuple:
         """The :class:`core.models.weights.Checkpoint` objects these options load (none for
@@ -209,12 +210,6 @@ class Method(abc.ABC):
     def licences(self, options) -> list[str]:
         """Licence of each checkpoint the options load."""
         return [f"{c.key}: {c.licence}" for c in self.checkpoints(options)]
-
-
-def typing_args(alias) -> tuple:
-    import typing
-
-    return typing.get_args(alias)
 
 
 _loaded: dict[str, Method] = {}
