@@ -70,8 +70,10 @@ def test_intrinsics_round_trip_and_projection_consistency(mode, shape):
     ([np.zeros((64, 80), np.uint8)], "grayscale"),
     ([np.zeros((64, 80, 4), np.uint8)], "RGBA"),
 ])
-def test_bad_input_is_a_clear_value_error(images, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_input_is_a_clear_user_error(images, message):
+    from core.errors import UserError
+
+    with pytest.raises(UserError, match=message):
         preprocess_images(images, "crop")
     with pytest.raises(ValueError, match="preprocess mode"):
         preprocess_images([_image(64, 80)], "stretch")

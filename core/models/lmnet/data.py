@@ -22,12 +22,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from core.errors import UserError
+
 log = logging.getLogger(__name__)
 
 POINTCLOUD_NAME = "pointcloud_2048.npy"
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """The data folder does not follow the layout."""
 
 
