@@ -144,14 +144,14 @@ def preprocess_images(images: list[np.ndarray], mode: str = "crop",
         :class:`ImageTransform` per image.
 
     Raises:
-        ValueError: no images, images smaller than 14 px, grayscale/RGBA, unknown mode.
+        VGGTImageError: no images, images smaller than 14 px, grayscale/RGBA; ValueError: unknown mode.
     """
     if mode not in MODES:
         raise ValueError(f"unknown preprocess mode {mode!r}; use one of {MODES}")
     if target_size % PATCH:
         raise ValueError(f"target_size must be a multiple of {PATCH}, got {target_size}")
     if images is None or len(images) == 0:
-        raise ValueError("VGGT needs at least one image; got 0 views")
+        raise VGGTImageError("VGGT needs at least one image; got 0 views")
     arrays, transforms = [], []
     for index, image in enumerate(images):
         image = _check_image(image, index)
