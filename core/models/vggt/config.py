@@ -33,8 +33,16 @@ class VGGTConfig:
         rope_freq: base frequency of the 2D rotary embedding (0 disables RoPE).
         qk_norm: LayerNorm on queries and keys of the trunk blocks.
         init_values: LayerScale initial value (only matters for fresh random models).
-        enable_camera / enable_depth / enable_point: which heads exist (the track head is never
-            built; loading a checkpoint skips ``track_head.*``).
+        enable_camera / enable_depth / enable_point: which heads exist. Whether the track head
+            is built is not a configuration key but ``VGGT(config, with_track_head=...)``.
+        track_features: C, width of the track head's feature maps and track features.
+        track_iters: refinement iterations of the tracker.
+        track_corr_levels: L, levels of the correlation pyramid.
+        track_corr_radius: r, the correlation window is (2r+1) x (2r+1) per level.
+        track_hidden_size: width of the tracker's update transformer.
+        track_depth: time/space layers of the update transformer.
+        track_num_heads: attention heads of the update transformer.
+        track_num_virtual_tracks: V, virtual tracks of the update transformer.
     """
 
     img_size: int = 518
@@ -58,6 +66,14 @@ class VGGTConfig:
     enable_camera: bool = True
     enable_depth: bool = True
     enable_point: bool = True
+    track_features: int = 128
+    track_iters: int = 4
+    track_corr_levels: int = 7
+    track_corr_radius: int = 4
+    track_hidden_size: int = 384
+    track_depth: int = 6
+    track_num_heads: int = 8
+    track_num_virtual_tracks: int = 64
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -72,6 +88,15 @@ class VGGTConfig:
             raise ValueError("embed_dim must be divisible by num_heads and dino_num_heads")
         if (2 * self.embed_dim) % self.camera_num_heads:
             raise ValueError("2 * embed_dim must be divisible by camera_num_heads")
+        if self.track_features < 4 or self.track_features % 4:
+            raise ValueError(f"track_features must be a positive multiple of 4 (flow and position "
+                             f"embeddings), got {self.track_features}")
+        if self.track_hidden_size % self.track_num_heads:
+            raise ValueError("track_hidden_size must be divisible by track_num_heads")
+        if min(self.track_iters, self.track_corr_levels, self.track_depth,
+               self.track_num_virtual_tracks) < 1 or self.track_corr_radius < 0:
+            raise ValueError("track_iters, track_corr_levels, track_depth and "
+                             "track_num_virtual_tracks must be >= 1, track_corr_radius >= 0")
 
     @classmethod
     def from_dict(cls, values: dict) -> "VGGTConfig":
@@ -82,11 +107,15 @@ class VGGTConfig:
 
     @classmethod
     def tiny(cls) -> "VGGTConfig":
-        """The conformance fixture's tiny configuration (random weights, tests and demos)."""
+        """The conformance fixtures' tiny configuration (random weights, tests and demos): the
+        ``config`` metadata of ``vggt_track_tiny_reference`` (``vggt_tiny_reference`` lacks the
+        ``track_*`` keys)."""
         return cls(img_size=518, patch_size=14, embed_dim=32, depth=4, num_heads=2,
                    num_register_tokens=4, dino_depth=2, dino_num_heads=2, camera_trunk_depth=2,
                    camera_num_heads=4, dpt_features=16, dpt_out_channels=(8, 16, 32, 32),
-                   dpt_intermediate_layer_idx=(0, 1, 2, 3), rope_freq=100)
+                   dpt_intermediate_layer_idx=(0, 1, 2, 3), rope_freq=100, track_features=16,
+                   track_iters=4, track_corr_levels=4, track_corr_radius=3, track_hidden_size=32,
+                   track_depth=2, track_num_heads=8, track_num_virtual_tracks=64)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
