@@ -24,6 +24,7 @@ BENCHES: dict[str, str] = {
     "dust3r": "core.models.dust3r.bench:bench",
     "fast3r": "core.models.fast3r.bench:bench",
     "attention": "core.studies.attention:bench",
+    "attribution": "core.studies.attribution:bench",
 }
 
 
@@ -79,7 +80,9 @@ def bench_metrics(argv: list[str]) -> list[dict]:
 
 def run(name: str, argv: list[str]) -> list[dict]:
     if name not in BENCHES:
-        raise SystemExit(f"unknown benchmark {name!r}; available: {', '.join(sorted(BENCHES))}")
+        from core.cli import CliError
+
+        raise CliError(f"unknown benchmark {name!r}; available: {', '.join(sorted(BENCHES))}")
     module_name, function_name = BENCHES[name].split(":")
     started = time.time()
     rows = getattr(importlib.import_module(module_name), function_name)(argv)

@@ -1,5 +1,7 @@
 """The VGGT global-attention viewer: one forward pass with capture, then any clicked pixel's
-correspondences (with occlusion) and the global attention its patch gives to every view.
+correspondences (with occlusion) and the global attention its patch gives to every view; the
+tracking head's tracks of clicked points (up to 32), compared with the depth correspondence and
+the ground truth. The gradient attribution of a clicked pixel is :mod:`core.studies.attribution`.
 
 Memory: the capture keeps each global block's queries and keys (``2·S·P·C`` numbers per layer;
 for 8 views at 392x518 with VGGT-1B about 68 MB per layer in float32, 1.6 GB for all 24) and
@@ -40,6 +42,8 @@ class AttentionSession:
         layers: captured global layers, ascending.
         heads: attention heads per layer.
         random_weights: True when the model had random weights (attention then means nothing).
+        inputs: ``float32 [S,3,H',W']`` the network input in [0, 1] (tracking and attribution rerun
+            the model on it); weights, checkpoint, checkpoint_path: the model's options.
     """
 
     view_ids: list[int]
@@ -58,8 +62,14 @@ class AttentionSession:
     seconds: float = 0.0
     peak_memory_bytes: int = 0
     rollouts: dict = field(default_factory=dict, repr=False)
+    inputs: np.ndarray | None = field(default=None, repr=False)
+    weights: str = "pretrained"
+    checkpoint: str = "vggt-1b"
+    checkpoint_path: str = ""
+    tracks: dict = field(default_factory=dict, repr=False)
 
     MAX_KEPT_ROLLOUTS = 64
+    MAX_KEPT_TRACKS = 16
 
     @property
     def capture_bytes(self) -> int:
@@ -162,6 +172,117 @@ class AttentionSession:
                     entry["uv"] = self.original_to_network(index, *entry["uv"])
         return {"predicted": predicted, "ground_truth": truth}
 
+    def track(self, frame: int, points, progress=None) -> "Tracks":
+        """Track network pixels ``points [N,2]`` (x, y) of ``frame`` through every view with VGGT's
+        tracking head (kept per (frame, points) in the session; see :func:`track_points`)."""
+        key = (int(frame), tuple((float(x), float(y)) for x, y in np.asarray(points, np.float64).reshape(-1, 2)))
+        if key not in self.tracks:
+            if len(self.tracks) >= self.MAX_KEPT_TRACKS:
+                self.tracks.pop(next(iter(self.tracks)))
+            model = vggt_model(self.weights, self.checkpoint, self.checkpoint_path)
+            self.tracks[key] = track_points(model, self.inputs, frame, points, progress=progress)
+        return self.tracks[key]
+
+    def track_table(self, tracks: "Tracks", scene=None) -> list[dict]:
+        """One row per (point, view): the tracking head's pixel with visibility and confidence, the
+        correspondence through VGGT's depth and cameras, the ground-truth transfer with its
+        occlusion flag, and both predictions' pixel errors against the ground truth (network
+        pixels; None where there is no ground-truth pixel in the image)."""
+        rows = []
+        for index, (x, y) in enumerate(tracks.queries):
+            links = self.correspondences(tracks.source, float(x), float(y), scene)
+            truth = links["ground_truth"]
+            for frame in range(self.num_frames):
+                head_uv = tracks.uv[frame, index]
+                depth_uv = links["predicted"][frame]["uv"]
+                gt = truth[frame] if truth else None
+                gt_uv = gt["uv"] if gt is not None and gt["in_bounds"] else None
+                rows.append({
+                    "point": index, "view": self.view_ids[frame],
+                    "track x": float(head_uv[0]), "track y": float(head_uv[1]),
+                    "visibility": float(tracks.visibility[frame, index]),
+                    "confidence": float(tracks.confidence[frame, index]),
+                    "depth x": None if depth_uv is None else float(depth_uv[0]),
+                    "depth y": None if depth_uv is None else float(depth_uv[1]),
+                    "truth x": None if gt_uv is None else float(gt_uv[0]),
+                    "truth y": None if gt_uv is None else float(gt_uv[1]),
+                    "truth": ("no ground truth" if gt is None else "outside" if gt_uv is None
+                              else "occluded" if gt["occluded"] else "visible"),
+                    "track error px": None if gt_uv is None else float(np.hypot(*(head_uv - np.asarray(gt_uv)))),
+                    "depth error px": None if gt_uv is None or depth_uv is None
+                    else float(np.hypot(*(np.asarray(depth_uv) - np.asarray(gt_uv)))),
+                })
+        return rows
+
+
+MAX_TRACK_QUERIES = 32
+
+
+@dataclass
+class Tracks:
+    """VGGT tracking-head output for query pixels of one view, in the session's view order.
+
+    Attributes:
+        source: the view the queries were clicked in; queries: ``[N,2]`` its network pixels (x, y).
+        uv: ``[S,N,2]`` tracked network pixels in every view (the source's are the queries'
+            refinement); visibility, confidence: ``[S,N]`` in [0, 1] (sigmoid outputs).
+        seconds: the forward pass's wall time.
+    """
+
+    source: int
+    queries: np.ndarray
+    uv: np.ndarray
+    visibility: np.ndarray
+    confidence: np.ndarray
+    seconds: float = 0.0
+
+
+def validate_queries(points, height: int, width: int) -> np.ndarray:
+    """``float64 [N,2]`` (x, y) network pixels, or UserError: none, more than
+    :data:`MAX_TRACK_QUERIES`, or a point outside the ``width x height`` image."""
+    points = np.asarray(points, np.float64).reshape(-1, 2)
+    if len(points) == 0:
+        raise UserError("click at least one point to track")
+    if len(points) > MAX_TRACK_QUERIES:
+        raise UserError(f"at most {MAX_TRACK_QUERIES} points can be tracked at once, got {len(points)}")
+    outside = ~((points[:, 0] >= 0) & (points[:, 0] <= width - 1) & (points[:, 1] >= 0) & (points[:, 1] <= height - 1))
+    if outside.any():
+        x, y = points[np.argmax(outside)]
+        raise UserError(f"query ({x:g}, {y:g}) is outside the {width}x{height} network image")
+    return points
+
+
+def track_points(model, inputs, frame: int, points, progress=None) -> Tracks:
+    """Track ``points [N,2]`` (network pixels x, y of ``frame``) through every view of ``inputs``
+    (``[S,3,H,W]`` in [0, 1]) with VGGT's tracking head.
+
+    The tracking head follows queries of its first frame, so the views are reordered with
+    ``frame`` first (VGGT's reference frame is then ``frame``; for ``frame = 0`` the order is the
+    session's) and the outputs put back in the session's order. Raises UserError before running
+    for no queries, more than 32, or one outside the image.
+    """
+    import torch
+
+    from core.profiling import measure
+
+    inputs = torch.as_tensor(np.asarray(inputs, np.float32))
+    s, _, h, w = inputs.shape
+    if not 0 <= frame < s:
+        raise UserError(f"view {frame} is out of range: {s} view(s) were given")
+    points = validate_queries(points, h, w)
+    order = [frame] + [f for f in range(s) if f != frame]
+    back = np.argsort(order)
+    if progress is not None:
+        progress(0.1, f"tracking {len(points)} point(s) through {s} view(s)")
+    queries = torch.as_tensor(points, dtype=torch.float32)[None]
+    with measure() as measured, torch.inference_mode():
+        out = model(inputs[order][None], heads=(), query_points=queries)
+    if progress is not None:
+        progress(1.0, "tracked")
+    uv = out.track[0].float().numpy()[back]
+    return Tracks(source=frame, queries=points, uv=uv, visibility=out.vis[0].float().numpy()[back],
+                  confidence=out.conf[0].float().numpy()[back], seconds=measured.seconds)
+
 
 def vggt_model(weights: str = "pretrained", checkpoint: str = "vggt-1b", checkpoint_path: str = ""):
     """The CPU VGGT for these weights from the runner's model cache (options validated and
@@ -220,7 +341,8 @@ def capture_session(scene, view_ids: list[int], weights: str = "pretrained", che
         depth=out.depth[0, ..., 0].float().numpy(), cam_from_world=cams.double().numpy(),
         intrinsics=k_net.double().numpy(), capture=capture, layers=captured, heads=heads,
         random_weights=weights in RANDOM_WEIGHTS, seconds=measured.seconds,
-        peak_memory_bytes=measured.peak_memory_bytes)
+        peak_memory_bytes=measured.peak_memory_bytes, inputs=tensor.numpy(), weights=weights,
+        checkpoint=checkpoint, checkpoint_path=checkpoint_path)
 
 
 def bench(argv: list[str] | None = None) -> list[dict]:

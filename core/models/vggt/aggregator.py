@@ -10,6 +10,13 @@ gets its own learned camera/register tokens, all other frames share a second set
 
 Lean inference: only the layers named in ``keep_layers`` are kept (the heads read four DPT
 layers and the last one), instead of all ``depth`` layers.
+
+Gradients (``checkpoint=True``): activation checkpointing bounds what a backward pass keeps.
+Each frame's DINOv2 pass is one segment and each (frame block, global block) pair is one
+segment (``torch.utils.checkpoint``, non-reentrant): only the segments' inputs are stored and
+one segment's activations are recomputed at a time during the backward pass. The outputs are
+the same tensors with the same values; inside a segment the autograd graph still exists, so
+gradients with respect to intermediate tensors (forward hooks) work.
 """
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ from typing import Iterable
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint as checkpoint_segment
 
 from .config import VGGTConfig
 from .dinov2 import DinoV2
@@ -73,7 +81,7 @@ class Aggregator(nn.Module):
         return torch.cat((special, patches), dim=0)
 
     def forward(self, images: torch.Tensor, keep_layers: Iterable[int] | None = None,
-                capture=None) -> dict[int, torch.Tensor]:
+                capture=None, checkpoint: bool = False) -> dict[int, torch.Tensor]:
         """Run the trunk.
 
         Args:
@@ -91,7 +99,12 @@ class Aggregator(nn.Module):
             raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {p}")
         keep = set(range(len(self.frame_blocks)) if keep_layers is None else keep_layers)
         x = ((images - self._mean) / self._std).reshape(b * s, 3, h, w)
-        patches = self.patch_embed(x)
+        segmented = checkpoint and torch.is_grad_enabled()
+        if segmented:
+            patches = torch.cat([checkpoint_segment(self.patch_embed, x[i:i + 1], use_reentrant=False)
+                                 for i in range(b * s)])
+        else:
+            patches = self.patch_embed(x)
         tokens = torch.cat((_frame_tokens(self.camera_token, b, s),
                             _frame_tokens(self.register_token, b, s), patches), dim=1)
         del patches, x
@@ -105,11 +118,21 @@ class Aggregator(nn.Module):
         outputs: dict[int, torch.Tensor] = {}
         for layer, (frame_block, global_block) in enumerate(zip(self.frame_blocks,
                                                                  self.global_blocks)):
-            tokens = frame_block(tokens.reshape(b * s, n_tok, c), rope=rope)
-            frame_out = tokens.reshape(b, s, n_tok, c) if layer in keep else None
             hook = capture.hook(layer) if capture is not None else None
-            tokens = global_block(tokens.reshape(b, s * n_tok, c),
-                                  rope=rope_global if rope is not None else None, capture=hook)
+
+            def pair(tokens, frame_block=frame_block, global_block=global_block, hook=hook):
+                """One alternating round: ``[b, s*n_tok, c]`` -> (frame output, global output)."""
+                framed = frame_block(tokens.reshape(b * s, n_tok, c), rope=rope)
+                rounded = global_block(framed.reshape(b, s * n_tok, c),
+                                       rope=rope_global if rope is not None else None, capture=hook)
+                return framed, rounded
+
+            if segmented:
+                frame_out, tokens = checkpoint_segment(pair, tokens, use_reentrant=False)
+            else:
+                frame_out, tokens = pair(tokens)
             if layer in keep:
-                outputs[layer] = torch.cat((frame_out, tokens.reshape(b, s, n_tok, c)), dim=-1)
+                outputs[layer] = torch.cat((frame_out.reshape(b, s, n_tok, c),
+                                            tokens.reshape(b, s, n_tok, c)), dim=-1)
+            del frame_out
         return outputs
