@@ -125,7 +125,7 @@ def cmd_weights(args) -> int:
     if args.action == "list":
         for key, checkpoint in sorted(known.items()):
             print(json.dumps({"key": key, "file": checkpoint.filename, "repo": checkpoint.repo_id,
-                              "url": checkpoint.url, "size_mb": checkpoint.size_mb,
+                              "url": checkpoint.url, "size_mb": checkpoint.size_mb, "licence": checkpoint.licence,
                               "available": weights.is_available(checkpoint),
                               "fetch": checkpoint.fetch_command}))
         return 0
