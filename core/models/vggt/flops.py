@@ -30,11 +30,11 @@ def _conv(out_h: int, out_w: int, c_in: int, c_out: int, k: int) -> float:
     return 2.0 * out_h * out_w * c_in * c_out * k * k
 
 
-def dpt_head_flops(config: VGGTConfig, grid_h: int, grid_w: int, output_dim: int) -> float:
-    """FLOPs of one DPT head on one view."""
+def _dpt_fusion_flops(config: VGGTConfig, grid_h: int, grid_w: int, f: int) -> float:
+    """FLOPs of a DPT head's reassembly and fusion (projections to refinenet1) on one view,
+    with ``f`` fusion features."""
     dim = 2 * config.embed_dim
-    oc, f = config.dpt_out_channels, config.dpt_features
-    p = config.patch_size
+    oc = config.dpt_out_channels
     sizes = [(4 * grid_h, 4 * grid_w), (2 * grid_h, 2 * grid_w), (grid_h, grid_w),
              (math.ceil(grid_h / 2), math.ceil(grid_w / 2))]
     total = sum(_conv(grid_h, grid_w, dim, c, 1) for c in oc)            # projections
@@ -48,19 +48,63 @@ def dpt_head_flops(config: VGGTConfig, grid_h: int, grid_w: int, output_dim: int
     total += 2 * rcu(*sizes[1]) + _conv(*sizes[0], f, f, 1)                 # refinenet2
     up = (2 * sizes[0][0], 2 * sizes[0][1])
     total += 2 * rcu(*sizes[0]) + _conv(*up, f, f, 1)                       # refinenet1
-    total += _conv(*up, f, f // 2, 3)                                       # output_conv1
+    return total
+
+
+def dpt_head_flops(config: VGGTConfig, grid_h: int, grid_w: int, output_dim: int) -> float:
+    """FLOPs of one DPT head on one view."""
+    f, p = config.dpt_features, config.patch_size
+    total = _dpt_fusion_flops(config, grid_h, grid_w, f)
+    total += _conv(8 * grid_h, 8 * grid_w, f, f // 2, 3)                    # output_conv1
     h, w = grid_h * p, grid_w * p
     total += _conv(h, w, f // 2, 32, 3) + _conv(h, w, 32, output_dim, 1)    # output_conv2
     return total
 
 
+def track_head_flops(config: VGGTConfig, num_views: int, height: int, width: int,
+                     num_queries: int, iters: int | None = None) -> float:
+    """FLOPs of the track head on ``num_views`` views of ``height x width`` pixels tracking
+    ``num_queries`` points for ``iters`` iterations (default ``config.track_iters``): the DPT
+    feature extractor per view, then per iteration the correlation volumes of every pyramid
+    level, the correlation MLP, the update transformer and the feature update; visibility and
+    confidence once. Bilinear lookups and embeddings are element-wise (left out)."""
+    s, n, p = num_views, num_queries, config.patch_size
+    gh, gw = height // p, width // p
+    c, d, v = config.track_features, config.track_hidden_size, config.track_num_virtual_tracks
+    dim_in, window = 3 * c + 4, (2 * config.track_corr_radius + 1) ** 2
+    iters = config.track_iters if iters is None else iters
+    extractor = s * (_dpt_fusion_flops(config, gh, gw, c) + _conv(8 * gh, 8 * gw, c, c, 3))
+    h, w = gh * p // 2, gw * p // 2
+    corr = 0.0
+    for _ in range(config.track_corr_levels):
+        corr += 2.0 * s * n * c * h * w
+        h, w = h // 2, w // 2
+    mlp = lambda tokens: 2.0 * tokens * 2 * d * 4 * d                      # noqa: E731
+
+    def attention(queries: int, keys: int, sequences: int, cross: bool) -> float:
+        q_tokens, k_tokens = sequences * queries, sequences * keys
+        projections = 2.0 * d * d * (q_tokens * 2 + 2 * k_tokens) if cross else \
+            2.0 * d * d * 4 * q_tokens
+        return projections + 2.0 * 2 * sequences * queries * keys * d + mlp(q_tokens)
+
+    layer = (attention(s, s, n + v, False) + attention(v, n, s, True)
+             + attention(v, v, s, False) + attention(n, v, s, True))
+    per_iter = (corr + 2.0 * s * n * (window * config.track_corr_levels * d + d * c)
+                + 2.0 * s * n * dim_in * d + config.track_depth * layer
+                + 2.0 * s * n * d * (c + 2) + 2.0 * s * n * c * c)
+    return extractor + iters * per_iter + 2.0 * 2 * s * n * c
+
+
 def vggt_flops(num_views: int, height: int, width: int, config: VGGTConfig | None = None,
-               heads: Iterable[str] = ("camera", "depth", "point")) -> dict[str, float]:
-    """FLOPs of ``VGGT(config)`` on ``num_views`` images of ``height x width`` pixels.
+               heads: Iterable[str] = ("camera", "depth", "point"), num_queries: int = 0,
+               track_iters: int | None = None) -> dict[str, float]:
+    """FLOPs of ``VGGT(config)`` on ``num_views`` images of ``height x width`` pixels, tracking
+    ``num_queries`` points (the track head runs only when > 0; see :func:`track_head_flops`).
 
     Returns:
         dict of components (``patch_embed``, ``dino``, ``frame_blocks``, ``global_linear``,
-        ``global_attention``, ``camera_head``, ``depth_head``, ``point_head``) and ``total``.
+        ``global_attention``, ``camera_head``, ``depth_head``, ``point_head``, ``track_head``)
+        and ``total``.
     """
     config = config or VGGTConfig()
     heads = set(heads)
@@ -85,5 +129,7 @@ def vggt_flops(num_views: int, height: int, width: int, config: VGGTConfig | Non
     out["camera_head"] = cam
     out["depth_head"] = s * dpt_head_flops(config, gh, gw, 2) if "depth" in heads else 0.0
     out["point_head"] = s * dpt_head_flops(config, gh, gw, 4) if "point" in heads else 0.0
+    out["track_head"] = track_head_flops(config, s, height, width, num_queries, track_iters) \
+        if num_queries > 0 else 0.0
     out["total"] = sum(out.values())
     return out
