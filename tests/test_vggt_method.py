@@ -21,7 +21,7 @@ from core.runner import RANDOM_NOTE, execute
 
 def availability(values):
     return METHOD.availability(METHOD.parse_options(values))
-from tests.conftest import load_vggt_reference, prefixed
+from tests.conftest import load_reference, load_vggt_reference, prefixed
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -188,7 +188,9 @@ def _fixture_state():
 
 def test_checkpoint_file_loads_through_weights_module(tmp_path):
     state, images, depth = _fixture_state()
-    state["track_head.fnet.weight"] = torch.zeros(3, 3)        # published extra: skipped
+    track, _ = load_reference("vggt_track_tiny_reference.safetensors")
+    state.update({k: v for k, v in prefixed(track, "weights.").items()
+                  if k.startswith("track_head.")})                # published: checked, then dropped
     path = tmp_path / "model.pt"
     torch.save(state, path)
     model = load_pretrained(VGGT_1B, path, config=VGGTConfig.tiny())
