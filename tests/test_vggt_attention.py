@@ -48,6 +48,9 @@ def test_capture_does_not_change_outputs_and_can_select_layers(captured, fixture
         plain = model(tensors["input.images"])
         selected = model(tensors["input.images"], capture=capture)
     for key, value in vars(plain).items():
+        if value is None:                           # track outputs: no query points given
+            assert getattr(captured[1], key) is None and getattr(selected, key) is None, key
+            continue
         assert torch.equal(value, getattr(captured[1], key)), key
         assert torch.equal(value, getattr(selected, key)), key
     assert list(capture.rows) == [2] and capture.qk == {}
