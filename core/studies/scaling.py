@@ -237,10 +237,14 @@ def register(subparsers) -> None:
     parser.add_argument("--option", action="append", metavar="KEY=VALUE",
                         help="VGGT option, e.g. weights=random-tiny (or weights=random-full: VGGT-1B's "
                              "real cost, timing only); every VGGT option also has its flag below")
-    from core.models.vggt.method import VGGTOptions
-    from core.options import add_arguments
+    from core.cli import add_option_flags_lazily
 
-    add_arguments(parser, VGGTOptions, "VGGT options (also as --option key=value)")
+    def vggt_options() -> type:
+        from core.models.vggt.method import VGGTOptions
+
+        return VGGTOptions
+
+    add_option_flags_lazily(parser, vggt_options, "VGGT options (also as --option key=value)")
     parser.set_defaults(func=_cli)
 
 
