@@ -217,3 +217,19 @@ def test_bad_queries_raise_user_errors(tiny):
         tiny(torch.rand(1, 3, 14, 28), heads=(), query_points=torch.zeros(1, 2))
     with pytest.raises(ValueError, match="without its track head"):
         VGGT(VGGTConfig.tiny())(images, query_points=torch.zeros(1, 2))
+
+
+def test_position_lookup_equals_grid_sample_of_the_full_table():
+    import torch.nn.functional as F
+    from core.models.vggt.tracker import sincos_position
+    h, w, d = 5, 7, 52
+    omega = 1.0 / 10000.0 ** (torch.arange(d // 4, dtype=torch.float64) / (d // 4))
+    half = lambda p: torch.cat((torch.sin(p[..., None] * omega), torch.cos(p[..., None] * omega)), -1)  # noqa: E731
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
+                            indexing="ij")
+    table = torch.cat((half(xs), half(ys)), -1).permute(2, 0, 1)[None].float()   # [1, D, h, w]
+    points = torch.tensor([[[0.0, 0.0], [6.0, 4.0], [2.3, 1.7], [7.9, -1.0], [-3.0, 4.6]]])
+    grid = torch.stack((points[..., 0] / (w - 1), points[..., 1] / (h - 1)), -1) * 2 - 1
+    expected = F.grid_sample(table, grid[:, None], mode="bilinear", padding_mode="border",
+                             align_corners=True)[0, :, 0].T
+    torch.testing.assert_close(sincos_position(points, h, w, d)[0], expected, rtol=0, atol=1e-6)

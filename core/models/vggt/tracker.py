@@ -93,25 +93,31 @@ def flow_embedding(flow: torch.Tensor, channels: int) -> torch.Tensor:
     return torch.cat(parts, dim=-1)
 
 
-def sincos_grid(height: int, width: int, channels: int, device=None) -> torch.Tensor:
-    """``[channels, height, width]`` 2-D sin-cos table at the integer grid positions.
+def sincos_position(points: torch.Tensor, height: int, width: int, channels: int) -> torch.Tensor:
+    """The 2-D sin-cos position table of an ``height x width`` grid, sampled bilinearly (border
+    padding, align-corners convention) at ``points [..., 2]`` (x, y) -> ``[..., channels]``.
 
-    First ``channels/2`` channels encode the column x, the last ``channels/2`` the row y; each
-    half is ``[sin(p w_k), cos(p w_k)]`` concatenated, ``w_k = 10000^(-k / (channels/4))``,
-    k < channels/4 (computed in float64, returned float32).
+    The table holds at integer position (x, y): first ``channels/2`` channels from the column x,
+    last ``channels/2`` from the row y, each half ``[sin(p w_k), cos(p w_k)]`` concatenated,
+    ``w_k = 10000^(-k / (channels/4))``, k < channels/4 (float64, stored float32). Each half
+    depends on one coordinate only, so its bilinear lookup is a linear interpolation along that
+    coordinate between the two neighbouring integer positions (no full table is built).
     """
     quarter = channels // 4
-    omega = 1.0 / 10000.0 ** (torch.arange(quarter, dtype=torch.float64, device=device) / quarter)
+    omega = 1.0 / 10000.0 ** (torch.arange(quarter, dtype=torch.float64, device=points.device)
+                              / quarter)
 
     def table(pos: torch.Tensor) -> torch.Tensor:
-        angles = pos.double()[:, None] * omega[None]
-        return torch.cat((angles.sin(), angles.cos()), dim=1)           # [n, channels/2]
+        angles = pos.double()[..., None] * omega
+        return torch.cat((angles.sin(), angles.cos()), dim=-1).to(points.dtype)
 
-    xs = table(torch.arange(width, device=device))                      # [w, C/2]
-    ys = table(torch.arange(height, device=device))                     # [h, C/2]
-    grid = torch.cat((xs[None].expand(height, width, -1), ys[:, None].expand(height, width, -1)),
-                     dim=-1)
-    return grid.permute(2, 0, 1).float()
+    halves = []
+    for axis, size in ((0, width), (1, height)):
+        v = points[..., axis].clamp(0, size - 1)
+        v0 = torch.floor(v)
+        t = (v - v0)[..., None]
+        halves.append(table(v0) * (1 - t) + table((v0 + 1).clamp(max=size - 1)) * t)
+    return torch.cat(halves, dim=-1)
 
 
 # ----------------------------------------------------------------------------- transformer
@@ -305,7 +311,7 @@ class Tracker(nn.Module):
         for level, fmap in enumerate(levels):
             hl, wl = fmap.shape[-2:]
             volume = torch.matmul(feats.reshape(b * s, n, c), fmap.reshape(b * s, c, hl * wl))
-            volume = (volume / math.sqrt(c)).reshape(b * s * n, 1, hl, wl)
+            volume = volume.div_(math.sqrt(c)).reshape(b * s * n, 1, hl, wl)
             centres = coords.reshape(b * s * n, 1, 2) / 2 ** level
             out.append(bilinear_sample(volume, centres + offsets, "zeros")[..., 0])
         return torch.cat(out, dim=-1).reshape(b, s, n, -1)
@@ -341,8 +347,7 @@ class Tracker(nn.Module):
         levels = self.pyramid(fmaps.reshape(b * s, c, h, w))
         feats = query_feat[:, None].expand(b, s, n, c)
         coords = queries[:, None].expand(b, s, n, 2)
-        position = bilinear_sample(sincos_grid(h, w, self.input_dim, fmaps.device)[None]
-                                   .expand(b, -1, -1, -1), queries, "border")   # [B, N, D]
+        position = sincos_position(queries, h, w, self.input_dim)       # [B, N, D]
         token = torch.cat((self.query_ref_token[:, :1],
                            self.query_ref_token[:, 1:].expand(1, s - 1, -1)), dim=1)  # [1, S, D]
         extra = position[:, :, None] + token[:, None]                   # [B, N, S, D]
