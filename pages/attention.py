@@ -1,4 +1,5 @@
-"""Attention viewer: click a pixel, see where it lands in every view and the global attention it gives."""
+"""Attention viewer: click a pixel, see where it lands in every view (depth, tracking head, ground truth),
+the global attention it gives and the gradient attribution of its prediction."""
 import typing
 
 import streamlit as st
@@ -7,7 +8,8 @@ from core.app import figures as viz
 from core.app.widgets import StreamlitProgress, current_scene, require_app_navigation
 from core.errors import UserError
 from core.models.vggt.method import Weights
-from core.studies.attention import capture_session
+from core.studies import attribution
+from core.studies.attention import MAX_TRACK_QUERIES, capture_session, track_summary
 
 require_app_navigation()
 
@@ -115,3 +117,87 @@ for slot, frame in enumerate(order):
                                  width="stretch")
 st.caption("Heat = attention of the chosen pixel's patch (brighter = more; one colour scale for all views). "
            "Red cross: VGGT's correspondence; green: ground truth; a tilted cross marks a point hidden in that view.")
+
+st.subheader("Tracks")
+st.markdown(f"Add clicked pixels of the source view (up to {MAX_TRACK_QUERIES}) and track them through every view with "
+            "VGGT's tracking head (it follows queries of its first frame, so the source view is put first). Per view: "
+            "the head's point with its visibility and confidence, the correspondence from VGGT's depth and cameras, "
+            "and the ground-truth transfer with its occlusion flag; errors in network pixels against the truth.")
+tracked_key = (stored[0], source)
+if st.session_state.get("attention.tracked", (None,))[0] != tracked_key:
+    st.session_state["attention.tracked"] = (tracked_key, [])
+tracked = st.session_state["attention.tracked"][1]
+c1, c2, c3 = st.columns(3)
+if c1.button(f"Add pixel ({u}, {v})", key="attention.track_add") and (u, v) not in tracked:
+    tracked.append((u, v))
+if c2.button("Clear the points", key="attention.track_clear"):
+    tracked.clear()
+    st.session_state.pop("attention.tracks", None)
+track_now = c3.button(f"Track {len(tracked)} point(s)", key="attention.track_run", type="primary",
+                      disabled=not tracked)
+st.caption("Points: " + (", ".join(f"{i}: ({x}, {y})" for i, (x, y) in enumerate(tracked)) or "none yet"))
+if track_now:
+    bar = StreamlitProgress("Tracking")
+    try:
+        st.session_state["attention.tracks"] = (tracked_key, tuple(tracked),
+                                                session.track(source, tracked, progress=bar.progress))
+        bar.done("tracked")
+    except UserError as error:
+        bar.clear()
+        st.error(f"Cannot track: {error}")
+shown = st.session_state.get("attention.tracks")
+if shown is not None and shown[0] == tracked_key:
+    tracks = shown[2]
+    rows = session.track_table(tracks, scene)
+    st.plotly_chart(viz.tracks_figure(session.images, tracks.uv, tracks.visibility,
+                                      session.track_truth(tracks, scene), session.view_ids), key="attention.tracks_chart")
+    st.caption(f"{len(tracks.queries)} point(s) tracked in {tracks.seconds:.1f} s. Circles: tracking head (hollow: "
+               "visibility < 0.5); thin crosses: ground truth, same colour.")
+    st.dataframe(track_summary(rows, session.view_ids[source]), key="attention.track_summary")
+    st.dataframe(rows, key="attention.track_table")
+
+st.subheader("Gradient attribution")
+st.markdown("The gradient of the clicked pixel's prediction with respect to the input images and the patch tokens "
+            "of every view: **input × gradient** |Σ_c x_c ∂y/∂x_c| and **Grad-CAM** on a trunk layer (activations × "
+            "channel-averaged gradients, ReLU), beside the pixel's attention rollout; ρ is the per-view Spearman rank "
+            "correlation of each map with the rollout at the patch grid.")
+c1, c2, c3 = st.columns(3)
+target = c1.selectbox("Prediction", attribution.TARGETS, key="attention.attr_target",
+                      help="point-*: the point head's 3-D point (first camera's frame); depth: the depth head")
+attr_layer = c2.select_slider("Grad-CAM layer", session.layers, value=session.layers[-1], key="attention.attr_layer")
+checkpointed = c3.checkbox("Activation checkpointing", True, key="attention.attr_checkpoint",
+                           help="recompute each trunk block pair in the backward pass: same gradients, far less memory")
+try:
+    estimate = attribution.session_estimate(session, checkpointed)
+except UserError as error:
+    st.error(str(error))
+    st.stop()
+st.caption(f"This attribution needs {estimate.describe()}; "
+           f"{attribution.format_bytes(attribution.available_memory_bytes())} is available now.")
+attr_key = (stored[0], source, u, v, target, attr_layer, checkpointed)
+if st.button("Compute the attribution", key="attention.attr_run", type="primary"):
+    try:
+        with st.spinner("forward and backward pass"):
+            st.session_state["attention.attribution"] = (attr_key, attribution.session_attribution(
+                session, source, (u, v), target, attr_layer, checkpointed))
+    except UserError as error:
+        st.error(f"Cannot attribute: {error}")
+held = st.session_state.get("attention.attribution")
+if held is not None and held[0] == attr_key:
+    result = held[1]
+    first_layer, last_layer, drop = ((first, last, discard) if mode == "rollout"
+                                     else (session.layers[0], session.layers[-1], 0.9))
+    comparison = attribution.compare_with_rollout(session, result, first_layer, last_layer, drop)
+    st.caption(f"{target} = {result.value:.4g} at ({u}, {v}) of view {session.view_ids[source]}; "
+               f"{result.seconds:.1f} s, peak memory +{attribution.format_bytes(result.peak_memory_bytes)}. "
+               f"Rollout over layers {first_layer}–{last_layer}, discard {drop:.2f}. One colour scale per map kind.")
+    st.dataframe(attribution.correlation_rows(session, comparison["correlations"]), key="attention.attr_rho")
+    grad_cam = result.upsampled(result.grad_cam)
+    kinds = (("input × gradient", result.input_x_gradient), ("Grad-CAM", grad_cam),
+             ("attention rollout", comparison["rollout"]))
+    for frame in order:
+        columns = st.columns(len(kinds))
+        for column, (name, maps) in zip(columns, kinds):
+            column.image(viz.heat_overlay(session.images[frame], maps[frame], float(maps.max()),
+                                          (u, v) if frame == source else None),
+                         caption=f"view {session.view_ids[frame]} · {name}", width="stretch")

@@ -2,7 +2,8 @@
 
 Sections: 3-D clouds (points, camera frustums, error overlays, meshes) and depth grids; the
 Dataset page's crop view; the studies' plots (view-count scaling fits and quality, 3D-LMNet
-training curves); the attention viewer's click target and heat-map overlays (images as arrays).
+training curves); the attention viewer's click target, heat-map overlays (images as arrays),
+clicked points' tracks across the views and attribution heat maps.
 
 Large clouds are subsampled (seeded) to ``max_points``; every cloud figure builder returns the
 figure and a caption saying how many points it shows of how many. Colours are numeric arrays
@@ -431,6 +432,80 @@ def correspondence_status(links: dict, key: str, frame: int) -> str:
     if entry["uv"] is None or not entry["in_bounds"]:
         return "outside"
     return "occluded" if entry["occluded"] else ("visible" if entry["occluded"] is False else "unknown")
+
+
+def track_colours(count: int) -> list[tuple[int, int, int]]:
+    """``count`` distinct RGB colours (hues evenly spaced, full saturation) for clicked points."""
+    import colorsys
+
+    return [tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(i / max(count, 1), 0.9, 1.0))
+            for i in range(count)]
+
+
+def tracks_figure(images: np.ndarray, uv: np.ndarray, visibility: np.ndarray, truth: np.ndarray,
+                  view_ids: list[int], visible_threshold: float = 0.5) -> go.Figure:
+    """The views side by side with each clicked point drawn as a coloured track across them.
+
+    Args:
+        images: ``uint8 [S,H,W,3]`` network inputs in the session's order.
+        uv: ``[S,N,2]`` the tracking head's network pixels (x, y) per view and point.
+        visibility: ``[S,N]`` in [0, 1]; below ``visible_threshold`` the marker is hollow.
+        truth: ``[S,N,2]`` ground-truth pixels (NaN where none); drawn as crosses in the same colour.
+        view_ids: scene view of each frame (panel titles).
+    Returns:
+        One figure: the views concatenated left to right (view ``f`` shifted by ``f·W``); per point a
+        line through its tracked positions and circle markers, ground truth as ``x`` markers.
+    """
+    s, h, w = images.shape[:3]
+    strip = np.concatenate(list(images), axis=1)
+    figure = go.Figure(go.Image(z=strip, hoverinfo="skip"))
+    offsets = np.arange(s)[:, None] * w
+    for index, colour in enumerate(track_colours(uv.shape[1])):
+        rgb = f"rgb{colour}"
+        x = uv[:, index, 0] + offsets[:, 0]
+        y = uv[:, index, 1]
+        shown = visibility[:, index] >= visible_threshold
+        figure.add_trace(go.Scatter(
+            x=x, y=y, mode="lines+markers", name=f"point {index}", line={"color": rgb, "width": 1},
+            marker={"color": rgb, "size": 9, "symbol": ["circle" if v else "circle-open" for v in shown],
+                    "line": {"color": rgb, "width": 2}},
+            text=[f"view {view_ids[f]} · vis {visibility[f, index]:.2f}" for f in range(s)], hoverinfo="text"))
+        gt = truth[:, index]
+        keep = np.isfinite(gt).all(axis=1)
+        if keep.any():
+            figure.add_trace(go.Scatter(x=gt[keep, 0] + offsets[keep, 0], y=gt[keep, 1], mode="markers",
+                                        marker={"color": rgb, "size": 10, "symbol": "x-thin",
+                                                "line": {"color": rgb, "width": 2}},
+                                        name=f"point {index} · truth", showlegend=False, hoverinfo="skip"))
+    figure.update_xaxes(range=[-0.5, s * w - 0.5], showticklabels=False)
+    figure.update_yaxes(range=[h - 0.5, -0.5], showticklabels=False)
+    figure.update_layout(height=max(220, int(900 * h / (s * w)) + 60), margin={"l": 0, "r": 0, "t": 10, "b": 0},
+                         legend={"orientation": "h"})
+    return figure
+
+
+def heat_overlay(image: np.ndarray, heat: np.ndarray, scale: float | None = None,
+                 mark: tuple[float, float] | None = None) -> np.ndarray:
+    """``uint8 [H,W,3]``: 45 % image + 55 % ``heat`` (inferno), with an optional cross at ``mark``.
+
+    Args:
+        image: ``uint8 [H,W,3]``.
+        heat: ``float [H,W]`` (pixel resolution) or ``[rows,cols]`` (upsampled nearest-neighbour), >= 0.
+        scale: the value drawn brightest (default ``heat.max()``; pass one scale for all views).
+        mark: network pixel (x, y) marked with a white cross (the clicked pixel).
+    """
+    import cv2
+
+    h, w = image.shape[:2]
+    top = float(scale if scale is not None else heat.max()) or 1.0
+    levels = (np.clip(np.asarray(heat, np.float64) / top, 0, 1) * 255).astype(np.uint8)
+    if levels.shape != (h, w):
+        levels = cv2.resize(levels, (w, h), interpolation=cv2.INTER_NEAREST)
+    coloured = cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
+    out = np.ascontiguousarray((0.45 * image + 0.55 * coloured).astype(np.uint8))
+    if mark is not None:
+        cv2.drawMarker(out, (int(round(mark[0])), int(round(mark[1]))), (255, 255, 255), cv2.MARKER_CROSS, 16, 2)
+    return out
 
 
 # --------------------------------------------------------------------------- data set browsers (CO3D)

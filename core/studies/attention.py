@@ -179,7 +179,7 @@ class AttentionSession:
         if key not in self.tracks:
             if len(self.tracks) >= self.MAX_KEPT_TRACKS:
                 self.tracks.pop(next(iter(self.tracks)))
-            model = vggt_model(self.weights, self.checkpoint, self.checkpoint_path)
+            model = tracking_model(self.weights, self.checkpoint, self.checkpoint_path)
             self.tracks[key] = track_points(model, self.inputs, frame, points, progress=progress)
         return self.tracks[key]
 
@@ -213,6 +213,31 @@ class AttentionSession:
                     else float(np.hypot(*(np.asarray(depth_uv) - np.asarray(gt_uv)))),
                 })
         return rows
+
+    def track_truth(self, tracks: "Tracks", scene=None) -> np.ndarray:
+        """``[S,N,2]`` ground-truth network pixels of the tracked points (NaN where the scene has no
+        ground truth or the point leaves the image; occluded points keep their pixel)."""
+        truth = np.full(tracks.uv.shape, np.nan)
+        for index, (x, y) in enumerate(tracks.queries):
+            links = self.correspondences(tracks.source, float(x), float(y), scene)["ground_truth"]
+            for frame, entry in enumerate(links or []):
+                if entry["uv"] is not None and entry["in_bounds"]:
+                    truth[frame, index] = entry["uv"]
+        return truth
+
+
+def track_summary(rows: list[dict], source_view: int) -> list[dict]:
+    """Per point, over the views other than the source where the ground truth is visible: how many,
+    and the mean pixel error of the tracking head and of the depth correspondence."""
+    out = []
+    for point in sorted({row["point"] for row in rows}):
+        chosen = [r for r in rows if r["point"] == point and r["view"] != source_view and r["truth"] == "visible"]
+        track = [r["track error px"] for r in chosen]
+        depth = [r["depth error px"] for r in chosen if r["depth error px"] is not None]
+        out.append({"point": point, "views compared": len(chosen),
+                    "track mean error px": float(np.mean(track)) if track else None,
+                    "depth mean error px": float(np.mean(depth)) if depth else None})
+    return out
 
 
 MAX_TRACK_QUERIES = 32
@@ -270,6 +295,8 @@ def track_points(model, inputs, frame: int, points, progress=None) -> Tracks:
     if not 0 <= frame < s:
         raise UserError(f"view {frame} is out of range: {s} view(s) were given")
     points = validate_queries(points, h, w)
+    if getattr(model, "track_head", None) is None:
+        raise UserError("this VGGT has no tracking head (its configuration leaves it out)")
     order = [frame] + [f for f in range(s) if f != frame]
     back = np.argsort(order)
     if progress is not None:
@@ -297,6 +324,57 @@ def vggt_model(weights: str = "pretrained", checkpoint: str = "vggt-1b", checkpo
     if not available.ok:
         raise registry.CannotRun(f"VGGT cannot run: {available.message()}")
     return load_model(method, options, "cpu")[0]
+
+
+_TRACKERS: dict = {}
+
+
+def tracking_model(weights: str = "pretrained", checkpoint: str = "vggt-1b", checkpoint_path: str = ""):
+    """The cached VGGT for these weights with a track head: one ``VGGT(config, with_track_head=True)``
+    holding the cached model's own tensors (no second copy of the trunk and heads) plus the track
+    head's. The track head's weights: the checkpoint's ``track_head.*`` tensors (pretrained), or
+    seeded random ones (random-tiny: default init perturbed by N(0, 0.05) like the tiny model;
+    random-full: :func:`core.models.vggt.method.fill_random_`). One tracking model is kept."""
+    import torch
+
+    from core.models.vggt import VGGT, TrackHead
+    from core.models.vggt.checkpoints import TRACK_PREFIX, materialize_buffers
+    from core.models.vggt.method import CHECKPOINTS, fill_random_
+
+    base = vggt_model(weights, checkpoint, checkpoint_path)
+    key = (id(base), weights, checkpoint, checkpoint_path)
+    if key in _TRACKERS:
+        return _TRACKERS[key]
+    config = base.config
+    if weights == "pretrained":
+        from core.models import weights as checkpoints
+
+        state = checkpoints.load_state_dict(checkpoints.resolve(CHECKPOINTS[checkpoint], checkpoint_path or None))
+        head_state = {k[len(TRACK_PREFIX):]: v.float() for k, v in state.items() if k.startswith(TRACK_PREFIX)}
+        del state
+        if not head_state:
+            raise UserError(f"the {checkpoint} checkpoint holds no track head (no {TRACK_PREFIX}* tensors)")
+        head = TrackHead(config)
+        head.load_state_dict(head_state, strict=True)
+    elif weights == "random-tiny":
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            head = TrackHead(config)
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for param in head.parameters():
+                param.add_(torch.randn(param.shape, generator=generator) * 0.05)
+    else:
+        head = fill_random_(TrackHead(config))
+    with torch.device("meta"):
+        tracker = VGGT(config, with_track_head=True)
+    state = dict(base.state_dict())
+    state.update({TRACK_PREFIX + k: v for k, v in head.state_dict().items()})
+    tracker.load_state_dict(state, strict=True, assign=True)
+    materialize_buffers(tracker)
+    _TRACKERS.clear()
+    _TRACKERS[key] = tracker.eval()
+    return tracker
 
 
 def capture_session(scene, view_ids: list[int], weights: str = "pretrained", checkpoint_path: str = "",

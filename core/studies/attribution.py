@@ -384,6 +384,13 @@ def compare_with_rollout(session, attribution: Attribution, first_layer: int, la
             "correlations": {name: rank_correlations(values, rolled) for name, values in attribution.maps().items()}}
 
 
+def correlation_rows(session, correlations: dict[str, list[float]]) -> list[dict]:
+    """One row per view: the Spearman ρ of each attribution map with the rollout (None: a constant map)."""
+    return [{"view": view, **{f"ρ {name} vs rollout": (None if np.isnan(values[frame]) else round(values[frame], 3))
+                              for name, values in correlations.items()}}
+            for frame, view in enumerate(session.view_ids)]
+
+
 def bench(argv: list[str] | None = None) -> list[dict]:
     """``python -m core bench attribution``: seconds and peak RSS of one gradient attribution.
 
