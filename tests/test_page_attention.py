@@ -77,3 +77,26 @@ def test_viewer_shows_attribution_maps_with_rank_correlations(viewer):
     captions = [c for c in at.caption if "depth =" in c.value]
     assert captions and "Rollout over layers" in captions[0].value
     assert len(at.get("imgs")) + len(at.get("image")) == 3 + 3 * 3  # the attention maps, then per view input × gradient, Grad-CAM, rollout
+
+
+def test_tracks_put_the_clicked_view_first_and_share_the_cached_weights(sample_scene):
+    import torch
+
+    from core.studies.attention import capture_session, tracking_model, vggt_model
+
+    session = capture_session(sample_scene, [0, 14, 28], weights="random-tiny")
+    tracker = tracking_model("random-tiny")
+    base = vggt_model("random-tiny")
+    shared = dict(base.named_parameters())
+    assert all(p.data_ptr() == shared[name].data_ptr() for name, p in tracker.named_parameters()
+               if not name.startswith("track_head."))
+    assert tracker.track_head is not None and getattr(base, "track_head", None) is None  # the cached model is untouched
+    points = [(250.0, 300.0), (100.0, 120.0)]
+    tracks = session.track(2, points)
+    inputs = torch.as_tensor(session.inputs)
+    with torch.inference_mode():
+        direct = tracker(inputs[[2, 0, 1]][None], heads=(), query_points=torch.tensor(points)[None])
+    np.testing.assert_array_equal(tracks.uv, direct.track[0].numpy()[[1, 2, 0]])
+    np.testing.assert_array_equal(tracks.visibility, direct.vis[0].numpy()[[1, 2, 0]])
+    np.testing.assert_allclose(tracks.uv[2], points, atol=1e-4)  # the queries themselves in their own view
+    assert session.track(2, points) is tracks  # kept in the session
