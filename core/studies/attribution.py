@@ -37,6 +37,9 @@ import numpy as np
 
 from core.errors import UserError
 
+if typing.TYPE_CHECKING:
+    import torch
+
 log = logging.getLogger(__name__)
 
 Target = Literal["point-distance", "point-x", "point-y", "point-z", "depth"]
@@ -200,7 +203,7 @@ class Attribution:
 
 # forward(images [S,3,H,W]) -> (value map [H,W] of the clicked frame, patch tokens [S,n,C], layer
 # activations [S,n,C]); the tokens must be tensors of the autograd graph that produced the value.
-Forward = Callable[["torch.Tensor"], tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]]  # noqa: F821
+Forward = Callable[["torch.Tensor"], tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]]
 
 
 def input_x_gradient(images: np.ndarray, gradient: np.ndarray) -> np.ndarray:
