@@ -36,6 +36,7 @@ methods = ["vggt"]
 views = [4]
 [options.vggt]
 weights = "random-tiny"
+confidence_percentile = 99.0
 """
 
 
@@ -59,6 +60,7 @@ def environment(datasets, tmp_path, monkeypatch):
     plans.mkdir()
     (plans / "co3d.toml").write_text(CO3D_PLAN)
     (plans / "dtu.toml").write_text(DTU_PLAN)
+    (plans / "one-sequence.toml").write_text(CO3D_PLAN.replace('"teddybear/101_1_1", "teddybear/102_2_2", ', ""))
     monkeypatch.setenv("RECONBENCH_DATASETS", str(datasets))
     monkeypatch.setenv("RECONBENCH_PLANS", str(plans))
     monkeypatch.setenv("RECONBENCH_CACHE", str(tmp_path / "cache"))
@@ -186,15 +188,15 @@ def test_batch_cli_writes_the_table_and_refuses_a_bad_plan(environment, tmp_path
     import os
 
     csv_path, tex_path = tmp_path / "t.csv", tmp_path / "t.tex"
-    out = subprocess.run([sys.executable, "-m", "core", "batch", str(environment / "co3d.toml"), "--csv",
+    out = subprocess.run([sys.executable, "-m", "core", "batch", str(environment / "one-sequence.toml"), "--csv",
                           str(csv_path), "--latex", str(tex_path)], cwd=ROOT, capture_output=True, text=True,
                          timeout=600, env=os.environ.copy())
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
-    assert [line["kind"] for line in lines] == ["row"] * 3 + ["table"] * 3
-    table = [{k: v for k, v in line.items() if k != "kind"} for line in lines[3:]]
+    assert [line["kind"] for line in lines] == ["row", "table", "table"]
+    table = [{k: v for k, v in line.items() if k != "kind"} for line in lines[1:]]
     assert benchmarks.read_csv(csv_path.read_text()) == table
-    assert [r["category"] for r in benchmarks.read_latex(tex_path.read_text())] == ["apple", "teddybear", "mean"]
+    assert [r["category"] for r in benchmarks.read_latex(tex_path.read_text())] == ["apple", "mean"]
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "x"')
     refused = subprocess.run([sys.executable, "-m", "core", "batch", str(bad)], cwd=ROOT, capture_output=True,
