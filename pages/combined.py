@@ -9,7 +9,9 @@ from core.models.combined import scene_masks
 from core.errors import UserError
 from core.models.combined.pipeline import StageError
 from core.runner import run_method
-from core.app.widgets import StreamlitProgress, current_scene, option_widgets, require_app_navigation, score_cards, store
+from core.app.widgets import (NOT_SCORED_RANDOM, StreamlitProgress, current_scene, option_widgets,
+                              require_app_navigation, score_cards, store)
+from core.options import RANDOM_WEIGHTS
 
 require_app_navigation()
 
@@ -46,7 +48,8 @@ if submitted:
     elif available.ok:
         bar = StreamlitProgress("Combined pipeline")
         try:
-            result = run_method(scene, "combined", views, options, progress=bar.progress, store=store())
+            result = run_method(scene, "combined", views, options, progress=bar.progress, store=store(),
+                                score_random_weights=False)
             bar.done("cached" if result.cached else "done")
             st.session_state[STATE] = {"scene": scene.name, "recon": result.recon, "key": result.key,
                                        "cached": result.cached, "evaluation": result.evaluation}
@@ -132,6 +135,8 @@ if evaluation is not None and evaluation.scored:
     st.caption("This run is in the Metrics leaderboard.")
 elif evaluation is not None:
     st.warning(f"Not scored: {evaluation.error}")
+elif options.weights in RANDOM_WEIGHTS:
+    st.info(NOT_SCORED_RANDOM)
 
 st.subheader("Object masks")
 in_place = scene_masks.is_app_scene(scene)

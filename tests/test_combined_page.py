@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.app.widgets import NOT_SCORED_RANDOM
 from tests.conftest import ROOT
 
 APP = str(ROOT / "app.py")
@@ -56,7 +57,7 @@ def test_pretrained_without_weights_says_how_to_fetch(page, monkeypatch, tmp_pat
     assert [c.value for c in at.code] == ["python -m core weights fetch grounding-dino depth-anything sam"]
 
 
-def test_random_tiny_run_shows_panels_cloud_and_scores(page):
+def test_random_tiny_run_shows_panels_and_cloud_and_is_not_scored(page):
     at = _run(page(), box_threshold=0.0, text_threshold=0.0)
     assert any("Random weights" in w.value and "meaningless" in w.value for w in at.warning)
     captions = _captions(at)
@@ -65,7 +66,9 @@ def test_random_tiny_run_shows_panels_cloud_and_scores(page):
     assert any(c.startswith("Depth reference: the scene's depth map") and "residual" in c for c in captions)
     assert any(c.startswith("Time per stage: detection") and "back-projection" in c for c in captions)
     assert len(at.get("plotly_chart")) == 1
-    assert any(m.label == "Chamfer" for m in at.metric)
+    # random weights: stored unscored (the Metrics page scores it on request)
+    assert not any(m.label == "Chamfer" for m in at.metric)
+    assert any(i.value == NOT_SCORED_RANDOM for i in at.info)
     # the sample is bundled: its masks are offered as a derived copy
     assert at.button(key="combined.save_masks").label == "Store masks in “toy-masks”"
 

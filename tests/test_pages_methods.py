@@ -2,6 +2,7 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.app.widgets import NOT_SCORED_RANDOM
 from core.store.cache import RunStore
 from tests.conftest import ROOT
 
@@ -38,9 +39,10 @@ def test_generative_page_runs_lrm_random_tiny_and_labels_it(isolated_cache):
                                  "lrm.options.num_points": 2000})
     assert any("random weights" in w.value for w in at.warning)
     labels = {m.label: m.value for m in at.metric}
-    assert labels["Points"] == "2,000" and "Chamfer" in labels
+    assert labels["Points"] == "2,000" and "Chamfer" not in labels  # random weights: not scored
+    assert any(i.value == NOT_SCORED_RANDOM for i in at.info)
     [run] = RunStore(isolated_cache).runs("toy")
-    assert run.method == "lrm" and run.evaluation and "chamfer" in run.evaluation
+    assert run.method == "lrm" and run.evaluation is None and run.meta["weights_kind"] == "random-tiny"
     assert len(at.get("imgs")) + len(at.get("image")) >= 2  # the input view and the orbit renders
 
 
@@ -54,7 +56,7 @@ def test_discriminative_page_runs_vggt_random_tiny_with_depth_maps_and_cameras(i
     assert any("predicted cameras" in c.value for c in at.caption)
     [run] = RunStore(isolated_cache).runs("toy")
     assert run.method == "vggt" and run.meta["view_ids"] == [0, 14, 28]
-    assert "chamfer" in run.evaluation and "cameras" in run.evaluation
+    assert run.evaluation is None and any(i.value == NOT_SCORED_RANDOM for i in at.info)
 
 
 def test_scaling_page_runs_a_timing_only_study(isolated_cache):
@@ -120,7 +122,7 @@ def test_generative_page_runs_pointe_random_tiny_to_4096_coloured_points(isolate
     assert {m.label: m.value for m in at.metric}["Points"] == "4,096"
     [run] = RunStore(isolated_cache).runs("toy")
     recon = run.load()
-    assert run.method == "pointe" and recon.colors.shape == (4096, 3) and "chamfer" in run.evaluation
+    assert run.method == "pointe" and recon.colors.shape == (4096, 3) and run.evaluation is None
 
 
 @pytest.mark.parametrize("method,label,views", [("dust3r", "DUSt3R", 2), ("dust3r", "DUSt3R", 5),
@@ -136,7 +138,7 @@ def test_discriminative_page_runs_dust3r_and_fast3r_random_tiny(isolated_cache, 
     assert any("random weights" in w.value for w in at.warning)
     [run] = RunStore(isolated_cache).runs("toy")
     assert run.method == method and len(run.meta["view_ids"]) == views
-    assert run.evaluation and ("chamfer" in run.evaluation or "error" in run.evaluation)
+    assert run.evaluation is None and any(i.value == NOT_SCORED_RANDOM for i in at.info)
     assert len(at.get("plotly_chart")) >= 1
     if method == "dust3r" and views > 2:  # global alignment ran: its loss curve is shown
         assert any(c.value.startswith("Global alignment: 20 iterations") for c in at.caption)

@@ -174,6 +174,10 @@ def options_summary(options) -> str:
     return ", ".join(f"{k}={v}" for k, v in values.items())
 
 
+NOT_SCORED_RANDOM = ("Not scored: random weights make the scores meaningless. To see the protocol run anyway, "
+                     "score this run on the Metrics page.")
+
+
 def show_notes(notes: list[str], weights_kind: str | None = None) -> None:
     """A warning when the run used random weights (its scores mean nothing); notes as a caption."""
     from core.options import RANDOM_WEIGHTS
@@ -239,7 +243,10 @@ def method_workbench(family: str) -> None:
     if submitted and availability.ok:
         bar = StreamlitProgress(f"Running {method.label} on {len(view_ids)} view(s)")
         try:
-            result = run_method(scene, method.name, view_ids, options, bar.progress, run_store)
+            # Random-weight runs are not scored here (their scores mean nothing and scoring costs
+            # more than the run on a CPU); the Metrics page scores any stored run on request.
+            result = run_method(scene, method.name, view_ids, options, bar.progress, run_store,
+                                score_random_weights=False)
             bar.done("cached result" if result.cached else "finished")
             st.session_state[shown_key] = (scene.name, method.name, result.key)
         except Stopped:
@@ -307,3 +314,5 @@ def method_workbench(family: str) -> None:
             st.caption("These scores come from random weights and mean nothing about the method.")
     elif scores is not None:
         st.warning(f"Not scored: {scores.error}")
+    elif is_random(recon):
+        st.info(NOT_SCORED_RANDOM)
