@@ -100,3 +100,15 @@ def test_stored_round_trip_keeps_the_weights_kind(tmp_path, sample_scene):
     loaded = Reconstruction.load(recon.save(tmp_path / "run"))
     assert loaded.weights_kind == "random-tiny" and loaded.view_ids == [0]
     np.testing.assert_array_equal(loaded.points, recon.points)
+
+
+def test_the_model_cache_key_names_the_file_not_the_text(tmp_path, monkeypatch):
+    """Two spellings of one checkpoint path are one model; another file is another model."""
+    method = registry.get("vggt")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    spelled = [method.model_key(method.parse_options({"checkpoint_path": text}))
+               for text in ("model.pt", "./model.pt", "sub/../model.pt", str(tmp_path / "model.pt"))]
+    assert len(set(spelled)) == 1
+    assert method.model_key(method.parse_options({"checkpoint_path": "other.pt"})) != spelled[0]
+    assert method.model_key(method.parse_options({"weights": "random-tiny"})) != spelled[0]

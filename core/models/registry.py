@@ -24,6 +24,7 @@ import dataclasses
 import importlib
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from core import options as opts
@@ -148,11 +149,19 @@ class Method(abc.ABC):
 
     def model_key(self, options) -> tuple:
         """What identifies the loaded model for the runner's cache: by default the values of
-        the options that change the model (``weights``, ``checkpoint``, ``variant`` and
-        ``checkpoint_path``); free text beyond that never enters the key."""
+        the options that change the model (``weights``, ``checkpoint``, ``variant``, model
+        choices and checkpoint paths); a path enters as the file it names (``./a.pt`` and
+        ``a.pt`` share one model), no other free text enters the key."""
         names = ("weights", "checkpoint", "variant", "checkpoint_path", "detector", "segmenter",
                  "depth_model", "upsample_checkpoint_path", "clip_checkpoint_path", "image_size")
-        return tuple((n, getattr(options, n)) for n in names if hasattr(options, n))
+        key = []
+        for name in names:
+            if hasattr(options, name):
+                value = getattr(options, name)
+                if name.endswith("_path") and value:
+                    value = str(Path(value).expanduser().resolve())
+                key.append((name, value))
+        return tuple(key)
 
     def parameter_count(self, model) -> int:
         """Parameters of the loaded model (0 when it has none)."""
