@@ -49,7 +49,7 @@ class CroCoNetworkMethod(Method):
         change the network)."""
         if options.weights in RANDOM_WEIGHTS:
             return (("weights", options.weights),)
-        return (("weights", options.weights), ("checkpoint_path", options.checkpoint_path))
+        return tuple(item for item in super().model_key(options) if item[0] in ("weights", "checkpoint_path"))
 
     def load(self, options, device: str) -> torch.nn.Module:
         return load_network(self.network_cls, self.config_cls, self.checkpoint, options.weights,
