@@ -177,6 +177,14 @@ class Method(abc.ABC):
             return 0
         return int(sum(p.numel() * p.element_size() for p in parameters()))
 
+    def flops(self, options, n_views: int, height: int, width: int) -> float | None:
+        """Analytic FLOPs of one forward pass with ``options`` on ``n_views`` pictures of
+        ``height x width`` pixels (the input pictures' size, before the method's own
+        preprocessing, which the method applies itself) -- the model the options load, with the
+        heads they run. None (the default): the method has no FLOP model. The view-count scaling
+        study fits ``a·FLOPs(n) + b`` to time and memory with it."""
+        return None
+
     # ------------------------------------------------------------------ the two steps
     @abc.abstractmethod
     def load(self, options, device: str) -> Any:
