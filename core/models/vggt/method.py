@@ -6,6 +6,7 @@ transform (see :mod:`.processing`).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import zlib
 from dataclasses import dataclass
@@ -99,6 +100,13 @@ def random_full_model(config: VGGTConfig | None = None, seed: int = 0,
     return model.eval()
 
 
+@functools.lru_cache(maxsize=64)
+def _network_hw(height: int, width: int, preprocess: str) -> tuple[int, int]:
+    """(H', W') of the network input for a ``height x width`` picture (see :mod:`.processing`)."""
+    _, transforms = preprocess_images([np.zeros((height, width, 3), np.uint8)], preprocess)
+    return transforms[0].network_hw
+
+
 class VGGTMethod(Method):
     """VGGT on N views: cameras, depth and points in the first view's camera frame."""
 
@@ -121,6 +129,17 @@ class VGGTMethod(Method):
         if options.weights == "random-full":
             return random_full_model(device=device)
         return load_pretrained(CHECKPOINTS[options.checkpoint], options.checkpoint_path, device)
+
+    def flops(self, options: VGGTOptions, n_views: int, height: int, width: int) -> float:
+        """FLOPs of one forward (:func:`.flops.vggt_flops`) of the configuration the options load
+        (the tiny one for random-tiny, VGGT-1B otherwise) with the heads their branch runs, on
+        ``n_views`` pictures of ``height x width`` pixels after the options' preprocessing."""
+        from .flops import vggt_flops
+
+        config = VGGTConfig.tiny() if options.weights == "random-tiny" else VGGTConfig()
+        net_h, net_w = _network_hw(int(height), int(width), options.preprocess)
+        heads = ("camera", "depth") + (("point",) if options.branch == "point map" else ())
+        return vggt_flops(int(n_views), net_h, net_w, config, heads=heads)["total"]
 
     def predict(self, model: VGGT, scene: Scene, view_ids: list[int], options: VGGTOptions,
                 progress: Progress, device: str) -> Reconstruction:
