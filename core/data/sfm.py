@@ -226,7 +226,7 @@ def write_colmap_images(folder: Path | str, images: list[np.ndarray], names: lis
         files.append(candidate)
     for image, file_name in zip(images, files):
         buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="PNG", compress_level=3)
+        Image.fromarray(image).save(buffer, format="PNG", compress_level=1)  # lossless; speed first
         atomic_write_bytes(folder / file_name, buffer.getvalue())
     return files
 
