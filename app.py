@@ -14,7 +14,7 @@ PAGES = [
     st.Page("pages/combined.py", title="Combined pipeline", icon=":material/extension:"),
     st.Page("pages/discriminative.py", title="Discriminative", icon=":material/view_in_ar:"),
     st.Page("pages/generative.py", title="Generative", icon=":material/auto_awesome:"),
-    st.Page("pages/scaling.py", title="VGGT scaling", icon=":material/trending_up:"),
+    st.Page("pages/scaling.py", title="View-count scaling", icon=":material/trending_up:"),
     st.Page("pages/attention.py", title="Attention viewer", icon=":material/visibility:"),
     st.Page("pages/metrics.py", title="Metrics", icon=":material/leaderboard:"),
     st.Page("pages/benchmarks.py", title="Benchmarks", icon=":material/table_chart:"),

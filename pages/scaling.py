@@ -1,26 +1,33 @@
-"""VGGT scaling: time, memory and quality against the number of views, with fitted complexity models."""
+"""View-count scaling: time, memory and quality of multi-view models against the number of views, with
+fitted complexity models and an overlay of several models measured back to back."""
 import streamlit as st
 
 from core.app import figures
-from core.studies import scaling
-from core.models import registry
-from core.progress import Stopped
 from core.app.widgets import StreamlitProgress, current_scene, option_widgets, require_app_navigation, store
 from core.errors import UserError
+from core.models import registry
+from core.studies import scaling
 
 require_app_navigation()
 
-st.title("VGGT scaling")
+st.title("View-count scaling")
 st.markdown(
-    "How do VGGT's time, memory and quality grow with the number of input views? Views are spaced evenly around "
-    "the orbit (further subsets start at a seeded random offset); every run is cached, so a stopped study keeps "
-    "what is done. Time and memory are fitted with the seed study's **a·n·log n + b**, the architecture-aware "
-    "**a·n + b·n² + c** (frame attention and heads grow linearly, global attention quadratically in the tokens), "
-    "and **a·FLOPs(n) + b** from the analytic FLOP count.")
+    "How do a multi-view model's time, memory and quality grow with the number of input views? Views are spaced "
+    "evenly around the orbit (further subsets start at a seeded random offset); every run is cached, so a stopped "
+    "study keeps what is done. Several models run back to back at each view count, so the machine's load affects "
+    "them alike, and their curves are overlaid. Time and memory are fitted with the seed study's "
+    "**a·n·log n + b**, the architecture-aware **a·n + b·n² + c** (frame attention and heads grow linearly, "
+    "global attention quadratically in the tokens), and **a·FLOPs(n) + b** from the analytic FLOP count where "
+    "the model has one.")
 scene = current_scene()
 if scene is None:
     st.stop()
-method = registry.get("vggt")
+names = scaling.multi_view_methods()
+labels = {name: registry.get(name).label for name in names}
+chosen = st.multiselect("Models", names, default=[n for n in ("vggt",) if n in names] or names[:1],
+                        format_func=labels.get, key="scaling.methods",
+                        help="every registered discriminative model that takes more than one view; several are "
+                             "measured back to back, interleaved per view count")
 with st.form("scaling.form"):
     left, right = st.columns(2)
     with left:
@@ -29,61 +36,73 @@ with st.form("scaling.form"):
                                 key="scaling.counts")
         repeats = st.number_input("Subsets per view count", 1, 10, 1, key="scaling.repeats")
         seed = st.number_input("Seed", 0, 10_000, 0, key="scaling.seed")
+    options = {}
     with right:
-        options = option_widgets(method.options_type, "scaling.options")
+        for name in chosen:
+            with st.expander(f"{labels[name]} options", expanded=len(chosen) == 1):
+                options[name] = option_widgets(registry.get(name).options_type, f"scaling.{name}.options")
     submitted = st.form_submit_button("Run study", type="primary", key="scaling.run")
 
-availability = method.availability(options)
-if not availability.ok:
-    st.warning(f"VGGT cannot run with these options: {availability.message()} "
-               "Choose weights = random-full (VGGT-1B's real cost) or random-tiny (seconds) for a timing-only "
-               "study.")
+ready = True
+for name, chosen_options in options.items():
+    availability = registry.get(name).availability(chosen_options)
+    if not availability.ok:
+        ready = False
+        st.warning(f"{labels[name]} cannot run with these options: {availability.message()} Choose weights = "
+                   "random-full (the full model's real cost) or random-tiny (seconds) for a timing-only study.")
+if not chosen:
+    st.info("Choose at least one model.")
 
 results_box = st.container()
 
 
-def show(result: scaling.ScalingResult, flops) -> None:
-    rows = scaling.summary_table(result)
+def show(results: dict, used: dict) -> None:
+    curves = {name: scaling.curves(result, scaling.flops_model(name, used[name], scene))
+              for name, result in results.items()}
+    rows = [{"model": labels.get(name, name), **row} for name, result in results.items()
+            for row in scaling.summary_table(result)]
     if not rows:
         return
     with results_box:
         st.subheader("Results")
-        if result.stopped:
+        if any(result.stopped for result in results.values()):
             st.info("The study was stopped; the points below are the finished ones (cached).")
+        st.plotly_chart(figures.scaling_overlay_figure(curves, labels), width="stretch", key="scaling.overlay")
+        st.caption("Markers: measured runs; dashed: each model's best fit by BIC (when the view counts decide one).")
         st.dataframe(rows, hide_index=True, width="stretch")
-        n = [p.views for p in result.points]
-        for quantity, label, values in (("seconds", "Time (s)", [p.seconds for p in result.points]),
-                                        ("memory", "Peak memory (MB)", [p.peak_memory_mb for p in result.points])):
-            fits = scaling.fit_models(n, values, flops)
-            st.plotly_chart(figures.scaling_fit_figure(n, values, fits, flops, label), width="stretch",
-                            key=f"scaling.{quantity}")
-            if fits:
-                best = scaling.best_fit(fits)
-                verdict = (f"Best by BIC for {label.lower()}: {best.formula}." if best is not None else
-                           "Best by BIC: undecided (each model needs more view counts than parameters).")
-                st.dataframe(figures.fit_table(fits), hide_index=True, width="stretch")
-                st.caption(verdict + " With few points or noisy timings the models can be indistinguishable; "
-                           "compare the residuals.")
-            else:
-                st.caption("Fits need at least two (n log n) or three (quadratic) distinct view counts.")
-        if result.quality_available:
-            st.plotly_chart(figures.scaling_quality_figure(rows), width="stretch", key="scaling.quality")
-        else:
-            st.warning(f"Quality unavailable: {result.quality_note}. Only time and memory are shown; "
-                       "scores of random weights would be meaningless.")
+        tabs = st.tabs([labels.get(name, name) for name in results])
+        for tab, (name, result) in zip(tabs, results.items()):
+            with tab:
+                flops = scaling.flops_model(name, used[name], scene)
+                for quantity, label in scaling.QUANTITIES.items():
+                    curve = curves[name][quantity]
+                    if not curve.views:
+                        continue
+                    st.plotly_chart(figures.scaling_fit_figure(curve.views, curve.values, curve.fits, flops, label),
+                                    width="stretch", key=f"scaling.{name}.{quantity}")
+                    if curve.fits:
+                        verdict = (f"Best by BIC for {label.lower()}: {curve.best.formula}." if curve.best else
+                                   "Best by BIC: undecided (each model needs more view counts than parameters).")
+                        st.dataframe(figures.fit_table(curve.fits), hide_index=True, width="stretch")
+                        st.caption(verdict + " With few points or noisy timings the models can be "
+                                   "indistinguishable; compare the residuals.")
+                    else:
+                        st.caption("Fits need at least two (n log n) or three (quadratic) distinct view counts.")
+                if result.quality_available:
+                    st.plotly_chart(figures.scaling_quality_figure(scaling.summary_table(result)), width="stretch",
+                                    key=f"scaling.{name}.quality")
+                else:
+                    st.warning(f"Quality unavailable for {labels.get(name, name)}: {result.quality_note}. Only time "
+                               "and memory are shown; scores of random weights would be meaningless.")
 
 
-if submitted and availability.ok and counts:
+if submitted and ready and chosen and counts:
     bar = StreamlitProgress("Scaling study")
-    flops = scaling.vggt_flops_model(scene, options)
     try:
-        result = scaling.run_study(scene, "vggt", sorted(counts), int(repeats), options, bar.progress, store(),
-                                   seed=int(seed), flops=flops)
-        st.session_state["scaling.result"] = (result, options)
-    except Stopped:
-        st.warning("Stopped; finished points are cached and reappear when you run the study again.")
+        results = scaling.run_studies(scene, options, sorted(counts), int(repeats), bar.progress, store(),
+                                      seed=int(seed))
+        st.session_state["scaling.result"] = (results, options)
     except UserError as error:
         st.error(f"The study cannot run: {error}")
 if "scaling.result" in st.session_state:
-    result, used = st.session_state["scaling.result"]
-    show(result, scaling.vggt_flops_model(scene, used))
+    show(*st.session_state["scaling.result"])

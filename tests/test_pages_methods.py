@@ -60,17 +60,40 @@ def test_discriminative_page_runs_vggt_random_tiny_with_depth_maps_and_cameras(i
 
 
 def test_scaling_page_runs_a_timing_only_study(isolated_cache):
+    from core.models import registry
+
     at = _page("pages/scaling.py")
-    at.selectbox(key="scaling.options.weights").set_value("random-tiny")
+    assert at.title[0].value == "View-count scaling"
+    models = at.multiselect(key="scaling.methods")
+    labels = {registry.get(name).label for name in ("vggt", "fast3r", "dust3r")}
+    assert models.value == ["vggt"] and labels <= set(models.options)  # options show as labels
+    assert any("VGGT cannot run" in w.value and "weights fetch vggt" in w.value for w in at.warning)
+    at.selectbox(key="scaling.vggt.options.weights").set_value("random-tiny")
     at.multiselect(key="scaling.counts").set_value([1, 2, 3])
     at.button(key="scaling.run").click()
     at.run()
     assert not at.exception and not at.error
-    assert any("Quality unavailable" in w.value for w in at.warning)
-    assert len(RunStore(isolated_cache).runs("toy")) == 3
+    assert not any("cannot run" in w.value for w in at.warning)
+    assert any("Quality unavailable for VGGT" in w.value for w in at.warning)
+    runs = RunStore(isolated_cache).runs("toy")
+    assert len(runs) == 3 and all(r.evaluation is None for r in runs)
     table = at.dataframe[0].value
-    assert list(table["views"]) == [1, 2, 3]
+    assert list(table["views"]) == [1, 2, 3] and set(table["model"]) == {"VGGT"}
     assert any("Best by BIC" in c.value for c in at.caption)
+    assert len(at.get("plotly_chart")) == 3  # the overlay, then VGGT's time and memory fits
+    at.multiselect(key="scaling.methods").set_value(["vggt", "fast3r"])
+    at.run()
+    at.selectbox(key="scaling.fast3r.options.weights").set_value("random-tiny")
+    at.button(key="scaling.run").click()
+    at.run()
+    assert not at.exception and not at.error
+    runs = RunStore(isolated_cache).runs("toy")  # VGGT's three runs came from the cache
+    assert sorted(r.method for r in runs) == ["fast3r"] * 3 + ["vggt"] * 3
+    table = at.dataframe[0].value
+    assert list(zip(table["model"], table["views"])) == [("VGGT", 1), ("VGGT", 2), ("VGGT", 3), ("Fast3R", 1),
+                                                         ("Fast3R", 2), ("Fast3R", 3)]
+    assert len(at.get("plotly_chart")) == 5  # the overlay, then each model's time and memory fits
+    assert any("Quality unavailable for Fast3R" in w.value for w in at.warning)
 
 
 def test_attention_viewer_page_shows_every_view_with_correspondences(isolated_cache):

@@ -75,6 +75,104 @@ def test_stopping_keeps_the_finished_points(sample_scene, tmp_path):
     assert len(store.runs("toy")) == 1  # the finished run is cached, nothing half-written
 
 
+def test_overlay_study_runs_two_models_interleaved_and_timing_only(sample_scene, tmp_path):
+    from core.app import figures
+    from core.models import registry
+
+    store = RunStore(tmp_path)
+    seen = []
+    tiny = {name: registry.get(name).parse_options({"weights": "random-tiny"}) for name in ("vggt", "fast3r")}
+    results = scaling.run_studies(sample_scene, tiny, [2, 1], 1, Progress(), store, on_point=seen.append)
+    # every model at one view count before any at the next, on the same views
+    assert [(p.method, p.views) for p in seen] == [("vggt", 1), ("fast3r", 1), ("vggt", 2), ("fast3r", 2)]
+    assert seen[2].view_ids == seen[3].view_ids == scaling.study_views(sample_scene.num_views, 2, 0)
+    assert list(results) == ["vggt", "fast3r"]
+    for name, result in results.items():
+        assert [p.views for p in result.points] == [1, 2] and all(p.method == name for p in result.points)
+        assert not result.quality_available and "random weights" in result.quality_note
+        assert all(p.scores is None for p in result.points)
+    runs = store.runs("toy")
+    assert sorted(r.method for r in runs) == ["fast3r", "fast3r", "vggt", "vggt"]
+    assert all(r.evaluation is None for r in runs)  # timing only: nothing scored, nothing stored as scored
+    # both models' time and memory curves, from the measured points
+    flops = {name: scaling.flops_model(name, tiny[name], sample_scene) for name in tiny}
+    curves = {name: scaling.curves(result, flops[name]) for name, result in results.items()}
+    figure = figures.scaling_overlay_figure(curves, {"vggt": "VGGT", "fast3r": "Fast3R"})
+    measured = {(t.name, t.xaxis): list(t.y) for t in figure.data if t.mode == "markers"}
+    for name, label in (("vggt", "VGGT"), ("fast3r", "Fast3R")):
+        points = results[name].points
+        assert measured[(label, "x")] == [p.seconds for p in points]
+        assert measured[(label, "x2")] == [p.peak_memory_mb for p in points]
+    # two view counts cannot tell the models apart (each fit interpolates): no best-fit line yet
+    assert all(curve.best is None and curve.fitted is None for c in curves.values() for curve in c.values())
+    assert not [t for t in figure.data if t.mode == "lines"]
+
+
+def test_overlay_figure_draws_each_models_best_fit_in_its_colour():
+    from core.app import figures
+
+    def result(name, seconds, memory):
+        return scaling.ScalingResult(name, [scaling.ScalingPoint(n, 0, list(range(n)), s, m, f"{name}{n}", False,
+                                                                 None, name)
+                                            for n, s, m in zip((1, 2, 4, 8), seconds, memory)])
+
+    quadratic = [2 * n + 0.5 * n * n + 1 for n in (1, 2, 4, 8)]
+    curves = {"a": scaling.curves(result("a", quadratic, [100.0, 101.0, 103.0, 107.0])),
+              "b": scaling.curves(result("b", [1.0, 2.1, 3.9, 8.2], [10.0, 12.0, 18.0, 30.0]))}
+    figure = figures.scaling_overlay_figure(curves)
+    lines = {(t.legendgroup, t.xaxis): t for t in figure.data if t.mode == "lines"}
+    assert set(lines) == {("a", "x"), ("a", "x2"), ("b", "x"), ("b", "x2")}
+    assert list(lines[("a", "x")].x) == list(range(1, 9))
+    assert list(lines[("a", "x")].y) == pytest.approx([2 * n + 0.5 * n * n + 1 for n in range(1, 9)], abs=1e-6)
+    assert lines[("a", "x")].name == "a: a·n + b·n² + c"
+    for (group, _), line in lines.items():  # one colour per model, markers and line alike
+        marker = next(t for t in figure.data if t.mode == "markers" and t.legendgroup == group)
+        assert line.line.color == marker.marker.color
+    assert lines[("a", "x")].line.color != lines[("b", "x")].line.color
+
+
+def test_vggt_flops_hook_is_its_flop_model_at_the_network_size(sample_scene):
+    from core.models import registry
+    from core.models.vggt import VGGTConfig, vggt_flops
+    from core.models.vggt.processing import preprocess_images
+
+    method = registry.get("vggt")
+    for values, config in (({"weights": "random-tiny"}, VGGTConfig.tiny()),
+                           ({"weights": "random-full", "preprocess": "pad", "branch": "point map"}, VGGTConfig())):
+        options = method.parse_options(values)
+        net_h, net_w = preprocess_images([sample_scene.images[0]], options.preprocess)[1][0].network_hw
+        heads = ("camera", "depth", "point") if options.branch == "point map" else ("camera", "depth")
+        flops = scaling.flops_model("vggt", options, sample_scene)
+        for n in (1, 4):
+            assert flops(n) == vggt_flops(n, net_h, net_w, config, heads=heads)["total"]
+    assert flops(4) > 4 * flops(1)  # global attention is quadratic in the views
+
+
+def test_study_refuses_before_running_anything(sample_scene, tmp_path):
+    from core.errors import OptionError, UserError
+
+    store = RunStore(tmp_path)
+    with pytest.raises(UserError, match="not a multi-view method; choose from vggt, .*fast3r"):
+        scaling.run_studies(sample_scene, {"vggt": {"weights": "random-tiny"}, "colmap": {}}, [1], 1, Progress(), store)
+    with pytest.raises(OptionError, match="fast3r: unknown weights 'tiny'"):
+        scaling.run_studies(sample_scene, {"vggt": {"weights": "random-tiny"}, "fast3r": {"weights": "tiny"}}, [1],
+                            1, Progress(), store)
+    with pytest.raises(UserError, match="no view count within 1..42"):
+        scaling.run_studies(sample_scene, {"vggt": {"weights": "random-tiny"}}, [0, 43], 1, Progress(), store)
+    assert store.runs("toy") == []
+
+
+def test_cli_options_go_to_every_method_or_to_the_named_one():
+    from core.cli import CliError
+
+    options = scaling.cli_options(["vggt", "fast3r"], ["weights=random-tiny", "vggt.weights=random-full",
+                                                       "fast3r.confidence_percentile=10"])
+    assert options["vggt"].weights == "random-full" and options["vggt"].confidence_percentile == 50.0
+    assert options["fast3r"].weights == "random-tiny" and options["fast3r"].confidence_percentile == 10.0
+    with pytest.raises(CliError, match="names 'dust3r', which is not a chosen --method"):
+        scaling.cli_options(["vggt"], ["dust3r.weights=random-tiny"])
+
+
 def test_exact_interpolation_is_not_taken_as_evidence():
     fits = scaling.fit_models([1, 2, 4], [6.8, 4.1, 13.9])
     quadratic = next(f for f in fits if f.name == "quadratic")

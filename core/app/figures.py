@@ -1,9 +1,10 @@
 """Every figure the pages show, built here so the pages hold widgets and layout only.
 
 Sections: 3-D clouds (points, camera frustums, error overlays, meshes) and depth grids; the
-Dataset page's crop view; the studies' plots (view-count scaling fits and quality, 3D-LMNet
-training curves); the attention viewer's click target, heat-map overlays (images as arrays),
-clicked points' tracks across the views and attribution heat maps.
+Dataset page's crop view; the studies' plots (view-count scaling fits, quality and the
+several-method overlay, 3D-LMNet training curves); the attention viewer's click target,
+heat-map overlays (images as arrays), clicked points' tracks across the views and attribution
+heat maps.
 
 Large clouds are subsampled (seeded) to ``max_points``; every cloud figure builder returns the
 figure and a caption saying how many points it shows of how many. Colours are numeric arrays
@@ -343,6 +344,42 @@ def scaling_quality_figure(rows: list[dict]) -> go.Figure:
         figure.add_trace(go.Scatter(x=[r["views"] for r in kept], y=[r[key] for r in kept], mode="lines+markers",
                                     name=key, error_y={"type": "data", "array": [r[f"{key}_std"] for r in kept]}))
     figure.update_layout(height=320, xaxis_title="views", yaxis_title="score (normalised units)")
+    return figure
+
+
+def scaling_overlay_figure(curves: dict[str, dict], labels: dict[str, str] | None = None) -> go.Figure:
+    """Several methods' time (left) and peak memory (right) against the number of views, measured
+    back to back: per method one colour, its measured points (markers, one trace per method and
+    quantity) and its best fit over ``1..max(views)`` (dashed, one trace, when a fit is decided).
+
+    Args:
+        curves: method -> :func:`core.studies.scaling.curves` output (``seconds`` and
+            ``peak_memory_mb`` -> :class:`core.studies.scaling.Curve`).
+        labels: method -> display name (default: the method name).
+    """
+    import plotly.colors
+    from plotly.subplots import make_subplots
+
+    from core.studies.scaling import QUANTITIES
+
+    labels = labels or {}
+    colours = plotly.colors.qualitative.Plotly
+    figure = make_subplots(rows=1, cols=2, subplot_titles=list(QUANTITIES.values()), horizontal_spacing=0.1)
+    for index, (method, by_quantity) in enumerate(curves.items()):
+        colour, label = colours[index % len(colours)], labels.get(method, method)
+        for column, quantity in enumerate(QUANTITIES, start=1):
+            curve = by_quantity[quantity]
+            first = column == 1
+            figure.add_trace(go.Scatter(x=curve.views, y=curve.values, mode="markers", name=label, legendgroup=method,
+                                        showlegend=first, marker={"color": colour}), row=1, col=column)
+            if curve.fitted is not None:
+                figure.add_trace(go.Scatter(x=curve.grid, y=curve.fitted, mode="lines", legendgroup=method,
+                                            name=f"{label}: {curve.best.formula}", showlegend=first,
+                                            line={"color": colour, "dash": "dash"}), row=1, col=column)
+    for column, title in enumerate(QUANTITIES.values(), start=1):
+        figure.update_xaxes(title_text="views", row=1, col=column)
+        figure.update_yaxes(title_text=title, row=1, col=column)
+    figure.update_layout(height=360, margin={"t": 40})
     return figure
 
 

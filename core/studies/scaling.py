@@ -1,15 +1,18 @@
-"""The view-count scaling study: time, memory and quality of a method against the number of views.
+"""The view-count scaling study: time, memory and quality of multi-view methods against the number of views.
 
-For each view count n and each repeat r, views are spaced evenly around the orbit with a seeded
-random offset (repeat 0 starts at view 0); every (n, r) run goes through the run cache, so a
-stopped study keeps what is done and a rerun only computes what is missing.
+Every registered discriminative method that takes more than one view can be studied
+(:func:`multi_view_methods`), several in one run: for each view count n and each repeat r the
+methods run back to back (interleaved, so machine load during the study affects them all
+alike). Views are spaced evenly around the orbit with a seeded random offset (repeat 0 starts
+at view 0), the same views for every method; every (method, n, r) run goes through the run
+cache, so a stopped study keeps what is done and a rerun only computes what is missing.
 
-Time and memory are fitted with three models (least squares):
+Time and memory are fitted per method with three models (least squares):
 - ``nlogn``: a·n·log n + b (the seed study's claim),
 - ``quadratic``: a·n + b·n² + c (frame attention and heads are linear in n, global attention is
   quadratic in the number of tokens, hence in n),
 - ``flops``: a·F(n) + b with F the analytic FLOP count of the architecture (when the method
-  offers one).
+  offers one: :meth:`core.models.registry.Method.flops`).
 The best model is the one with the lowest BIC (residual error penalised by parameter count).
 """
 from __future__ import annotations
@@ -28,6 +31,10 @@ DEFAULT_VIEW_COUNTS = (1, 3, 5, 8, 10, 15, 20)
 
 @dataclass
 class ScalingPoint:
+    """One run of the study: ``views`` views (ids ``view_ids``) of subset ``repeat``; seconds and
+    peak memory (MB) as the runner measured them; the run's cache key; its scores (a stored
+    evaluation dict) when it was scored; ``method``: the registered method that ran."""
+
     views: int
     repeat: int
     view_ids: list[int]
@@ -36,6 +43,7 @@ class ScalingPoint:
     key: str
     cached: bool
     scores: dict | None = None
+    method: str = ""
 
 
 @dataclass
@@ -51,6 +59,9 @@ class ModelFit:
 
 @dataclass
 class ScalingResult:
+    """One method's points (in the order they ran), whether they carry quality scores (and why
+    not), and whether the study was stopped before its last point."""
+
     method: str
     points: list[ScalingPoint] = field(default_factory=list)
     quality_available: bool = True
@@ -135,36 +146,98 @@ def estimate_remaining(done: list[tuple[int, float]], todo: list[int],
     return float(sum(max(predict(fit, v, flops), 0.0) for v in todo))
 
 
-def run_study(scene, method_name: str, view_counts: list[int], repeats: int, options, progress,
-              store=None, seed: int = 0, on_point: Callable[[ScalingPoint], None] | None = None,
-              flops: Callable[[int], float] | None = None) -> ScalingResult:
-    """Run (or read from the cache) every (n, repeat) point; ``on_point`` sees each as it finishes.
+def multi_view_methods() -> list[str]:
+    """Registered discriminative methods that take more than one view (registry order; imports
+    their modules)."""
+    from core.models import registry
 
-    Quality is unavailable when the method ran on random weights (its typed weights kind says
+    return [name for name in registry.names("discriminative")
+            if registry.get(name).max_views is None or registry.get(name).max_views > 1]
+
+
+def flops_model(method_name: str, options, scene) -> Callable[[int], float] | None:
+    """``n -> FLOPs`` of one forward of ``method_name`` with ``options`` on ``n`` pictures the
+    size of ``scene``'s first image (see :meth:`core.models.registry.Method.flops`); None when
+    the method has no FLOP model."""
+    from core.models import registry
+
+    method = registry.get(method_name)
+    height, width = scene.images[0].shape[:2]
+    if method.flops(options, 1, height, width) is None:
+        return None
+    return lambda n: float(method.flops(options, int(n), height, width))
+
+
+def check_study(scene, methods: dict, view_counts: list[int]) -> tuple[dict, list[int]]:
+    """Validated ``({method: options}, view counts)`` before anything runs: each method is a
+    multi-view method, its options parse (:mod:`core.options`, a dict or an instance), it can run
+    here, and every view count is one it accepts (counts outside 1..scene.num_views are dropped).
+    Raises :class:`core.errors.UserError` naming the method and what is wrong."""
+    from core.errors import OptionError, UserError
+    from core.models import registry
+
+    if not methods:
+        raise UserError("choose at least one method")
+    known = multi_view_methods()
+    counts = sorted({int(c) for c in view_counts if 1 <= int(c) <= scene.num_views})
+    if not counts:
+        raise UserError(f"no view count within 1..{scene.num_views}")
+    parsed = {}
+    for name, options in methods.items():
+        if name not in known:
+            raise UserError(f"{name!r} is not a multi-view method; choose from {', '.join(known)}")
+        method = registry.get(name)
+        try:
+            parsed[name] = method.parse_options(options)
+        except OptionError as error:
+            raise OptionError(f"{name}: {error}") from None
+        ready = method.availability(parsed[name])
+        if not ready.ok:
+            raise registry.CannotRun(f"{method.label} cannot run: {ready.message()}")
+        bad = [c for c in counts if c < method.min_views or (method.max_views is not None and c > method.max_views)]
+        if bad:
+            high = method.max_views if method.max_views is not None else "any"
+            raise UserError(f"{method.label} takes {method.min_views}..{high} views; drop the view count(s) {bad}")
+    return parsed, counts
+
+
+def run_studies(scene, methods: dict, view_counts: list[int], repeats: int, progress, store=None, seed: int = 0,
+                on_point: Callable[[ScalingPoint], None] | None = None) -> dict[str, ScalingResult]:
+    """The study of several methods measured back to back: ``{method: ScalingResult}``.
+
+    Args:
+        methods: ``{registered method name: its options}`` (instance or dict; validated by
+            :func:`check_study` before anything runs).
+        view_counts: the n to measure; repeats: subsets per n (see :func:`study_views`).
+        on_point: sees each point as it finishes (``point.method`` names its method).
+
+    Runs go in the order n, subset, method (every method at n before any at the next n). A
+    method's quality is unavailable when it ran on random weights (its typed weights kind says
     so; such runs are then not scored at all, which keeps a timing study fast) or the scene has
-    no ground truth; points then carry no scores. ``core.progress.Stopped`` ends the study
-    early with ``stopped=True`` and the finished points kept.
+    no ground truth; its points then carry no scores. ``core.progress.Stopped`` ends the study
+    early with ``stopped=True`` on every result and the finished points kept.
     """
-    from core.errors import UserError
     from core.progress import Stopped
     from core.runner import is_random, run_method
 
-    counts = [int(c) for c in view_counts if 1 <= int(c) <= scene.num_views]
-    if not counts:
-        raise UserError(f"no view count within 1..{scene.num_views}")
-    jobs = [(n, r) for n in counts for r in range(max(1, repeats))]
-    result = ScalingResult(method=method_name)
-    done: list[tuple[int, float]] = []
-    for index, (n, r) in enumerate(jobs):
-        left = estimate_remaining(done, [m for m, _ in jobs[index:]], flops)
+    parsed, counts = check_study(scene, methods, view_counts)
+    repeats = max(1, int(repeats))
+    flops = {name: flops_model(name, options, scene) for name, options in parsed.items()}
+    jobs = [(n, r, name) for n in counts for r in range(repeats) for name in parsed]
+    results = {name: ScalingResult(method=name) for name in parsed}
+    done: dict[str, list[tuple[int, float]]] = {name: [] for name in parsed}
+    stopped = False
+    for index, (n, r, name) in enumerate(jobs):
+        left = _remaining(done, jobs[index:], flops)
         eta = f", about {left:.0f} s left" if left is not None else ""
         views = study_views(scene.num_views, n, r, seed)
+        result = results[name]
         try:
-            progress(index / len(jobs), f"{n} views, subset {r + 1}/{max(1, repeats)}{eta}")
-            run = run_method(scene, method_name, views, options, progress.sub(index / len(jobs),
+            progress(index / len(jobs), f"{name}: {n} views, subset {r + 1}/{repeats}{eta}")
+            run = run_method(scene, name, views, parsed[name], progress.sub(index / len(jobs),
                              (index + 1) / len(jobs)), store, score_random_weights=False)
         except Stopped:
-            result.stopped = True
+            stopped = True
             break
         recon = run.recon
         if is_random(recon):
@@ -176,27 +249,76 @@ def run_study(scene, method_name: str, view_counts: list[int], repeats: int, opt
         scores = run.evaluation if result.quality_available and run.evaluation and "error" not in run.evaluation \
             else None
         point = ScalingPoint(n, r, views, float(recon.seconds), recon.peak_memory_bytes / 2**20, run.key,
-                             run.cached, scores)
+                             run.cached, scores, name)
         result.points.append(point)
-        done.append((n, point.seconds))
+        done[name].append((n, point.seconds))
         if on_point is not None:
             on_point(point)
-    if not result.stopped:
+    for result in results.values():
+        result.stopped = stopped
+    if not stopped:
         progress(1.0, "study complete")
-    return result
+    return results
 
 
-def vggt_flops_model(scene, options) -> Callable[[int], float]:
-    """``n -> FLOPs`` of one VGGT forward on ``n`` views of ``scene`` with ``options`` (VGGTOptions):
-    the configuration that will run (tiny for random-tiny, VGGT-1B otherwise), the heads the
-    branch needs, at the network size of the scene's first image."""
-    from core.models.vggt import VGGTConfig, vggt_flops
-    from core.models.vggt.processing import preprocess_images
+def _remaining(done: dict[str, list[tuple[int, float]]], jobs: list[tuple[int, int, str]],
+               flops: dict[str, Callable[[int], float] | None]) -> float | None:
+    """Seconds left for ``jobs`` (n, subset, method): each method's own estimate, summed; None
+    until every method has a finished point."""
+    total = 0.0
+    for name, points in done.items():
+        todo = [n for n, _, m in jobs if m == name]
+        if not todo:
+            continue
+        left = estimate_remaining(points, todo, flops.get(name))
+        if left is None:
+            return None
+        total += left
+    return total
 
-    config = VGGTConfig.tiny() if options.weights == "random-tiny" else VGGTConfig()
-    h, w = preprocess_images([scene.images[0]], options.preprocess)[1][0].network_hw
-    heads = ("camera", "depth") + (("point",) if options.branch == "point map" else ())
-    return lambda n: vggt_flops(n, h, w, config, heads=heads)["total"]
+
+def run_study(scene, method_name: str, view_counts: list[int], repeats: int, options, progress,
+              store=None, seed: int = 0, on_point: Callable[[ScalingPoint], None] | None = None) -> ScalingResult:
+    """:func:`run_studies` of one method."""
+    return run_studies(scene, {method_name: options}, view_counts, repeats, progress, store, seed,
+                       on_point)[method_name]
+
+
+QUANTITIES = {"seconds": "Time (s)", "peak_memory_mb": "Peak memory (MB)"}
+
+
+@dataclass
+class Curve:
+    """One method's measured quantity against n, its fits and its best fit over ``1..max(n)``.
+
+    ``views``/``values``: ``[P]`` per point (``quantity`` in the unit of ``QUANTITIES``);
+    ``fits``: :func:`fit_models`; ``best``: :func:`best_fit` (None: undecided); ``grid``:
+    ``1..max(views)``; ``fitted``: the best fit at each grid n (None when undecided).
+    """
+
+    method: str
+    quantity: str
+    views: list[int]
+    values: list[float]
+    fits: list[ModelFit]
+    best: ModelFit | None
+    grid: list[int]
+    fitted: list[float] | None
+
+
+def curves(result: ScalingResult, flops: Callable[[int], float] | None = None) -> dict[str, Curve]:
+    """``{quantity: Curve}`` for time (``seconds``) and peak memory (``peak_memory_mb``) of
+    ``result``'s points, fitted with ``flops`` (the method's :func:`flops_model`) when given."""
+    n = [p.views for p in result.points]
+    grid = list(range(1, max(n) + 1)) if n else []
+    out = {}
+    for quantity in QUANTITIES:
+        values = [float(getattr(p, quantity)) for p in result.points]
+        fits = fit_models(n, values, flops) if n else []
+        best = best_fit(fits)
+        fitted = [predict(best, g, flops) for g in grid] if best is not None else None
+        out[quantity] = Curve(result.method, quantity, n, values, fits, best, grid, fitted)
+    return out
 
 
 # The score columns of summary_table, in order: column name -> its value in a scored run's Scores.
@@ -227,25 +349,100 @@ def summary_table(result: ScalingResult) -> list[dict]:
     return rows
 
 
+def _cli_methods(args: list[str] | None) -> list[str]:
+    """The ``--method`` values among a sub-command's argument strings (before parsing)."""
+    names, items = [], list(args or [])
+    for i, item in enumerate(items):
+        if item == "--method" and i + 1 < len(items):
+            names.append(items[i + 1])
+        elif item.startswith("--method="):
+            names.append(item.partition("=")[2])
+    return names
+
+
+OWN_FLAGS = {"scene", "views", "repeats", "seed", "method", "option"}
+
+
 def register(subparsers) -> None:
-    """``python -m core scaling``: the study from the command line, one JSON line per point, then the fits."""
-    parser = subparsers.add_parser("scaling", help="VGGT time/memory/quality against the number of views")
+    """``python -m core scaling``: the study from the command line, one JSON line per point, then
+    each method's fits and summary.
+
+    With a single ``--method`` (vggt by default) its options also have one flag each; options
+    go as ``--option key=value`` (every chosen method) or ``--option METHOD.key=value`` (one)."""
+    from core.models.registry import METHOD_MODULES
+
+    parser = subparsers.add_parser(
+        "scaling", help="time/memory/quality of multi-view methods against the number of views",
+        description="View-count scaling: the chosen multi-view methods run back to back at each view count "
+                    "(JSON lines: kind=point per run, kind=fit per method, quantity and model, kind=summary per "
+                    "method). `python -m core scaling --method M --help` lists M's option flags.")
     parser.add_argument("--scene", required=True)
     parser.add_argument("--views", type=int, nargs="+", default=list(DEFAULT_VIEW_COUNTS))
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--option", action="append", metavar="KEY=VALUE",
-                        help="VGGT option, e.g. weights=random-tiny (or weights=random-full: VGGT-1B's "
-                             "real cost, timing only); every VGGT option also has its flag below")
-    from core.cli import add_option_flags_lazily
+    parser.add_argument("--method", action="append", metavar="METHOD",
+                        help="a multi-view method (repeat for an overlay study; default vggt): a registered "
+                             "discriminative method taking more than one view, e.g. vggt, fast3r, dust3r")
+    parser.add_argument("--option", action="append", metavar="[METHOD.]KEY=VALUE",
+                        help="an option of every chosen method (key=value) or of one (METHOD.key=value), e.g. "
+                             "weights=random-tiny (or weights=random-full: the full model's real cost, timing only)")
+    from core.options import add_arguments
 
-    def vggt_options() -> type:
-        from core.models.vggt.method import VGGTOptions
+    base = type(parser)
 
-        return VGGTOptions
+    class MethodFlags(base):
+        """Adds the option flags of the single chosen method when the sub-command is parsed."""
 
-    add_option_flags_lazily(parser, vggt_options, "VGGT options (also as --option key=value)")
+        def parse_known_args(self, args=None, namespace=None):
+            chosen = _cli_methods(args) or ["vggt"]
+            if len(chosen) == 1 and chosen[0] in METHOD_MODULES and not getattr(self, "_option_flags_added", False):
+                from core.models import registry
+                from core.options import specs
+
+                self._option_flags_added = True
+                method = registry.get(chosen[0])
+                # a method whose option shares a name with the study's own flags keeps --option only
+                if method.family == "discriminative" and not {s.name for s in specs(method.options_type)} & OWN_FLAGS:
+                    add_arguments(self, method.options_type, f"{chosen[0]} options (also as --option key=value)")
+            return super().parse_known_args(args, namespace)
+
+    parser.__class__ = MethodFlags
     parser.set_defaults(func=_cli)
+
+
+def cli_options(method_names: list[str], assignments: list[str] | None, args=None) -> dict:
+    """``{method: options}`` from ``--option [METHOD.]key=value`` strings (a prefixed value wins
+    over an unprefixed one) and, for a single method, its per-option flags in ``args``; each
+    validated by :mod:`core.options` (an error names the method)."""
+    import argparse
+
+    from core.cli import CliError
+    from core.errors import OptionError
+    from core.models import registry
+    from core.options import from_namespace
+
+    shared, own = [], {name: [] for name in method_names}
+    for text in assignments or []:
+        key, sep, value = text.partition("=")
+        prefix, dot, option_name = key.partition(".")
+        if not sep or not dot:
+            shared.append(text)
+        elif prefix.strip() in own:
+            own[prefix.strip()].append(f"{option_name}={value}")
+        else:
+            raise CliError(f"option {text!r} names {prefix.strip()!r}, which is not a chosen --method "
+                           f"({', '.join(method_names)})")
+    out = {}
+    for name in method_names:
+        method = registry.get(name)
+        flags = args if args is not None and len(method_names) == 1 else argparse.Namespace()
+        try:
+            options = from_namespace(method.options_type, flags, shared + own[name])
+            method.check_options(options)
+        except OptionError as error:
+            raise OptionError(f"{name}: {error}") from None
+        out[name] = options
+    return out
 
 
 def _cli(args) -> int:
@@ -254,33 +451,36 @@ def _cli(args) -> int:
 
     from core.cli import CliError, load_scene
     from core.models import registry
-    from core.options import from_namespace
     from core.progress import to_stderr
     from core.store.cache import RunStore
 
     scene = load_scene(args.scene)
-    method = registry.get("vggt")
-    options = from_namespace(method.options_type, args, args.option)
-    ready = method.availability(options)
-    if not ready.ok:
-        raise CliError(f"VGGT cannot run: {ready.message()} (or pass --option weights=random-full, or "
-                       "random-tiny, for timing only)")
-    flops = vggt_flops_model(scene, options)
+    names = list(dict.fromkeys(args.method or ["vggt"]))
+    known = multi_view_methods()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise CliError(f"{', '.join(unknown)}: not a multi-view method; choose from {', '.join(known)}")
+    methods = cli_options(names, args.option, args)
+    for name, options in methods.items():
+        ready = registry.get(name).availability(options)
+        if not ready.ok:
+            prefix = f"{name}." if len(names) > 1 else ""
+            raise CliError(f"{registry.get(name).label} cannot run: {ready.message()} (or pass --option "
+                           f"{prefix}weights=random-full, or random-tiny, for timing only)")
     store = RunStore(args.cache) if args.cache else RunStore()
 
     def emit(point: ScalingPoint) -> None:
         print(json.dumps({"kind": "point", **asdict(point)}, default=str), flush=True)
 
-    result = run_study(scene, "vggt", args.views, args.repeats, options, to_stderr(), store, args.seed, emit, flops)
-    n = [p.views for p in result.points]
-    for quantity, values in (("seconds", [p.seconds for p in result.points]),
-                             ("peak_memory_mb", [p.peak_memory_mb for p in result.points])):
-        fits = fit_models(n, values, flops)
-        best = best_fit(fits)
-        for fit in fits:
-            print(json.dumps({"kind": "fit", "quantity": quantity, "model": fit.formula,
-                              "coefficients": fit.coefficients, "rmse": fit.rmse, "bic": fit.bic,
-                              "residuals": fit.residuals, "best": fit is best}), flush=True)
-    print(json.dumps({"kind": "summary", "quality_available": result.quality_available,
-                      "quality_note": result.quality_note, "rows": summary_table(result)}), flush=True)
+    results = run_studies(scene, methods, args.views, args.repeats, to_stderr(), store, args.seed, emit)
+    for name, result in results.items():
+        for quantity, curve in curves(result, flops_model(name, methods[name], scene)).items():
+            for fit in curve.fits:
+                print(json.dumps({"kind": "fit", "method": name, "quantity": quantity, "model": fit.formula,
+                                  "coefficients": fit.coefficients, "rmse": fit.rmse, "bic": fit.bic,
+                                  "residuals": fit.residuals, "best": fit is curve.best}), flush=True)
+    for name, result in results.items():
+        print(json.dumps({"kind": "summary", "method": name, "quality_available": result.quality_available,
+                          "quality_note": result.quality_note, "stopped": result.stopped,
+                          "rows": summary_table(result)}), flush=True)
     return 0
