@@ -25,6 +25,7 @@ BENCHES: dict[str, str] = {
     "fast3r": "core.models.fast3r.bench:bench",
     "attention": "core.studies.attention:bench",
     "attribution": "core.studies.attribution:bench",
+    "pi3": "core.models.pi3.bench:bench",
 }
 
 
@@ -32,6 +33,29 @@ def machine() -> dict:
     import os
 
     return {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()}
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 3, device: str = "cpu") -> float:
+    """This machine's float32 matrix-multiply rate in GFLOP/s: the best of ``repeats`` products of
+    two ``size x size`` matrices (2·size³ FLOPs each) on ``device`` with the current torch threads;
+    the reference that model benchmarks report their achieved rate against."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    a = torch.rand(size, size, generator=generator).to(device)
+    b = torch.rand(size, size, generator=generator).to(device)
+    cuda = str(device).startswith("cuda")
+    torch.matmul(a, b)                                  # warm-up (BLAS threads, CUDA context)
+    best = float("inf")
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        torch.matmul(a, b)
+        if cuda:
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - started)
+    return 2.0 * size ** 3 / best / 1e9
 
 
 def bench_metrics(argv: list[str]) -> list[dict]:

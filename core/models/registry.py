@@ -42,6 +42,8 @@ METHOD_MODULES: dict[str, str] = {
     "lmnet": "core.models.lmnet.method",
     "lrm": "core.models.lrm.method",
     "pointe": "core.models.pointe.method",
+    "pi3": "core.models.pi3.method",
+    "pi3x": "core.models.pi3.pi3x_method",
 }
 
 
