@@ -103,9 +103,11 @@ def test_overlay_study_runs_two_models_interleaved_and_timing_only(sample_scene,
         points = results[name].points
         assert measured[(label, "x")] == [p.seconds for p in points]
         assert measured[(label, "x2")] == [p.peak_memory_mb for p in points]
-    # two view counts cannot tell the models apart (each fit interpolates): no best-fit line yet
-    assert all(curve.best is None and curve.fitted is None for c in curves.values() for curve in c.values())
-    assert not [t for t in figure.data if t.mode == "lines"]
+    # a best-fit line is drawn exactly for the curves whose fits decided one (measured timings
+    # decide that, so which ones is not asserted; the synthetic test below pins the fit itself)
+    decided = sum(curve.best is not None for c in curves.values() for curve in c.values())
+    assert all((curve.best is None) == (curve.fitted is None) for c in curves.values() for curve in c.values())
+    assert len([t for t in figure.data if t.mode == "lines"]) == decided
 
 
 def test_overlay_figure_draws_each_models_best_fit_in_its_colour():
