@@ -26,6 +26,7 @@ BENCHES: dict[str, str] = {
     "attention": "core.studies.attention:bench",
     "attribution": "core.studies.attribution:bench",
     "pi3": "core.models.pi3.bench:bench",
+    "da3": "core.models.da3.bench:bench",
 }
 
 

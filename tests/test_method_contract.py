@@ -31,6 +31,9 @@ CHEAPEST: dict[str, tuple[list[int], dict]] = {
     "pointe": ([0], {"weights": "random-tiny", "karras_steps": 2}),
     "pi3": ([0, 10], {"weights": "random-tiny"}),
     "pi3x": ([0, 10], {"weights": "random-tiny", "condition_on": "intrinsics+cameras"}),
+    "da3-small": ([0, 10], {"weights": "random-tiny", "process_res": 70}),
+    "da3-base": ([0, 10, 20], {"weights": "random-tiny", "process_res": 70,
+                               "condition_on_scene_cameras": True}),
 }
 
 

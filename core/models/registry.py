@@ -44,6 +44,8 @@ METHOD_MODULES: dict[str, str] = {
     "pointe": "core.models.pointe.method",
     "pi3": "core.models.pi3.method",
     "pi3x": "core.models.pi3.pi3x_method",
+    "da3-small": "core.models.da3.small",
+    "da3-base": "core.models.da3.base",
 }
 
 
