@@ -107,11 +107,11 @@ def normalize(images: np.ndarray) -> torch.Tensor:
 
 def denormalize(x: torch.Tensor) -> np.ndarray:
     """The API's ``processed_images``: ``[S, 3, H, W]`` -> ``uint8 [S, H, W, 3]``,
-    ``uint8(clip(x·std + mean, 0, 1)·255)`` (truncation)."""
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    rgb = torch.clamp(x.float().cpu() * std + mean, 0, 1) * 255
-    return rgb.permute(0, 2, 3, 1).numpy().astype(np.uint8)
+    ``uint8(clip(x·std + mean, 0, 1)·255)`` in float64 (truncation; float32 arithmetic moves
+    about a fifth of the values by one level)."""
+    rgb = x.detach().float().cpu().permute(0, 2, 3, 1).numpy().astype(np.float64)
+    rgb = np.clip(rgb * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN), 0, 1) * 255
+    return rgb.astype(np.uint8)
 
 
 def preprocess_images(images: list[np.ndarray], process_res: int = DEFAULT_PROCESS_RES
