@@ -90,7 +90,7 @@ class DA3Config:
             raise ValueError("embed_dim / num_heads must be a multiple of 4 (2-D RoPE)")
         if self.embed_dim % self.cam_enc_num_heads:
             raise ValueError("embed_dim must be divisible by cam_enc_num_heads")
-        if self.head_features % 2 or self.head_features % 4:
+        if self.head_features % 4:
             raise ValueError("head_features must be a multiple of 4 (UV embedding)")
         if not self.cat_token:
             raise ValueError("only cat_token=True (the any-view checkpoints) is implemented")
