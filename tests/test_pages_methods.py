@@ -49,6 +49,7 @@ def test_generative_page_runs_lrm_random_tiny_and_labels_it(isolated_cache):
 def test_discriminative_page_runs_vggt_random_tiny_with_depth_maps_and_cameras(isolated_cache):
     at = _page("pages/discriminative.py")
     assert any("cannot run" in w.value and "python -m core weights fetch vggt" in w.value for w in at.warning)
+    assert any(c.value == "Checkpoint licence: vggt-1b: CC BY-NC 4.0" for c in at.caption)
     at = _run(at, "discriminative", {"vggt.options.weights": "random-tiny", "vggt.count": 3})
     assert any("random weights" in w.value for w in at.warning)
     charts = [c.proto.spec if hasattr(c, "proto") else "" for c in at.get("plotly_chart")]
@@ -149,8 +150,10 @@ def test_generative_page_runs_pointe_random_tiny_to_4096_coloured_points(isolate
 
 
 @pytest.mark.parametrize("method,label,views", [("dust3r", "DUSt3R", 2), ("dust3r", "DUSt3R", 5),
-                                               ("fast3r", "Fast3R", 2), ("fast3r", "Fast3R", 5)])
-def test_discriminative_page_runs_dust3r_and_fast3r_random_tiny(isolated_cache, method, label, views):
+                                               ("fast3r", "Fast3R", 2), ("fast3r", "Fast3R", 5),
+                                               ("pi3", "π³", 2), ("pi3x", "Pi3X", 2), ("da3-small", "DA3 Small", 2),
+                                               ("da3-base", "DA3 Base", 2)])
+def test_discriminative_page_runs_each_multi_view_method_random_tiny(isolated_cache, method, label, views):
     at = _page("pages/discriminative.py")
     at.selectbox(key="discriminative.method").set_value(label)
     at.run()

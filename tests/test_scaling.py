@@ -202,3 +202,18 @@ def test_cli_prints_points_fits_and_summary(tmp_path):
                              cwd=ROOT, capture_output=True, text=True, timeout=600,
                              env={**__import__("os").environ, "RECONBENCH_WEIGHTS": str(tmp_path / "none")})
     assert refused.returncode == 2 and "weights fetch vggt" in refused.stderr
+
+
+def test_every_multi_view_method_is_in_the_study_and_runs_timing_only(sample_scene, tmp_path):
+    """The study offers every registered multi-view method (read from the registry), and the new
+    feed-forward models run through it on random-tiny weights like VGGT."""
+    from core.models import registry
+
+    assert {"vggt", "fast3r", "dust3r", "pi3", "pi3x", "da3-small", "da3-base"} <= set(scaling.multi_view_methods())
+    store = RunStore(tmp_path)
+    tiny = {name: registry.get(name).parse_options({"weights": "random-tiny"}) for name in ("pi3", "da3-small")}
+    results = scaling.run_studies(sample_scene, tiny, [1, 2], 1, Progress(), store)
+    for name, result in results.items():
+        assert [p.views for p in result.points] == [1, 2] and all(p.seconds > 0 for p in result.points)
+        assert not result.quality_available
+    assert sorted(r.meta["weights_kind"] for r in store.runs("toy")) == ["random-tiny"] * 4

@@ -238,6 +238,9 @@ def method_workbench(family: str) -> None:
     availability = method.availability(options)
     if not availability.ok:
         st.warning(f"{method.label} cannot run with these options: {availability.message()}")
+    licences = method.licences(options)
+    if licences:
+        st.caption("Checkpoint licence: " + "; ".join(licences))
     run_store = store()
     shown_key = f"{family}.shown"
     if submitted and availability.ok:
@@ -276,7 +279,9 @@ def method_workbench(family: str) -> None:
     cols[1].metric("Peak memory", f"{recon.peak_memory_bytes / 2**20:,.0f} MB")
     cols[2].metric("Parameters", f"{recon.parameter_count / 1e6:,.1f} M" if recon.parameter_count else "—")
     cols[3].metric("Points", f"{len(recon.points):,}")
-    st.caption(f"Views {recon.view_ids} on {recon.device}; options: {', '.join(f'{k}={v}' for k, v in recon.options.items())}")
+    st.caption(f"Views {recon.view_ids} on {recon.device}; weights: {recon.weights_kind or 'none'}"
+               + (f" ({'; '.join(recon.extra['licences'])})" if recon.extra.get("licences") else "")
+               + f"; options: {', '.join(f'{k}={v}' for k, v in recon.options.items())}")
 
     images = [scene.images[v] for v in recon.view_ids if 0 <= v < scene.num_views]
     if images:
