@@ -4,7 +4,8 @@
 seeded random weights (no checkpoint needed; the timings are those of the real model, the
 outputs are meaningless), runs one forward pass per view count on the chosen device and
 returns one dict per measurement: views, image size, seconds, peak RSS (process, and increase
-over the loaded model), analytic FLOPs (:mod:`.flops`) and achieved GFLOP/s.
+over the loaded model), analytic FLOPs (:mod:`.flops`), achieved GFLOP/s and its ratio to this
+machine's float32 matmul rate measured in the same run (:func:`core.bench.matmul_gflops`).
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--frames-chunk-size", type=int, default=2)
     parser.add_argument("--heads", nargs="+", default=list(HEADS))
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--matmul-size", type=int, default=2048,
+                        help="side of the reference float32 matmul (best of 3)")
     parser.add_argument("--tiny", action="store_true",
                         help="the fixture's tiny configuration instead of VGGT-1B (tests)")
     return parser.parse_args(argv)
@@ -63,6 +66,9 @@ def bench(argv: list[str] | None = None) -> list[dict]:
     params = sum(p.numel() for p in model.parameters())
     log.info("built VGGT-1B (%d params) with random weights in %.1f s", params, build_s)
     cuda = args.device.startswith("cuda")
+    from core.bench import matmul_gflops
+
+    matmul = matmul_gflops(args.matmul_size, device=args.device)
     results = []
     generator = torch.Generator().manual_seed(0)
     for views in args.views:
@@ -87,6 +93,8 @@ def bench(argv: list[str] | None = None) -> list[dict]:
                 "model_rss_bytes": model_rss - base_rss, "parameters": params,
                 "flops": flops["total"], "flops_by_part": flops,
                 "gflops_per_s": flops["total"] / m.seconds / 1e9,
+                "matmul_gflops_per_s": matmul,
+                "ratio_to_matmul": flops["total"] / m.seconds / 1e9 / matmul,
                 "build_seconds": round(build_s, 2)})
             log.info("%d view(s): %.2f s", views, m.seconds)
     return results
