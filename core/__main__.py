@@ -82,7 +82,8 @@ def cmd_run(args) -> int:
     views = args.views if args.views else list(range(min(scene.num_views, method.max_views or scene.num_views)))
     store = RunStore(args.cache) if args.cache else RunStore()
     try:
-        result = run_method(scene, method.name, views, options, to_stderr(), store)
+        result = run_method(scene, method.name, views, options, to_stderr(), store,
+                            score_random_weights=args.score_random_weights)
     except Stopped:
         raise CliError("stopped; nothing was stored") from None
     recon = result.recon
@@ -207,6 +208,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--views", type=int, nargs="*")
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="set an option by name (same as its flag below)")
+    p.add_argument("--score-random-weights", action="store_true",
+                   help="also score a run with random weights (its scores mean nothing; not scored by default)")
     if method is not None:
         from core import options as option_surface
         from core.models import registry
