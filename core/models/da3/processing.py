@@ -24,6 +24,8 @@ import torch
 from core import geometry
 from core.errors import UserError
 
+from core.models.inputs import check_rgb_image
+
 from .modeling_da3 import IMAGENET_MEAN, IMAGENET_STD
 
 PATCH = 14
@@ -60,20 +62,7 @@ class ImageTransform:
 
 def check_image(image: np.ndarray, index: int) -> np.ndarray:
     """``uint8 [H, W, 3]`` or :class:`DA3ImageError` naming the problem."""
-    image = np.asarray(image)
-    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
-        raise DA3ImageError(f"image {index} is grayscale ({list(image.shape)}); Depth Anything 3 "
-                            "needs RGB HxWx3 images")
-    if image.ndim != 3 or image.shape[2] != 3:
-        what = "RGBA" if image.ndim == 3 and image.shape[2] == 4 else f"shape {list(image.shape)}"
-        raise DA3ImageError(f"image {index} is {what}; Depth Anything 3 needs RGB HxWx3 images "
-                            "(composite RGBA onto a background first)")
-    h, w = image.shape[:2]
-    if h < PATCH or w < PATCH:
-        raise DA3ImageError(f"image {index} is {h}x{w} pixels, under one {PATCH}x{PATCH} patch")
-    if image.dtype != np.uint8:
-        raise DA3ImageError(f"image {index} has dtype {image.dtype}; expected uint8")
-    return image
+    return check_rgb_image(image, index, "Depth Anything 3", PATCH, DA3ImageError)
 
 
 def nearest_multiple(side: int, multiple: int = PATCH) -> int:

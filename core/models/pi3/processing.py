@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from core import geometry
+from core.models.inputs import check_rgb_image
 
 from .modeling_pi3 import Pi3InputError
 
@@ -51,24 +52,7 @@ def target_size(width: int, height: int, pixel_limit: int = PIXEL_LIMIT, patch: 
 
 def check_image(image: np.ndarray, index: int) -> np.ndarray:
     """``uint8 [H, W, 3]`` of a picture, or :class:`Pi3ImageError` naming what is wrong."""
-    image = np.asarray(image)
-    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
-        raise Pi3ImageError(f"image {index} is grayscale ({list(image.shape)}); π³ needs RGB HxWx3 "
-                            "images")
-    if image.ndim != 3 or image.shape[2] != 3:
-        channels = image.shape[2] if image.ndim == 3 else "?"
-        what = "RGBA" if channels == 4 else f"{channels}-channel"
-        raise Pi3ImageError(f"image {index} is {what} ({list(image.shape)}); π³ needs RGB HxWx3 "
-                            "images (composite RGBA onto a background first)")
-    h, w = image.shape[:2]
-    if h < PATCH or w < PATCH:
-        raise Pi3ImageError(f"image {index} is {h}x{w} pixels; π³ needs at least {PATCH}x{PATCH}")
-    if image.dtype != np.uint8:
-        if np.issubdtype(image.dtype, np.floating) and image.min() >= 0 and image.max() <= 1:
-            return np.round(image * 255).astype(np.uint8)
-        raise Pi3ImageError(f"image {index} has dtype {image.dtype}; expected uint8 (or float in "
-                            "[0, 1])")
-    return image
+    return check_rgb_image(image, index, "π³", PATCH, Pi3ImageError)
 
 
 def preprocess_images(images: list[np.ndarray], pixel_limit: int = PIXEL_LIMIT

@@ -36,6 +36,7 @@ from PIL import Image
 
 from core import geometry
 from core.errors import UserError
+from core.models.inputs import check_rgb_image
 
 TARGET_SIZE = 518
 PATCH = 14
@@ -107,26 +108,7 @@ class VGGTImageError(UserError):
 
 
 def _check_image(image: np.ndarray, index: int) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
-        raise VGGTImageError(f"image {index} is grayscale ({list(image.shape)}); VGGT needs RGB "
-                         "HxWx3 images")
-    if image.ndim != 3 or image.shape[2] != 3:
-        channels = image.shape[2] if image.ndim == 3 else "?"
-        what = "RGBA" if channels == 4 else f"{channels}-channel"
-        raise VGGTImageError(f"image {index} is {what} ({list(image.shape)}); VGGT needs RGB HxWx3 "
-                         "images (composite RGBA onto a background first)")
-    h, w = image.shape[:2]
-    if h < PATCH or w < PATCH:
-        raise VGGTImageError(f"image {index} is {h}x{w} pixels; VGGT needs at least "
-                         f"{PATCH}x{PATCH}")
-    if image.dtype != np.uint8:
-        if np.issubdtype(image.dtype, np.floating) and image.min() >= 0 and image.max() <= 1:
-            image = np.round(image * 255).astype(np.uint8)
-        else:
-            raise VGGTImageError(f"image {index} has dtype {image.dtype}; expected uint8 (or float "
-                             "in [0, 1])")
-    return image
+    return check_rgb_image(image, index, "VGGT", PATCH, VGGTImageError)
 
 
 def preprocess_images(images: list[np.ndarray], mode: str = "crop",
