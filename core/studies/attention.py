@@ -334,12 +334,13 @@ def tracking_model(weights: str = "pretrained", checkpoint: str = "vggt-1b", che
     holding the cached model's own tensors (no second copy of the trunk and heads) plus the track
     head's. The track head's weights: the checkpoint's ``track_head.*`` tensors (pretrained), or
     seeded random ones (random-tiny: default init perturbed by N(0, 0.05) like the tiny model;
-    random-full: :func:`core.models.vggt.method.fill_random_`). One tracking model is kept."""
+    random-full: :func:`core.models.random_weights.fill_random_`). One tracking model is kept."""
     import torch
 
     from core.models.vggt import VGGT, TrackHead
     from core.models.vggt.checkpoints import TRACK_PREFIX, materialize_buffers
-    from core.models.vggt.method import CHECKPOINTS, fill_random_
+    from core.models.random_weights import fill_random_
+    from core.models.vggt.method import CHECKPOINTS
 
     base = vggt_model(weights, checkpoint, checkpoint_path)
     key = (id(base), weights, checkpoint, checkpoint_path)

@@ -32,6 +32,7 @@ import torch
 from core import geometry
 from core.data.scene import Reconstruction, Scene
 from core.errors import UserError
+from core.models.random_weights import fill_random_
 from core.models.registry import Method
 from core.models.vggt.processing import point_cloud
 from core.options import (RANDOM_WEIGHTS, WEIGHTS_HELP, DeviceOptions, ObjectMaskOptions,
@@ -97,31 +98,15 @@ def random_tiny_model(seed: int = 0) -> DepthAnything3:
     return model.eval()
 
 
-def fill_random_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Overwrite every parameter in place: LayerScale 1, norm weights 1, biases 0, others
-    N(0, 0.02) seeded by the tensor's name (registration order does not matter)."""
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("gamma"):
-                param.fill_(1.0)
-            elif param.ndim == 1 and name.endswith("weight"):
-                param.fill_(1.0)
-            elif name.endswith("bias"):
-                param.zero_()
-            else:
-                generator = torch.Generator(device=param.device)
-                generator.manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
-                param.normal_(0.0, 0.02, generator=generator)
-    return model
-
-
 def random_full_model(config: DA3Config | None = None, seed: int = 0,
                       device: str = "cpu") -> DepthAnything3:
     """A full-size architecture (default DA3-SMALL) with seeded random weights, built on the
     meta device and filled in place (one copy of the weights)."""
     with torch.device("meta"):
         model = DepthAnything3(config or DA3Config())
-    return fill_random_(model.to_empty(device=device), seed).eval()
+    # DA3's rules: LayerScale starts at 1 and every 1-D weight is a normalisation scale.
+    return fill_random_(model.to_empty(device=device), seed, layer_scale=1.0,
+                        is_norm_weight=lambda name, param: param.ndim == 1 and name.endswith("weight")).eval()
 
 
 class DA3Method(Method):

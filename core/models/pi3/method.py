@@ -84,8 +84,8 @@ def random_tiny_model(variant: str = "pi3", multimodal: bool = True, seed: int =
 
 def random_full_model(config: Pi3Config | None = None, seed: int = 0, device: str = "cpu") -> Pi3:
     """The published architecture with seeded random weights, built on the meta device and filled
-    in place (one copy of the weights; see :func:`core.models.vggt.method.fill_random_`)."""
-    from core.models.vggt.method import fill_random_
+    in place (one copy of the weights; see :func:`core.models.random_weights.fill_random_`)."""
+    from core.models.random_weights import fill_random_
 
     with torch.device("meta"):
         model = Pi3(config or Pi3Config())

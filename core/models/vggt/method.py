@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import zlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 from core import geometry
+from core.models.random_weights import fill_random_
 from core.models.registry import Method
 from core.options import (RANDOM_WEIGHTS, WEIGHTS_HELP, DeviceOptions, ObjectMaskOptions,
                           option)
@@ -66,25 +66,6 @@ def random_tiny_model(seed: int = 0) -> VGGT:
         for param in model.parameters():
             param.add_(torch.randn(param.shape, generator=generator) * 0.05)
     return model.eval()
-
-
-def fill_random_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Overwrite every parameter in place: LayerScale 0.01, norm weights 1, biases 0, others
-    N(0, 0.02). Each tensor's draw is seeded by its name, so two models with the same
-    parameter names get identical weights whatever their registration order."""
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("gamma"):
-                param.fill_(0.01)
-            elif "norm" in name and name.endswith("weight"):
-                param.fill_(1.0)
-            elif name.endswith("bias"):
-                param.zero_()
-            else:
-                generator = torch.Generator(device=param.device)
-                generator.manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
-                param.normal_(0.0, 0.02, generator=generator)
-    return model
 
 
 def random_full_model(config: VGGTConfig | None = None, seed: int = 0,
