@@ -59,6 +59,16 @@ class CroCoNetworkMethod(Method):
         """Network input long side in pixels: ``image_size``, or :data:`TINY_SIZE` for random-tiny."""
         return TINY_SIZE if options.weights == "random-tiny" else int(options.image_size)
 
+    def network_config(self, options):
+        """The configuration the options load (``config_cls.tiny()`` for random-tiny)."""
+        return self.config_cls.tiny() if options.weights == "random-tiny" else self.config_cls()
+
+    def network_hw(self, options, height: int, width: int) -> tuple[int, int]:
+        """Network input ``(h, w)`` pixels for pictures of ``height x width`` (:func:`prepare_image`'s
+        resize and crop)."""
+        tensor, _ = prepare_image(np.zeros((int(height), int(width), 3), np.uint8), size=self.input_size(options))
+        return int(tensor.shape[1]), int(tensor.shape[2])
+
 
 def load_network(model_cls, config_cls, checkpoint: Checkpoint, weights: str, checkpoint_path: str = "",
                  device: str = "cpu") -> torch.nn.Module:

@@ -130,6 +130,16 @@ class DA3Method(Method):
             return random_full_model(VARIANTS[self.variant][2](), device=device)
         return load_pretrained(self.variant, options.checkpoint_path, device)
 
+    def flops(self, options: DA3Options, n_views: int, height: int, width: int) -> float:
+        """FLOPs of one forward (:func:`.flops.da3_flops`) of the configuration the options load,
+        on ``n_views`` pictures of ``height x width`` pixels after the ``process_res`` resize."""
+        from .flops import da3_flops
+
+        config = DA3Config.tiny() if options.weights == "random-tiny" else VARIANTS[self.variant][2]()
+        x, _ = preprocess_images([np.zeros((int(height), int(width), 3), np.uint8)], options.process_res)
+        return da3_flops(int(n_views), int(x.shape[-2]), int(x.shape[-1]), config,
+                         with_cameras=bool(options.condition_on_scene_cameras))["total"]
+
     def predict(self, model: DepthAnything3, scene: Scene, view_ids: list[int],
                 options: DA3Options, progress: Progress, device: str) -> Reconstruction:
         """Cameras (OpenCV ``cam_from_world [V,4,4]`` in the first view's frame, intrinsics in

@@ -74,6 +74,24 @@ class DUSt3RMethod(CroCoNetworkMethod):
     config_cls = DUSt3RConfig
     checkpoint = CHECKPOINT
 
+    def pairs(self, n_views: int, options: DUSt3ROptions) -> list[tuple[int, int]]:
+        """The ordered pairs :meth:`predict` evaluates for ``n_views`` views."""
+        if n_views == 1:
+            return [(0, 0)]
+        if n_views == 2:
+            return [(0, 1), (1, 0)]
+        return make_pairs(n_views, options.scene_graph, symmetrize=True)
+
+    def flops(self, options: DUSt3ROptions, n_views: int, height: int, width: int) -> float:
+        """Network FLOPs (:func:`.flops.dust3r_flops`): one encoder pass per distinct view, decoders
+        and heads per ordered pair of the scene graph, at the network input size."""
+        from .flops import dust3r_flops
+
+        pairs = self.pairs(int(n_views), options)
+        h, w = self.network_hw(options, height, width)
+        return dust3r_flops(len({i for pair in pairs for i in pair}), len(pairs), h, w,
+                            self.network_config(options))["total"]
+
     def predict(self, model: DUSt3R, scene: Scene, view_ids: list[int], options: DUSt3ROptions,
                 progress: Progress, device: str) -> Reconstruction:
         """Cameras (OpenCV ``cam_from_world [V,4,4]``, intrinsics in the scene's pixels), depth
@@ -91,13 +109,9 @@ class DUSt3RMethod(CroCoNetworkMethod):
         images = [img.to(device) for img in images]
         n = len(images)
         h, w = images[0].shape[-2:]
+        pairs = self.pairs(n, options)
         if n == 1:
-            pairs = [(0, 0)]
             notes.append("single view: the image is paired with itself, as the authors do")
-        elif n == 2:
-            pairs = [(0, 1), (1, 0)]
-        else:
-            pairs = make_pairs(n, options.scene_graph, symmetrize=True)
         progress.check()
         started = time.perf_counter()
         pred = predict_pairs(model, images, pairs, batch_size=options.batch_size,

@@ -65,6 +65,13 @@ class Fast3RMethod(CroCoNetworkMethod):
     config_cls = Fast3RConfig
     checkpoint = CHECKPOINT
 
+    def flops(self, options: Fast3ROptions, n_views: int, height: int, width: int) -> float:
+        """Network FLOPs of one forward (:func:`.flops.fast3r_flops`) at the network input size."""
+        from .flops import fast3r_flops
+
+        h, w = self.network_hw(options, height, width)
+        return fast3r_flops(int(n_views), h, w, self.network_config(options))["total"]
+
     def predict(self, model: Fast3R, scene: Scene, view_ids: list[int], options: Fast3ROptions,
                 progress: Progress, device: str) -> Reconstruction:
         """Point maps ``[V,h,w,3]``, depth ``[V,h,w]`` (local z times the local-to-global scale),

@@ -1,0 +1,103 @@
+"""Analytic FLOP models (each method's ``flops`` hook and the per-stage models behind it) against
+PyTorch's FLOP counter on the tiny configurations.
+
+``torch.utils.flop_counter.FlopCounterMode`` counts matrix products, convolutions (plain and
+transposed) and, with the math attention backend, attention's two batched matmuls: exactly what
+the analytic models count (2 FLOPs per multiply-accumulate). The element-wise work both leave
+out (norms, softmax, GELU, RoPE, upsampling) is the same on both sides, so the counts must be
+equal; the only approximate comparison is DA3's, whose model leaves out its reference-view
+similarity and 4x4 pose products (< 1e-5 of the total, see tests/test_da3_method.py).
+VGGT's and π³'s models are checked in their own test files (test_vggt_model.py,
+test_pi3_model.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from core.models import registry
+
+
+def counted(fn) -> int:
+    """FLOPs torch's counter sees in ``fn()`` (no autograd, math attention)."""
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def test_dust3r_encode_once_inference_costs_what_its_flop_hook_says():
+    """The hook counts one encoder pass per distinct view and decoders + heads per ordered pair:
+    checked on the encode-once inference itself for 1, 2 and 3 views (3 views: 6 pairs, 3
+    encodings), on landscape and portrait pictures (odd token grids included)."""
+    from core.models.dust3r.inference import predict_pairs
+
+    method = registry.get("dust3r")
+    options = method.parse_options({"weights": "random-tiny"})
+    model = method.load(options, "cpu")
+    for n, height, width in ((1, 30, 40), (2, 30, 40), (3, 40, 30), (3, 50, 90)):
+        h, w = method.network_hw(options, height, width)
+        images = [torch.rand(3, h, w) * 2 - 1 for _ in range(n)]
+        pairs = method.pairs(n, options)
+        flops = counted(lambda: predict_pairs(model, images, pairs, batch_size=2))
+        assert method.flops(options, n, height, width) == flops
+
+
+def test_dust3r_reference_forward_matches_the_per_stage_model():
+    """The reference forward (both images of every pair encoded) against ``dust3r_flops`` with
+    ``encoder_passes = 2 * pairs``; the encoder share is what encode-once saves."""
+    from core.models.dust3r.config import DUSt3RConfig
+    from core.models.dust3r.flops import dust3r_flops
+    from core.models.dust3r.modeling_dust3r import DUSt3R
+
+    config = DUSt3RConfig.tiny()
+    torch.manual_seed(0)
+    model = DUSt3R(config).eval()
+    for batch, h, w in ((2, 48, 64), (1, 80, 48)):
+        flops = counted(lambda: model(torch.rand(batch, 3, h, w), torch.rand(batch, 3, h, w)))
+        stages = dust3r_flops(2 * batch, batch, h, w, config)
+        assert stages["total"] == flops
+        assert stages["encoder"] == pytest.approx(
+            2 * batch * dust3r_flops(1, 0, h, w, config)["encoder"])
+
+
+def test_fast3r_forward_matches_its_flop_model_and_hook():
+    from core.models.fast3r.flops import fast3r_flops
+
+    method = registry.get("fast3r")
+    options = method.parse_options({"weights": "random-tiny"})
+    model = method.load(options, "cpu")
+    config = method.network_config(options)
+    for views, h, w in ((1, 48, 64), (3, 80, 48)):
+        flops = counted(lambda: model([torch.rand(1, 3, h, w) for _ in range(views)]))
+        assert fast3r_flops(views, h, w, config)["total"] == flops
+    hook_h, hook_w = method.network_hw(options, 30, 40)
+    assert method.flops(options, 2, 30, 40) == fast3r_flops(2, hook_h, hook_w, config)["total"]
+    # the fusion attention is the only quadratic term: 4x for twice the views at one size
+    big = fast3r_flops(8, 384, 512)
+    assert big["fusion_attention"] == pytest.approx(4 * fast3r_flops(4, 384, 512)["fusion_attention"])
+    assert big["encoder"] == pytest.approx(2 * fast3r_flops(4, 384, 512)["encoder"])
+
+
+@pytest.mark.parametrize("name", ["da3-small", "da3-base"])
+def test_da3_hook_counts_the_forward_at_the_processed_size(name):
+    from core.models.da3.processing import preprocess_images
+
+    method = registry.get(name)
+    options = method.parse_options({"weights": "random-tiny", "process_res": 70})
+    model = method.load(options, "cpu")
+    pictures = [np.zeros((60, 90, 3), np.uint8)] * 2
+    x, _ = preprocess_images(pictures, options.process_res)
+    flops = counted(lambda: model(x[None], export_feat_layers=()))
+    assert method.flops(options, 2, 60, 90) == pytest.approx(flops, rel=1e-5)
+
+
+def test_every_learned_multi_view_method_has_a_flop_model():
+    """The roofline bench and the scaling study need one; methods without (Point-E, LRM, LMNet,
+    combined, shape) are single-view generators benchmarked per stage by their own benches."""
+    for name in ("vggt", "pi3", "pi3x", "da3-small", "da3-base", "dust3r", "fast3r"):
+        method = registry.get(name)
+        options = method.parse_options({"weights": "random-tiny"})
+        assert method.flops(options, 2, 64, 64) > 0, name
