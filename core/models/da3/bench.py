@@ -11,14 +11,13 @@ and its ratio to the matmul rate.
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import time
 
 import psutil
 import torch
 
-from core.profiling import measure
+from core.models.feedforward_bench import forward_row
 
 from .config import DA3Config
 from .flops import da3_flops
@@ -66,29 +65,17 @@ def bench(argv: list[str] | None = None) -> list[dict]:
     model_rss = process.memory_info().rss
     params = sum(p.numel() for p in model.parameters())
     matmul_rate = matmul_gflops(args.matmul_size, device=args.device)
-    cuda = args.device.startswith("cuda")
     generator = torch.Generator().manual_seed(0)
     results = []
     for views in args.views:
         images = torch.randn(1, views, 3, height, width, generator=generator).to(args.device)
         flops = da3_flops(views, height, width, model.config)
         for repeat in range(args.repeats):
-            gc.collect()
-            with torch.inference_mode(), measure(cuda=cuda) as m:
-                out = model(images, export_feat_layers=())
-                if cuda:
-                    torch.cuda.synchronize()
-            del out
-            achieved = flops["total"] / m.seconds / 1e9
-            results.append({
-                "method": f"da3-{args.variant}", "weights": args.weights, "note": NOTE,
-                "views": views, "height": height, "width": width, "repeat": repeat,
-                "device": args.device, "threads": torch.get_num_threads(), "dtype": "float32",
-                "seconds": m.seconds, "peak_rss_bytes": m.peak_rss_bytes,
-                "peak_rss_over_model_bytes": m.peak_rss_bytes - model_rss,
-                "peak_cuda_bytes": m.peak_cuda_bytes, "model_rss_bytes": model_rss - base_rss,
-                "parameters": params, "flops": flops["total"], "flops_by_part": flops,
-                "gflops_per_s": achieved, "matmul_gflops_per_s": matmul_rate,
-                "ratio_to_matmul": achieved / matmul_rate, "build_seconds": round(build_s, 2)})
-            log.info("%d view(s): %.2f s, %.1f GFLOP/s", views, m.seconds, achieved)
+            row = forward_row(lambda: model(images, export_feat_layers=()), flops, matmul_rate,
+                              model_rss, args.device, method=f"da3-{args.variant}",
+                              weights=args.weights, note=NOTE, views=views, height=height,
+                              width=width, repeat=repeat, model_rss_bytes=model_rss - base_rss,
+                              parameters=params, build_seconds=round(build_s, 2))
+            results.append(row)
+            log.info("%d view(s): %.2f s, %.1f GFLOP/s", views, row["seconds"], row["gflops_per_s"])
     return results

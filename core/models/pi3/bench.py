@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import logging
 import time
 
 import psutil
 import torch
 
-from core.profiling import measure
+from core.models.feedforward_bench import forward_row
 
 from .config import VARIANTS, Pi3Config
 from .flops import pi3_flops
@@ -68,7 +67,6 @@ def bench(argv: list[str] | None = None) -> list[dict]:
     matmul = matmul_gflops(args.matmul_size, device=args.device)
     log.info("built %s (%d params) in %.1f s; matmul %.1f GFLOP/s", args.variant, params, build_s,
              matmul)
-    cuda = args.device.startswith("cuda")
     note = (f"random weights ({args.variant}, {'tiny test configuration' if args.weights == 'random-tiny' else 'published architecture'}): "
             "timings are real, outputs are meaningless")
     results = []
@@ -77,22 +75,11 @@ def bench(argv: list[str] | None = None) -> list[dict]:
         images = torch.rand(1, views, 3, height, width, generator=generator).to(args.device)
         flops = pi3_flops(views, height, width, config)
         for repeat in range(args.repeats):
-            gc.collect()
-            with torch.inference_mode(), measure(cuda=cuda) as m:
-                out = model(images)
-                if cuda:
-                    torch.cuda.synchronize()
-            del out
-            achieved = flops["total"] / m.seconds / 1e9
-            results.append({
-                "method": args.variant, "note": note, "weights": args.weights, "views": views,
-                "height": height, "width": width, "repeat": repeat, "device": args.device,
-                "threads": torch.get_num_threads(), "dtype": "float32", "seconds": m.seconds,
-                "peak_rss_bytes": m.peak_rss_bytes,
-                "peak_rss_over_model_bytes": m.peak_rss_bytes - model_rss,
-                "peak_cuda_bytes": m.peak_cuda_bytes, "model_rss_bytes": model_rss - base_rss,
-                "parameters": params, "flops": flops["total"], "flops_by_part": flops,
-                "gflops_per_s": achieved, "matmul_gflops_per_s": matmul,
-                "ratio_to_matmul": achieved / matmul, "build_seconds": round(build_s, 2)})
-            log.info("%d view(s): %.2f s, %.1f GFLOP/s", views, m.seconds, achieved)
+            row = forward_row(lambda: model(images), flops, matmul, model_rss, args.device,
+                              method=args.variant, note=note, weights=args.weights, views=views,
+                              height=height, width=width, repeat=repeat,
+                              model_rss_bytes=model_rss - base_rss, parameters=params,
+                              build_seconds=round(build_s, 2))
+            results.append(row)
+            log.info("%d view(s): %.2f s, %.1f GFLOP/s", views, row["seconds"], row["gflops_per_s"])
     return results

@@ -10,14 +10,13 @@ machine's float32 matmul rate measured in the same run (:func:`core.bench.matmul
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import time
 
 import psutil
 import torch
 
-from core.profiling import measure
+from core.models.feedforward_bench import forward_row
 
 from .config import VGGTConfig
 from .flops import vggt_flops
@@ -65,36 +64,22 @@ def bench(argv: list[str] | None = None) -> list[dict]:
     model_rss = process.memory_info().rss
     params = sum(p.numel() for p in model.parameters())
     log.info("built VGGT-1B (%d params) with random weights in %.1f s", params, build_s)
-    cuda = args.device.startswith("cuda")
     from core.bench import matmul_gflops
 
     matmul = matmul_gflops(args.matmul_size, device=args.device)
     results = []
     generator = torch.Generator().manual_seed(0)
+    note = NOTE if not args.tiny else NOTE.replace("VGGT-1B architecture", "tiny test configuration")
     for views in args.views:
         images = torch.rand(views, 3, height, width, generator=generator).to(args.device)
+        flops = vggt_flops(views, height, width, model.config, args.heads)
         for repeat in range(args.repeats):
-            gc.collect()
-            with torch.inference_mode(), measure(cuda=cuda) as m:
-                out = model(images, heads=args.heads, frames_chunk_size=args.frames_chunk_size)
-                if cuda:
-                    torch.cuda.synchronize()
-            del out
-            flops = vggt_flops(views, height, width, model.config, args.heads)
-            results.append({
-                "method": "vggt", "note": NOTE if not args.tiny else NOTE.replace(
-                    "VGGT-1B architecture", "tiny test configuration"), "views": views, "height": height,
-                "width": width, "repeat": repeat, "device": args.device,
-                "threads": torch.get_num_threads(), "dtype": "float32",
-                "heads": list(args.heads), "seconds": m.seconds,
-                "peak_rss_bytes": m.peak_rss_bytes,
-                "peak_rss_over_model_bytes": m.peak_rss_bytes - model_rss,
-                "peak_cuda_bytes": m.peak_cuda_bytes,
-                "model_rss_bytes": model_rss - base_rss, "parameters": params,
-                "flops": flops["total"], "flops_by_part": flops,
-                "gflops_per_s": flops["total"] / m.seconds / 1e9,
-                "matmul_gflops_per_s": matmul,
-                "ratio_to_matmul": flops["total"] / m.seconds / 1e9 / matmul,
-                "build_seconds": round(build_s, 2)})
-            log.info("%d view(s): %.2f s", views, m.seconds)
+            row = forward_row(
+                lambda: model(images, heads=args.heads, frames_chunk_size=args.frames_chunk_size),
+                flops, matmul, model_rss, args.device, method="vggt", note=note, views=views,
+                height=height, width=width, repeat=repeat, heads=list(args.heads),
+                model_rss_bytes=model_rss - base_rss, parameters=params,
+                build_seconds=round(build_s, 2))
+            results.append(row)
+            log.info("%d view(s): %.2f s", views, row["seconds"])
     return results
