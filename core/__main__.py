@@ -34,6 +34,8 @@ COMMAND_MODULES: list[str] = [
     "core.models.lmnet.cli",
     "core.data.datasets.cli",
     "core.studies.benchmarks",
+    "core.jobs.cli",
+    "core.export.cli",
 ]
 
 
@@ -59,6 +61,17 @@ def cmd_evaluate(args) -> int:
         raise CliError(f"no such file: {path}")
     options = option_surface.from_namespace(metrics.EvaluationOptions, args)
     store = RunStore(args.cache) if args.cache else RunStore()
+    from core.jobs import cli as jobs_cli
+
+    if not jobs_cli.inline(args):
+        from core.jobs.client import evaluate_spec
+
+        spec = evaluate_spec(scene, args.scene, path.read_bytes(), path.name, args.views, options, store,
+                             owner=args.owner)
+        result = jobs_cli.submit_and_follow(spec, args)
+        if result is not None:
+            print(to_json(result["evaluation"]))
+        return 0
     try:
         result, _ = import_file(scene, path.read_bytes(), path.name, args.views, store=store, options=options,
                                 progress=to_stderr() if args.verbose else None)
@@ -81,6 +94,20 @@ def cmd_run(args) -> int:
     method.check_options(options)
     views = args.views if args.views else list(range(min(scene.num_views, method.max_views or scene.num_views)))
     store = RunStore(args.cache) if args.cache else RunStore()
+    from core.jobs import cli as jobs_cli
+
+    if not jobs_cli.inline(args):
+        from core.jobs.client import run_spec
+
+        spec = run_spec(scene, args.scene, method.name, views, options, store, owner=args.owner,
+                        score_random_weights=args.score_random_weights)
+        result = jobs_cli.submit_and_follow(spec, args)
+        if result is not None:
+            result["path"] = str(store.root / result.pop("run_dir"))
+            for key in ("scene", "model_was_warm", "worker"):
+                result.pop(key, None)
+            print(to_json(result))
+        return 0
     try:
         result = run_method(scene, method.name, views, options, to_stderr(), store,
                             score_random_weights=args.score_random_weights)
@@ -197,6 +224,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     co3d_pose.add_arguments(p)
 
     option_surface.add_arguments(p, EvaluationOptions, "evaluation options")
+    from core.jobs.cli import add_job_flags
+
+    add_job_flags(p)
     p.set_defaults(func=cmd_evaluate)
 
     method = _run_method_name(argv)
@@ -210,6 +240,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help="set an option by name (same as its flag below)")
     p.add_argument("--score-random-weights", action="store_true",
                    help="also score a run with random weights (its scores mean nothing; not scored by default)")
+    from core.jobs.cli import add_job_flags
+
+    add_job_flags(p)
     if method is not None:
         from core import options as option_surface
         from core.models import registry

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -9,6 +10,9 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Tests compute in-process unless they test jobs on Ray (tests/test_jobs*.py set "ray"): a local Ray
+# per test would cost seconds each. Subprocesses (CLI tests) inherit this.
+os.environ.setdefault("RECONBENCH_EXECUTOR", "inline")
 sys.path.insert(0, str(ROOT))
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SAMPLE = ROOT / "sample_data" / "toy"

@@ -64,6 +64,7 @@ class Availability:
     ok: bool
     missing: str = ""
     fix_command: str = ""
+    details: tuple[str, ...] = ()      # one line per missing file or model, for a page's list
 
     def message(self) -> str:
         if self.ok:
@@ -80,16 +81,30 @@ def checkpoint_availability(checkpoint, explicit_path: str = "") -> Availability
     try:
         weights.resolve(checkpoint, explicit_path or None)
     except weights.MissingWeights as error:
-        return Availability(False, str(error), checkpoint.fetch_command)
+        if explicit_path:
+            return Availability(False, str(error), checkpoint.fetch_command, (str(error),))
+        where = checkpoint.repo_id or checkpoint.url or "its publisher"
+        size = f", {checkpoint.size_mb:,.0f} MB" if checkpoint.size_mb else ""
+        line = f"{checkpoint.description or checkpoint.key}: {checkpoint.filename} ({where}{size})"
+        return Availability(False, str(error), checkpoint.fetch_command, (line,))
     return Availability(True)
 
 
 def all_available(*results: Availability) -> Availability:
-    """The first missing piece of several (or ready when all are)."""
-    for result in results:
-        if not result.ok:
-            return result
-    return Availability(True)
+    """Ready when all are; else every missing piece (``details``: one line each) with one fetch
+    command naming every key (``python -m core weights fetch A B``)."""
+    missing = [result for result in results if not result.ok]
+    if not missing:
+        return Availability(True)
+    if len(missing) == 1:
+        only = missing[0]
+        return dataclasses.replace(only, details=only.details or (only.missing,))
+    prefix = "python -m core weights fetch "
+    keys = [key for result in missing if result.fix_command.startswith(prefix)
+            for key in result.fix_command[len(prefix):].split()]
+    fix = prefix + " ".join(dict.fromkeys(keys)) if keys else ""
+    return Availability(False, " ".join(result.missing for result in missing), fix,
+                        tuple(line for result in missing for line in (result.details or (result.missing,))))
 
 
 class Method(abc.ABC):
@@ -106,6 +121,8 @@ class Method(abc.ABC):
             Checkpoint states its licence.
         min_views / max_views: accepted number of input views (None = unbounded).
         description: one paragraph for the page.
+        label_options: names of the options whose values tell this method's stored runs apart
+            in lists and the leaderboard (variant, checkpoint, prompt); see :func:`run_label`.
     """
 
     name: ClassVar[str]
@@ -116,6 +133,7 @@ class Method(abc.ABC):
     min_views: ClassVar[int] = 1
     max_views: ClassVar[int | None] = None
     description: ClassVar[str] = ""
+    label_options: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ declarations
     def default_options(self) -> Any:
@@ -181,6 +199,17 @@ class Method(abc.ABC):
             return 0
         return int(sum(p.numel() * p.element_size() for p in parameters()))
 
+    def resources(self, options, gpus_in_cluster: float = 0.0) -> dict:
+        """What one run with ``options`` asks Ray for: ``{"num_cpus", "num_gpus", "memory"}``
+        (memory in bytes, None = not declared), so a cluster queues what does not fit.
+
+        Default: one CPU; one GPU when the device option is ``cuda``, or ``auto`` on a cluster
+        that has GPUs (Ray hides the GPUs from a task that asked for none). A method whose
+        model is large overrides this with its memory."""
+        device = getattr(options, "device", None)
+        wants_gpu = device == "cuda" or (device == "auto" and gpus_in_cluster > 0)
+        return {"num_cpus": 1, "num_gpus": 1 if wants_gpu else 0, "memory": None}
+
     def flops(self, options, n_views: int, height: int, width: int) -> float | None:
         """Analytic FLOPs of one forward pass with ``options`` on ``n_views`` pictures of
         ``height x width`` pixels (the input pictures' size, before the method's own
@@ -188,6 +217,13 @@ class Method(abc.ABC):
         heads they run. None (the default): the method has no FLOP model. The view-count scaling
         study fits ``a·FLOPs(n) + b`` to time and memory with it."""
         return None
+
+    def alignment_work(self, options, n_views: int, height: int, width: int) -> tuple[float, float]:
+        """``(iterations, units)`` of an iterative stage after the network (``(0, 0)``: none), which
+        the cost estimate (:mod:`core.studies.cost`) prices as a fixed cost per iteration plus a
+        cost per unit, from stored runs' ``extra["alignment_seconds"]``. DUSt3R: its global
+        alignment's iterations, and iterations x edges x network pixels per view."""
+        return 0.0, 0.0
 
     # ------------------------------------------------------------------ the two steps
     @abc.abstractmethod
@@ -210,18 +246,9 @@ class Method(abc.ABC):
         return parsed
 
     def check_views(self, view_ids: list[int], num_views: int | None = None) -> list[int]:
-        """``view_ids`` as ints, refusing out-of-range, duplicate or too few/many views."""
-        try:
-            ids = [int(v) for v in view_ids]
-        except (TypeError, ValueError):
-            raise UserError(f"view ids must be integers; got {list(view_ids)!r}") from None
-        if num_views is not None:
-            bad = [v for v in ids if not 0 <= v < num_views]
-            if bad:
-                raise UserError(f"view ids must be in 0..{num_views - 1}; got {bad}")
-        duplicates = sorted({v for v in ids if ids.count(v) > 1})
-        if duplicates:
-            raise UserError(f"view ids must be distinct; {duplicates} repeated")
+        """``view_ids`` as ints, refusing out-of-range, duplicate or too few/many views
+        (:func:`check_view_ids`, then this method's own bounds)."""
+        ids = check_view_ids(view_ids, num_views)
         if len(ids) < self.min_views:
             raise UserError(f"{self.label} needs at least {self.min_views} view(s); got {len(ids)}")
         if self.max_views is not None and len(ids) > self.max_views:
@@ -231,6 +258,28 @@ class Method(abc.ABC):
     def licences(self, options) -> list[str]:
         """Licence of each checkpoint the options load."""
         return [f"{c.key}: {c.licence}" for c in self.checkpoints(options)]
+
+
+def check_view_ids(view_ids, num_views: int | None = None) -> list[int]:
+    """``view_ids`` as ints; raises UserError for non-integers, ids outside ``0..num_views-1``,
+    repeated ids, and more ids than :data:`core.limits.VIEWS` allows."""
+    from core import limits
+
+    try:
+        ids = [int(v) for v in view_ids]
+        if any(float(v) != i for v, i in zip(view_ids, ids)):
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"view ids must be integers; got {list(view_ids)!r}") from None
+    limits.VIEWS.check(len(ids), "view ids")
+    if num_views is not None:
+        bad = [v for v in ids if not 0 <= v < num_views]
+        if bad:
+            raise UserError(f"view ids must be in 0..{num_views - 1}; got {bad}")
+    duplicates = sorted({v for v in ids if ids.count(v) > 1})
+    if duplicates:
+        raise UserError(f"view ids must be distinct; {duplicates} repeated")
+    return ids
 
 
 _loaded: dict[str, Method] = {}
@@ -251,6 +300,48 @@ def names(family: str | None = None) -> list[str]:
     if family is not None:
         out = [n for n in out if get(n).family == family]
     return out
+
+
+def run_label(method: str, meta: dict) -> str:
+    """The display label of a stored run, e.g. ``"3D-LMNet · dgcnn · trained-here"``.
+
+    Args:
+        method: the run's method name (registry key, ``imported``, or an unregistered name).
+        meta: its ``meta.json`` (``options``, ``weights_kind``).
+    Returns:
+        The method's label, the values of its ``label_options`` that are set, then the weights
+        kind; an imported run reads ``"Imported · <file name>"``; an unregistered method its name.
+    """
+    options = meta.get("options") or {}
+    if method == "imported":
+        return f"Imported · {options.get('file') or 'file'}"
+    if method in METHOD_MODULES:
+        found = get(method)
+        parts = [found.label] + [str(options[name]) for name in found.label_options
+                                 if options.get(name) not in (None, "")]
+    else:
+        parts = [method]
+    if meta.get("weights_kind"):
+        parts.append(str(meta["weights_kind"]))
+    return " · ".join(parts)
+
+
+def default_weights(method: Method) -> str | None:
+    """The best weights choice that is actually available here: the first non-random choice
+    (``pretrained``, ``shipped``, ``trained-here``, in the options' declared order) whose
+    checkpoints resolve, else ``random-tiny``; None when the method has no ``weights`` option."""
+    spec = next((s for s in opts.specs(method.options_type) if s.name == "weights"), None)
+    if spec is None:
+        return None
+    for choice in spec.choices:
+        if choice in opts.RANDOM_WEIGHTS:
+            continue
+        try:
+            if method.availability(method.parse_options({"weights": choice})).ok:
+                return choice
+        except UserError:
+            continue
+    return "random-tiny" if "random-tiny" in spec.choices else spec.default
 
 
 def options_dict(options) -> dict:
