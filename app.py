@@ -10,6 +10,7 @@ st.set_page_config(page_title="ReconBench", page_icon="🧸", layout="wide")
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
     st.Page("pages/dataset.py", title="Dataset", icon=":material/photo_camera:"),
     st.Page("pages/combined.py", title="Combined pipeline", icon=":material/extension:"),
     st.Page("pages/discriminative.py", title="Discriminative", icon=":material/view_in_ar:"),

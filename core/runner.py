@@ -9,11 +9,11 @@ optionally scored, and stored atomically. Nothing is written unless the step suc
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 
 from core import options as opts
+from core.data.fingerprint import ground_truth_fingerprint
 from core.data.importers import read_reconstruction
 from core.data.scene import Reconstruction, Scene
 from core.errors import UserError
@@ -22,7 +22,7 @@ from core.eval.scores import Scores, ScoresFormatError, threshold_key
 from core.models import model_cache, registry
 from core.profiling import measure
 from core.progress import Progress, silent
-from core.store.cache import RunStore, run_key
+from core.store.cache import DamagedRun, RunStore, run_key
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +115,23 @@ def execute(method: registry.Method, scene: Scene, view_ids, options=None,
 
 
 def key_for(scene: Scene, method: registry.Method, view_ids: list[int], options) -> str:
+    """The run key: method, version, options, views, the views' pixels and the scene's
+    ground-truth fingerprint (a new ground truth never answers with an old score)."""
     return run_key(method.name, method.version, opts.as_dict(options), view_ids,
-                   [scene.images[i] for i in view_ids])
+                   [scene.images[i] for i in view_ids], ground_truth_fingerprint(scene))
+
+
+def _stored(store: RunStore, scene: str, method: str, key: str) -> tuple[Reconstruction, dict | None] | None:
+    """A stored run and its default evaluation, or None when absent or damaged (a damaged
+    folder is removed, so that the caller computes and stores it again)."""
+    if not store.has(scene, method, key):
+        return None
+    try:
+        return store.load_run(scene, method, key)
+    except DamagedRun as error:
+        log.warning("stored run %s/%s/%s is damaged (%s); computing it again", scene, method, key, error)
+        store.discard(scene, method, key)
+        return None
 
 
 def run_method(scene: Scene, method_name: str, view_ids: list[int], options=None,
@@ -133,11 +148,11 @@ def run_method(scene: Scene, method_name: str, view_ids: list[int], options=None
     store = store or RunStore()
     progress = progress or silent()
     key = key_for(scene, method, view_ids, options)
-    if store.has(scene.name, method.name, key):
-        record = store.load(scene.name, method.name, key)
-        return RunResult(record, scene.name, method.name, key, cached=True,
-                         evaluation=_stored_evaluation(store, scene.name, method.name, key))
+    stored = _stored(store, scene.name, method.name, key)
+    if stored is not None:
+        return RunResult(stored[0], scene.name, method.name, key, cached=True, evaluation=stored[1])
     recon = execute(method, scene, view_ids, options, progress.sub(0.0, 0.9))
+    recon.extra["ground_truth"] = ground_truth_fingerprint(scene)
     evaluation = None
     wanted = evaluate and (score_random_weights or not is_random(recon))
     if wanted and scene.has_ground_truth:
@@ -149,9 +164,13 @@ def run_method(scene: Scene, method_name: str, view_ids: list[int], options=None
     return RunResult(recon, scene.name, method.name, key, cached=False, evaluation=evaluation)
 
 
-def _stored_evaluation(store: RunStore, scene: str, method: str, key: str) -> dict | None:
-    path = store.run_dir(scene, method, key) / "evaluation.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+def evaluation_options_dict(options: metrics.EvaluationOptions | None) -> dict | None:
+    """None for the default evaluation options (the stored ``evaluation.json``), else the
+    options as a dict (a separate stored evaluation, see :func:`core.store.cache.evaluation_variant`)."""
+    if options is None:
+        return None
+    values = opts.as_dict(options)
+    return None if values == opts.as_dict(metrics.EvaluationOptions()) else values
 
 
 def import_file(scene: Scene, data: bytes, file_name: str, view_ids: list[int] | None = None,
@@ -164,11 +183,15 @@ def import_file(scene: Scene, data: bytes, file_name: str, view_ids: list[int] |
     the store untouched.
     """
     store = store or RunStore()
+    if view_ids is not None:
+        view_ids = registry.check_view_ids(view_ids, scene.num_views)
     recon = read_reconstruction(data, file_name, view_ids)
     evaluation = metrics.evaluate(scene, recon, options, progress=progress)
+    fingerprint = ground_truth_fingerprint(scene)
+    recon.extra["ground_truth"] = fingerprint
     key = run_key("imported", recon.version, {"sha256": recon.options["sha256"], "views": view_ids},
-                  [], [])
-    store.save(scene.name, key, recon, evaluation.scores)
+                  [], [], fingerprint)
+    store.save(scene.name, key, recon, evaluation.scores, evaluation_options_dict(options))
     return RunResult(recon, scene.name, "imported", key, cached=False, evaluation=evaluation.scores), evaluation
 
 
@@ -177,25 +200,42 @@ def evaluate_run(scene: Scene, store: RunStore, method: str, key: str,
     """Score a stored run against the scene and save ``evaluation.json`` beside it."""
     recon = store.load(scene.name, method, key)
     evaluation = metrics.evaluate(scene, recon, options)
-    store.save_evaluation(scene.name, method, key, evaluation.scores)
+    store.save_evaluation(scene.name, method, key, evaluation.scores, evaluation_options_dict(options))
     return evaluation
 
 
-def leaderboard(store: RunStore, scene: str, tau: float = 0.01) -> list[dict]:
+def leaderboard(store: RunStore, scene: str | Scene, tau: float = 0.01) -> list[dict]:
     """One row per stored run of ``scene``: method, views, time, memory, size and its scores.
 
-    Row keys: method, views, weights, chamfer, emd, ``F@{tau:g}``, accuracy, completeness, auc30
-    (normalised units / fractions; None when the run is not scored or lacks the measure), seconds,
+    Row keys: method, label (:func:`core.models.registry.run_label`: method label, distinguishing
+    options, weights kind; an imported run's file name), views, weights, chamfer, emd,
+    ``F@{tau:g}``, accuracy, completeness, auc30 (normalised units / fractions; None when the run
+    is not scored or lacks the measure), seconds,
     peak_memory_mb, parameters_m, device, notes (with why a run was not scored, or why its
-    ``evaluation.json`` could not be read), key.
+    ``evaluation.json`` could not be read), gt_version (12 hex digits of the ground truth the
+    run was made against; ``unknown`` for runs stored before it was recorded), key.
+
+    ``scene`` is a name (every run stored under it) or a :class:`Scene` (the runs made against
+    its ground truth plus those of unknown ground truth: runs of an earlier object prepared under
+    the same name are left out). A run evaluated only with non-default options shows that
+    evaluation, with a note.
     """
     rows = []
-    for record in store.runs(scene):
+    if isinstance(scene, Scene):
+        records = store.runs(scene.name, ground_truth=ground_truth_fingerprint(scene))
+    else:
+        records = store.runs(scene)
+    for record in records:
         meta = record.meta
         scores, problem = None, ""
-        if record.evaluation is not None:
+        evaluation = record.evaluation
+        if evaluation is None and record.evaluations:
+            variant = next(iter(record.evaluations.values()))
+            evaluation = variant["scores"]
+            problem = f" (evaluated with non-default options: {variant.get('options')})"
+        if evaluation is not None:
             try:
-                scores = Scores.from_json(record.evaluation)
+                scores = Scores.from_json(evaluation)
             except ScoresFormatError as error:
                 problem = f" (unreadable evaluation: {error})"
         if scores is not None and not scores.scored:
@@ -203,6 +243,7 @@ def leaderboard(store: RunStore, scene: str, tau: float = 0.01) -> list[dict]:
         scored = scores if scores is not None and scores.scored else None
         rows.append({
             "method": record.method,
+            "label": registry.run_label(record.method, meta),
             "views": len(meta.get("view_ids") or []) or None,
             "weights": meta.get("weights_kind"),
             "chamfer": scored and scored.chamfer,
@@ -216,6 +257,7 @@ def leaderboard(store: RunStore, scene: str, tau: float = 0.01) -> list[dict]:
             "parameters_m": (meta.get("parameter_count") or 0) / 1e6 or None,
             "device": meta.get("device"),
             "notes": "; ".join(meta.get("notes") or []) + problem,
+            "gt_version": record.gt_version,
             "key": record.key,
         })
     return rows

@@ -136,7 +136,7 @@ def test_leaderboard_reads_every_run_through_scores(tmp_path):
     assert set(rows) == set(raw) | {failed_key, broken_key}
     for key, evaluation in raw.items():
         row = rows[key]
-        assert list(row) == ["method", "views", "weights", "chamfer", "emd", "F@0.01", "accuracy", "completeness",
+        assert list(row) == ["method", "label", "views", "weights", "chamfer", "emd", "F@0.01", "accuracy", "completeness",
                              "auc30", "seconds", "peak_memory_mb", "parameters_m", "device", "notes", "key"]
         assert (row["chamfer"], row["emd"], row["F@0.01"]) == (evaluation["chamfer"], evaluation["emd"],
                                                               evaluation["fscore"]["0.01"])

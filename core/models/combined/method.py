@@ -89,6 +89,7 @@ class CombinedMethod(Method):
 
     name = "combined"
     label = "Combined pipeline (Grounding DINO + SAM + Depth Anything)"
+    label_options = ("prompt",)
     family = "pipeline"
     version = VERSION
     options_type = CombinedOptions
@@ -129,7 +130,7 @@ class CombinedMethod(Method):
         count = {1: "1 of the three models is", 2: "2 of the three models are", 3: "The three models are"}
         missing = f"{count[len(problems)]} not on this machine (looked in {looked}). " + "; ".join(problems) + "."
         fix = "python -m core weights fetch " + " ".join(fetch_keys) if fetch_keys else ""
-        return Availability(False, missing, fix)
+        return Availability(False, missing, fix, tuple(problems))
 
     def load(self, options: CombinedOptions, device: str) -> Stages:
         """The three models for ``options`` on ``device``. Raises MissingWeights for pretrained ones."""

@@ -53,6 +53,7 @@ class LMNetMethod(Method):
 
     name = "lmnet"
     label = "3D-LMNet"
+    label_options = ("variant",)
     family = "generative"
     version = VERSION
     options_type = LMNetOptions

@@ -79,6 +79,7 @@ class LRMMethod(Method):
 
     name = "lrm"
     label = "LRM (OpenLRM v1.1)"
+    label_options = ("variant",)
     family = "generative"
     version = VERSION
     options_type = LRMOptions

@@ -93,6 +93,7 @@ class VGGTMethod(Method):
 
     name = "vggt"
     label = "VGGT"
+    label_options = ("checkpoint",)
     family = "discriminative"
     version = VERSION
     options_type = VGGTOptions
