@@ -205,6 +205,17 @@ def read_reconstruction(data: bytes, name: str, view_ids: list[int] | None = Non
     if len(data) > MAX_UPLOAD_BYTES:
         raise ReconstructionFileError(f"{name} is larger than {MAX_UPLOAD_BYTES // 2**20} MB")
     suffix = Path(name).suffix.lower()
+    from core import limits
+
+    try:  # headers only: dtype, uncompressed size and point counts before any array is read
+        if suffix == ".npz":
+            limits.npz_headers(data, name)
+        elif suffix == ".ply":
+            limits.ply_vertex_count(data, name)
+    except limits.LimitError:
+        raise
+    except UserError as error:
+        raise ReconstructionFileError(str(error)) from None
     if suffix == ".npz":
         recon = read_vggt_predictions(data, name, view_ids, require_points=require_points)
     elif suffix in (".ply", ".obj", ".glb"):

@@ -88,8 +88,12 @@ def to_json(value: Any) -> str:
 def read_image(source: Path | bytes | io.BytesIO) -> np.ndarray:
     """Decode an image file to ``uint8 HxWx3`` RGB, honouring EXIF orientation.
 
-    Raises SceneError with a readable message on undecodable data.
+    Raises SceneError with a readable message on undecodable data, ``core.limits.LimitError``
+    (from the header, before decoding) when the image is over the pixel limit.
     """
+    from core import limits
+
+    limits.image_size(source)  # LimitError before decoding an image over the pixel limit
     try:
         handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
         with Image.open(handle) as image:

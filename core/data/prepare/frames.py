@@ -18,7 +18,6 @@ from core.data.scene import IMAGE_SUFFIXES, SceneError, read_image
 log = logging.getLogger(__name__)
 
 DEFAULT_FRAMES = 42      # frames sampled from a video unless asked otherwise
-MAX_VIDEO_FRAMES = 20_000
 
 
 def list_image_files(folder: Path | str) -> list[str]:
@@ -72,6 +71,9 @@ def load_images(paths: list[Path], resize: bool = False, names: list[str] | None
     names = list(names) if names is not None else [Path(p).name for p in paths]
     if len(paths) < MIN_VIEWS:
         raise DatasetError(f"at least {MIN_VIEWS} images are needed to reconstruct; got {len(paths)}")
+    from core import limits
+
+    limits.check_images([Path(p) for p in paths], names)  # headers only: pixel limits before decoding
     images, bad = [], []
     for path, name in zip(paths, names):
         try:
@@ -113,12 +115,18 @@ def load_images(paths: list[Path], resize: bool = False, names: list[str] | None
 
 
 def sample_video_frames(path: Path | str, frames: int = DEFAULT_FRAMES) -> tuple[list[np.ndarray], list[int], dict]:
-    """Decode ``frames`` frames sampled uniformly over a video.
+    """Decode ``frames`` frames sampled uniformly over a video, streaming: only the sampled frames
+    are kept in memory.
 
-    Returns (frames ``uint8 HxWx3``, their frame indices, {"total_frames", "fps"}).
-    Raises DatasetError when the file has no decodable frame or more than 20,000 frames.
+    The frame count comes from FFmpeg's count (no frame reaches Python); the stream is then read
+    once and the frames at the sampled indices are kept. A stream shorter than counted keeps what
+    it decoded. Returns (frames ``uint8 HxWx3``, their frame indices, {"total_frames", "fps"}).
+    Raises DatasetError when the file has no decodable frame, ``LimitError`` when it holds more
+    than :data:`core.limits.VIDEO_FRAMES` frames or a frame over :data:`core.limits.IMAGE_PIXELS`.
     """
     import imageio.v2 as imageio
+
+    from core import limits
 
     if frames < MIN_VIEWS:
         raise DatasetError(f"sample at least {MIN_VIEWS} frames; got {frames}")
@@ -128,28 +136,37 @@ def sample_video_frames(path: Path | str, frames: int = DEFAULT_FRAMES) -> tuple
     except Exception as error:  # imageio/ffmpeg raise many types for a file that is no video
         raise DatasetError(f"{path.name}: no decodable video ({_first_line(error)})") from None
     try:
-        fps = float(reader.get_meta_data().get("fps") or 0.0)
-        decoded = []
+        meta = reader.get_meta_data()
+        fps = float(meta.get("fps") or 0.0)
+        width, height = (int(v) for v in (meta.get("size") or (0, 0)))
+        limits.IMAGE_PIXELS.check(width * height, f"{path.name} (frame size)")
         try:
-            for frame in reader:  # one pass; keeps every frame's index, and a bounded set of frames
-                decoded.append(np.asarray(frame))
-                if len(decoded) > MAX_VIDEO_FRAMES:
-                    raise DatasetError(f"{path.name}: more than {MAX_VIDEO_FRAMES:,} frames; trim the video first")
-        except DatasetError:
-            raise
+            total = int(reader.count_frames())
+        except Exception as error:  # ffmpeg could not count: no usable stream
+            raise DatasetError(f"{path.name}: no decodable frame ({_first_line(error)})") from None
+        limits.VIDEO_FRAMES.check(total, path.name)
+        if total <= 0:
+            raise DatasetError(f"{path.name}: the video has no decodable frame")
+        wanted = set(np.unique(np.linspace(0, total - 1, min(frames, total)).round().astype(int)).tolist())
+        kept: dict[int, np.ndarray] = {}
+        decoded = 0
+        try:
+            for index, frame in enumerate(reader):
+                decoded = index + 1
+                if index in wanted:
+                    kept[index] = np.ascontiguousarray(np.asarray(frame)[..., :3]).astype(np.uint8)
+                if decoded > total:
+                    break
         except Exception as error:  # a truncated stream: keep the frames decoded so far
-            if not decoded:
+            if not kept:
                 raise DatasetError(f"{path.name}: no decodable frame ({_first_line(error)})") from None
-            log.warning("%s: decoding stopped after %d frames: %s", path.name, len(decoded), error)
+            log.warning("%s: decoding stopped after %d frames: %s", path.name, decoded, error)
     finally:
         reader.close()
-    if not decoded:
+    if not kept:
         raise DatasetError(f"{path.name}: the video has no decodable frame")
-    total = len(decoded)
-    count = min(frames, total)
-    indices = np.unique(np.linspace(0, total - 1, count).round().astype(int)).tolist()
-    chosen = [np.ascontiguousarray(decoded[i][..., :3]).astype(np.uint8) for i in indices]
-    return chosen, indices, {"total_frames": total, "fps": fps}
+    indices = sorted(kept)
+    return [kept[i] for i in indices], indices, {"total_frames": min(total, decoded) or total, "fps": fps}
 
 
 def _first_line(error: Exception) -> str:

@@ -69,6 +69,10 @@ def store_uploads(files: list[tuple[str, bytes]], kind: str = "images", batch: s
             raise DatasetError(f"{name}: {len(data) / 1024**2:.1f} MB is over the {limit / 1024**2:.0f} MB limit")
         if len(data) == 0:
             raise DatasetError(f"{name}: the file is empty")
+    if kind == "images":
+        from core import limits
+
+        limits.check_images([data for _, data in files], [name for name, _ in files])  # headers only
     digest = hashlib.sha256()
     for name, data in files:
         digest.update(name.encode())
