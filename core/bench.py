@@ -27,6 +27,9 @@ BENCHES: dict[str, str] = {
     "attribution": "core.studies.attribution:bench",
     "pi3": "core.models.pi3.bench:bench",
     "da3": "core.models.da3.bench:bench",
+    "roofline": "core.studies.roofline:bench",
+    "readme-table": "core.studies.roofline:bench_readme_table",
+    "cost": "core.studies.cost:bench",
 }
 
 

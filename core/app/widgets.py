@@ -98,42 +98,107 @@ class StreamlitProgress:
         self.bar.empty()
 
 
-def option_widgets(options_type: type, key: str, show_advanced: bool = False):
+def option_widgets(options_type: type, key: str, show_advanced: bool = False, defaults: dict | None = None,
+                   advanced_expander: bool = False):
     """One widget per option of ``options_type`` (declared with :func:`core.options.option`),
     inside whatever container is current; returns a validated instance.
 
-    Advanced options keep their defaults unless ``show_advanced``. Raises
+    ``defaults`` overrides declared defaults (e.g. the weights choice that is available here).
+    Advanced options go into one "Advanced options" expander when ``advanced_expander``, are
+    shown inline when ``show_advanced``, else keep their defaults. Raises
     :class:`core.errors.OptionError` only if a widget could produce an invalid value.
     """
     from core import options as option_surface
 
     values = {}
-    for spec in option_surface.specs(options_type):
+    specs = option_surface.specs(options_type)
+    if defaults:
+        specs = [dataclasses.replace(spec, default=defaults[spec.name]) if spec.name in defaults else spec
+                 for spec in specs]
+    advanced = [spec for spec in specs if spec.advanced]
+    for spec in specs:
         if spec.advanced and not show_advanced:
             values[spec.name] = spec.default
             continue
-        label = spec.name.replace("_", " ")
-        widget_key = f"{key}.{spec.name}"
-        help_text = spec.help or None
-        if spec.kind == "choice":
-            choices = list(spec.choices)
-            index = choices.index(spec.default) if spec.default in choices else 0
-            values[spec.name] = st.selectbox(label, choices, index=index, help=help_text, key=widget_key)
-        elif spec.kind == "bool":
-            values[spec.name] = st.checkbox(label, value=spec.default, help=help_text, key=widget_key)
-        elif spec.kind == "int":
-            values[spec.name] = int(st.number_input(
-                label, value=int(spec.default), step=int(spec.step or 1),
-                min_value=None if spec.min is None else int(spec.min),
-                max_value=None if spec.max is None else int(spec.max), help=help_text, key=widget_key))
-        elif spec.kind == "float":
-            values[spec.name] = float(st.number_input(
-                label, value=float(spec.default), step=float(spec.step or 0.1),
-                min_value=None if spec.min is None else float(spec.min),
-                max_value=None if spec.max is None else float(spec.max), help=help_text, key=widget_key))
-        else:
-            values[spec.name] = st.text_input(label, value=str(spec.default), help=help_text, key=widget_key)
+        values[spec.name] = _option_widget(spec, key)
+    if advanced and advanced_expander and not show_advanced:
+        with st.expander("Advanced options"):
+            for spec in advanced:
+                values[spec.name] = _option_widget(spec, key)
     return option_surface.parse(options_type, values)
+
+
+def _option_widget(spec, key: str):
+    """The widget of one option spec (its value)."""
+    label = spec.name.replace("_", " ")
+    widget_key = f"{key}.{spec.name}"
+    help_text = spec.help or None
+    if spec.kind == "choice":
+        choices = list(spec.choices)
+        index = choices.index(spec.default) if spec.default in choices else 0
+        return st.selectbox(label, choices, index=index, help=help_text, key=widget_key)
+    if spec.kind == "bool":
+        return st.checkbox(label, value=spec.default, help=help_text, key=widget_key)
+    if spec.kind == "int":
+        return int(st.number_input(
+            label, value=int(spec.default), step=int(spec.step or 1),
+            min_value=None if spec.min is None else int(spec.min),
+            max_value=None if spec.max is None else int(spec.max), help=help_text, key=widget_key))
+    if spec.kind == "float":
+        return float(st.number_input(
+            label, value=float(spec.default), step=float(spec.step or 0.1),
+            min_value=None if spec.min is None else float(spec.min),
+            max_value=None if spec.max is None else float(spec.max), help=help_text, key=widget_key))
+    return st.text_input(label, value=str(spec.default), help=help_text, key=widget_key)
+
+
+def weights_defaults(method) -> dict:
+    """``{"weights": the best available choice}`` (:func:`core.models.registry.default_weights`),
+    or {} for a method without weights."""
+    from core.models import registry
+
+    choice = registry.default_weights(method)
+    return {} if choice is None else {"weights": choice}
+
+
+def weights_notice(method, options, availability) -> None:
+    """One box about the weights in use: the random-weights banner, or (when they are missing)
+    one warning listing each missing file and the one command that fetches them all."""
+    from core.options import RANDOM_WEIGHTS
+
+    kind = getattr(options, "weights", None)
+    if kind in RANDOM_WEIGHTS:
+        st.info(f"Random weights ({kind}): {method.label} runs with untrained weights, so its geometry and "
+                "scores are meaningless; use it to try the pipeline and to measure time and memory.")
+    if availability.ok:
+        return
+    lines = availability.details or (availability.missing,)
+    text = (f"**{method.label} cannot run with these weights**: not on this machine (looked in "
+            "`$RECONBENCH_WEIGHTS` and the Hugging Face cache):\n\n"
+            + "\n".join(f"- {line}" for line in lines))
+    if availability.fix_command:
+        text += ("\n\nFetch on a machine with internet (then copy the folder to `$RECONBENCH_WEIGHTS`):"
+                 f"\n```bash\n{availability.fix_command}\n```")
+    text += "\n\nOr choose `random-tiny` weights to try the pipeline."
+    st.warning(text)
+
+
+def cost_notice(method_name: str, options, n_views: int, scene: Scene, key: str) -> bool:
+    """The cost estimate (:mod:`core.studies.cost`) shown before Run: "Estimated: about N s, M GB"
+    with how it was made; above ``RECONBENCH_CONFIRM_SECONDS`` a checkbox must confirm. Returns
+    whether the run may start (True when no confirmation is needed or it was given)."""
+    from core.studies import cost
+
+    try:
+        found = cost.estimate(method_name, options, n_views, scene, store())
+    except Exception as error:  # noqa: BLE001 -- an estimate must never block the page
+        st.caption(f"No cost estimate: {error}")
+        return True
+    st.caption(f"Estimated cost: **{found.text()}** on {n_views} view(s) (" + "; ".join(found.basis) + ").")
+    if not cost.needs_confirmation(found):
+        return True
+    return st.checkbox(f"Run anyway: this will take {found.text().removeprefix('about ')} "
+                       f"(more than {cost.format_seconds(cost.confirm_seconds())})", key=f"{key}.confirm")
 
 
 def parse_view_ids(text: str) -> list[int]:
@@ -226,24 +291,28 @@ def method_workbench(family: str) -> None:
     label = st.selectbox("Method", list(methods), key=f"{family}.method")
     method = methods[label]
     st.caption(method.description)
-    with st.form(f"{family}.{method.name}.form", border=True):
+    # Inputs: no st.form, so the view list follows the count and the weights notice follows
+    # the weights choice at once (a form would hold both until Run).
+    with st.container(border=True):
         left, right = st.columns([1, 1])
         with left:
             view_ids = _pick_views(scene, method, f"{family}.{method.name}")
         with right:
             options = option_widgets(method.options_type, f"{family}.{method.name}.options",
-                                     show_advanced=st.session_state.get(f"{family}.advanced", False))
-        submitted = st.form_submit_button("Run", type="primary", key=f"{family}.run")
-    st.toggle("Show advanced options", key=f"{family}.advanced")
-    availability = method.availability(options)
-    if not availability.ok:
-        st.warning(f"{method.label} cannot run with these options: {availability.message()}")
-    licences = method.licences(options)
-    if licences:
-        st.caption("Checkpoint licence: " + "; ".join(licences))
+                                     defaults=weights_defaults(method), advanced_expander=True)
+        availability = method.availability(options)
+        licences = method.licences(options)
+        if licences:
+            st.caption("Checkpoint licence: " + "; ".join(licences))
+        weights_notice(method, options, availability)
+        confirmed = cost_notice(method.name, options, len(view_ids), scene, f"{family}.{method.name}") \
+            if availability.ok and view_ids else True
+        submitted = st.button("Run", type="primary", key=f"{family}.run", disabled=not availability.ok)
     run_store = store()
     shown_key = f"{family}.shown"
-    if submitted and availability.ok:
+    if submitted and not confirmed:
+        st.warning("Tick “Run anyway” to start this long run.")
+    elif submitted:
         bar = StreamlitProgress(f"Running {method.label} on {len(view_ids)} view(s)")
         try:
             # Random-weight runs are not scored here (their scores mean nothing and scoring costs
@@ -253,8 +322,10 @@ def method_workbench(family: str) -> None:
             bar.done("cached result" if result.cached else "finished")
             st.session_state[shown_key] = (scene.name, method.name, result.key)
         except Stopped:
+            bar.clear()
             st.warning("Stopped: nothing was stored.")
         except UserError as error:
+            bar.clear()
             st.error(f"{method.label} cannot run: {error}")
 
     runs = [r for r in run_store.runs(scene.name) if r.method in set(names)]

@@ -92,6 +92,15 @@ class DUSt3RMethod(CroCoNetworkMethod):
         return dust3r_flops(len({i for pair in pairs for i in pair}), len(pairs), h, w,
                             self.network_config(options))["total"]
 
+    def alignment_work(self, options: DUSt3ROptions, n_views: int, height: int, width: int) -> tuple[float, float]:
+        """Global alignment's work for the cost estimate: ``(iterations, iterations x edges
+        (unordered pairs) x network pixels per view)``; none for 1 or 2 views."""
+        n = int(n_views)
+        if n <= 2:
+            return 0.0, 0.0
+        h, w = self.network_hw(options, height, width)
+        return float(options.ga_iterations), float(options.ga_iterations * (len(self.pairs(n, options)) // 2) * h * w)
+
     def predict(self, model: DUSt3R, scene: Scene, view_ids: list[int], options: DUSt3ROptions,
                 progress: Progress, device: str) -> Reconstruction:
         """Cameras (OpenCV ``cam_from_world [V,4,4]``, intrinsics in the scene's pixels), depth
@@ -145,7 +154,8 @@ class DUSt3RMethod(CroCoNetworkMethod):
             k_model[0, 2], k_model[1, 2] = pps[k]
             intrinsics.append(transform.intrinsics_to_original(k_model))
         if options.weights == "random-tiny":
-            notes.append(f"random-tiny runs at image size {TINY_SIZE}")
+            notes.append(f"random-tiny runs at image size {TINY_SIZE} (its tiny network's input; the image_size "
+                         f"option, {options.image_size}, applies to the full-size weights)")
         extra["model_input_size"] = [int(h), int(w)]
         return Reconstruction(
             method=self.name, points=cloud["points"], colors=cloud["colors"],

@@ -132,7 +132,8 @@ class Fast3RMethod(CroCoNetworkMethod):
         conf_np = conf.numpy()
         cloud = point_cloud(point_maps_np, conf_np, images, options.confidence_percentile, masks)
         if options.weights == "random-tiny":
-            notes.append(f"random-tiny runs at image size {TINY_SIZE}")
+            notes.append(f"random-tiny runs at image size {TINY_SIZE} (its tiny network's input; the image_size "
+                         f"option, {options.image_size}, applies to the full-size weights)")
         extra["model_input_size"] = [int(h), int(w)]
         extra["local_to_global_scales"] = scales.tolist()
         return Reconstruction(
