@@ -301,3 +301,29 @@ def test_archive_zips_folders_and_passes_single_files(setup, tmp_path):
     name, data, mime = archive("ply", runs[KEY])
     assert name == f"exptoy-planar-{KEY[:8]}.ply"
     assert data == (export_to("ply", [runs[KEY]], tmp_path / "p") / "points.ply").read_bytes()
+
+
+def _download_section(root: str, key: str) -> None:
+    from pathlib import Path
+
+    from core.app.exports import export_buttons
+    from core.data.scene import Scene
+    from core.store.cache import RunStore
+
+    record = next(r for r in RunStore(root).runs("exptoy") if r.key == key)
+    export_buttons(record, Scene.load(Path(root) / "scenes" / "exptoy"), "test")
+
+
+def test_download_section_offers_every_format_and_explains_missing_cameras(setup):
+    from streamlit.testing.v1 import AppTest
+
+    from core.export import FORMATS
+
+    store = setup[0]
+    for key, disabled in ((KEY, set()), (OTHER_KEY, {"colmap", "nerfstudio"})):
+        at = AppTest.from_function(_download_section, args=(str(store.root), key), default_timeout=30).run()
+        assert not at.exception
+        buttons = {b.key.rsplit(".", 1)[1]: b for b in at.download_button}
+        assert set(buttons) == set(FORMATS)
+        assert {name for name, b in buttons.items() if b.proto.disabled} == disabled
+        assert all("has no cameras" in buttons[name].help for name in disabled)
