@@ -1,0 +1,171 @@
+"""Jobs on Ray: dedup by run key, cancel, a worker killed mid-run, results from a worker that does
+not share the store's disk. One local Ray instance (1 CPU, so one warm worker) for the module, random-tiny VGGT on
+two views of the bundled sample."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample_data" / "toy"
+TINY = {"weights": "random-tiny"}
+
+
+@pytest.fixture(scope="module")
+def ray_cache(tmp_path_factory):
+    """A cache root with its own local Ray instance; jobs (not inline) for the module."""
+    from core.jobs import cluster
+
+    root = tmp_path_factory.mktemp("jobs") / "cache"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RECONBENCH_CACHE", str(root))
+        patch.setenv("RECONBENCH_EXECUTOR", "ray")
+        patch.delenv("RECONBENCH_RAY_ADDRESS", raising=False)
+        cluster.start_local(root, num_cpus=1)
+        cluster.connect(root)
+        yield root
+        cluster.stop_local(root)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    from core.data.scene import Scene
+
+    return Scene.load(SAMPLE)
+
+
+def spec_for(scene, views, **kwargs):
+    from core.jobs import client
+
+    return client.run_spec(scene, SAMPLE, "vggt", views, TINY, **kwargs)
+
+
+def wait_state(job_id, states, timeout=60.0):
+    from core.jobs import client
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(job_id)
+        if job["state"] in states:
+            return job
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} never reached {states}: {client.get(job_id)}")
+
+
+def run_folders(root: Path) -> list[Path]:
+    return sorted(p for p in (root / "runs").glob("*/*/*") if p.is_dir()) if (root / "runs").is_dir() else []
+
+
+def test_same_key_submitted_concurrently_computes_once(ray_cache, scene):
+    from core.jobs import client
+
+    spec = spec_for(scene, [0, 8])
+    answers = [None] * 5
+
+    def submit(i):
+        answers[i] = client.submit(spec)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = {job_id for job_id, _ in answers}
+    assert len(ids) == 1
+    assert sorted(attached for _, attached in answers) == [False, True, True, True, True]
+    job = client.wait(ids.pop(), timeout=120)
+    assert job["attached"] == 4 and job["result"]["cached"] is False
+    folder = ray_cache / job["result"]["run_dir"]
+    assert (folder / "meta.json").is_file()
+    assert [p.name for p in run_folders(ray_cache)] == [spec["key"]]
+    # A later request for the stored key is answered from the store, not computed again.
+    again = client.wait(client.submit(spec)[0], timeout=120)
+    assert again["result"]["cached"] is True
+
+
+def test_cli_process_and_in_process_submit_attach(ray_cache, scene):
+    from core.jobs import client
+
+    spec = spec_for(scene, [2, 10])
+    command = [sys.executable, "-m", "core", "run", "vggt", "--scene", str(SAMPLE), "--views", "2", "10",
+               "--option", "weights=random-tiny", "--detach", "--owner", "cli"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    job_id, attached = client.submit(spec)
+    assert printed["key"] == spec["key"]
+    assert (job_id, attached) == (printed["job"], True)
+    job = client.wait(job_id, timeout=120)
+    assert job["owner"] == "cli" and job["result"]["cached"] is False
+
+
+def test_cancel_stores_nothing(ray_cache, scene):
+    from core.jobs import client
+
+    spec = spec_for(scene, [4, 12])
+    queued_id, _ = client.submit(spec)
+    running = wait_state(queued_id, ("running", "done", "failed", "cancelled"))
+    record = client.cancel(queued_id)
+    assert running["state"] == "running" and record["state"] in ("running", "cancelled"), record
+    with pytest.raises(client.JobError, match="cancelled; nothing was stored"):
+        client.wait(queued_id, timeout=120)
+    folder = ray_cache / "runs" / "toy" / "vggt"
+    assert not (folder / spec["key"]).exists()
+    assert not list(folder.glob(f".tmp-{spec['key']}*")) if folder.is_dir() else True
+
+
+def test_killed_worker_fails_job_cleans_staging_and_retry_succeeds(ray_cache, scene):
+    from core.jobs import client
+
+    spec = spec_for(scene, [6, 14])
+    job_id, _ = client.submit(spec)
+    job = wait_state(job_id, ("running",))
+    # What a worker killed while storing leaves behind; the manager must remove it.
+    leftover = ray_cache / "runs" / "toy" / "vggt" / f".tmp-{spec['key']}-deadbeef"
+    leftover.mkdir(parents=True)
+    (leftover / "reconstruction.npz").write_bytes(b"half")
+    os.kill(job["worker"]["pid"], signal.SIGKILL)
+    with pytest.raises(client.JobError, match="worker running this job died"):
+        client.wait(job_id, timeout=120)
+    assert client.get(job_id)["state"] == "failed"
+    assert not leftover.exists()
+    assert not (ray_cache / "runs" / "toy" / "vggt" / spec["key"]).exists()
+    retry = client.wait(client.submit(spec)[0], timeout=180)
+    assert retry["result"]["cached"] is False and (ray_cache / retry["result"]["run_dir"] / "meta.json").is_file()
+
+
+def test_worker_without_shared_disk_returns_result_to_store(ray_cache, scene):
+    from core.data.scene import Reconstruction
+    from core.jobs import client
+
+    spec = spec_for(scene, [1, 9], shared_disk=False)
+    assert spec["payload"]["scene_files"]   # the scene travels with the job
+    job = client.wait(client.submit(spec)[0], timeout=120)
+    stored = Reconstruction.load(ray_cache / job["result"]["run_dir"])
+    assert stored.view_ids == [1, 9] and len(stored.points) == job["result"]["points"] > 0
+    assert not list((ray_cache / "runs" / "toy" / "vggt").glob(".tmp-*"))
+
+
+def test_job_table_survives_a_manager_restart(ray_cache, scene):
+    import ray
+
+    from core.jobs import client
+
+    before = {j["id"]: j["state"] for j in client.list_jobs()}
+    ray.kill(client.manager(), no_restart=True)
+    after = {j["id"]: j["state"] for j in client.list_jobs()}
+    assert after == before and "done" in after.values()
+
+
+def test_unknown_job_is_a_user_error(ray_cache):
+    from core.__main__ import main
+
+    assert main(["jobs", "show", "no-such-job"]) == 2
