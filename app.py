@@ -4,7 +4,7 @@ Entry point only: navigation over pages/ and the sidebar scene picker.
 """
 import streamlit as st
 
-from core.app.widgets import mark_app_ran, scene_picker
+from core.app.widgets import clean_staging_once, mark_app_ran, scene_picker
 
 st.set_page_config(page_title="ReconBench", page_icon="🧸", layout="wide")
 
@@ -23,5 +23,6 @@ PAGES = [
 
 navigation = st.navigation(PAGES)
 mark_app_ran()
+clean_staging_once()
 scene_picker()
 navigation.run()

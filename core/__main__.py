@@ -36,6 +36,7 @@ COMMAND_MODULES: list[str] = [
     "core.studies.benchmarks",
     "core.jobs.cli",
     "core.export.cli",
+    "core.store.cli",
 ]
 
 
@@ -199,8 +200,17 @@ def _run_method_name(argv: list[str] | None) -> str | None:
     return name if name in _registered() else None
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argument parser whose errors (unknown flag, wrong type, missing argument) are a
+    :class:`CliError`: one ``error:`` line and exit status 2 like every other user error
+    (sub-command parsers inherit the class)."""
+
+    def error(self, message: str):
+        raise CliError(f"{message} (see {self.prog} --help)")
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__,
+    parser = OneLineErrorParser(prog="python -m core", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", help="run store root (default: $RECONBENCH_CACHE or ./cache)")
     sub = parser.add_subparsers(dest="command", required=True)

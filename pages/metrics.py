@@ -4,10 +4,12 @@ import streamlit as st
 from core.eval import metrics
 from core.eval.scores import Scores
 from core.app import figures
+from core.app.exports import export_buttons
 from core.data.importers import SUPPORTED_SUFFIXES
 from core.runner import evaluate_run, import_file, leaderboard
-from core.app.widgets import (StreamlitProgress, current_scene, option_widgets, parse_view_ids,
-                              require_app_navigation, score_cards, show_notes, store)
+from core.app.compare_widgets import leaderboard_table
+from core.app.widgets import (StreamlitProgress, current_scene, damaged_runs_notice, option_widgets,
+                              parse_view_ids, require_app_navigation, score_cards, show_notes, store)
 from core.errors import UserError
 
 require_app_navigation()
@@ -51,25 +53,17 @@ if st.button("Evaluate", type="primary", disabled=upload is None, key="metrics.e
     except UserError as error:  # ReconstructionFileError, EvaluationError, bad view ids
         st.error(f"Could not evaluate {upload.name}: {error}")
 
-rows = leaderboard(run_store, scene.name)
+rows = leaderboard(run_store, scene)  # this ground truth's runs (and those of unknown ground truth)
 st.subheader(f"Leaderboard — {scene.name}")
+damaged_runs_notice(run_store, scene.name)
 if not rows:
     st.info("No runs stored for this scene yet: import a file above or run a method on its page.")
     st.stop()
-scored = [r for r in rows if r["chamfer"] is not None]
-st.dataframe(sorted(scored, key=lambda r: r["chamfer"]) + [r for r in rows if r["chamfer"] is None],
-             width="stretch", hide_index=True,
-             column_config={"chamfer": st.column_config.NumberColumn(format="%.4g"),
-                            "accuracy": st.column_config.NumberColumn(format="%.4g"),
-                            "completeness": st.column_config.NumberColumn(format="%.4g"),
-                            "peak_memory_mb": st.column_config.NumberColumn(format="%.0f"),
-                            "emd": st.column_config.NumberColumn(format="%.4g"),
-                            "seconds": st.column_config.NumberColumn(format="%.1f")})
-st.caption("Distances in normalised units (ground truth inside the unit sphere); lower is better except F-score "
-           "and AUC@30. Runs made with random weights say so in their notes.")
+leaderboard_table(rows, "metrics.leaderboard", scene.name)
 
-labels = {(scene.name, r["method"], r["key"]): f"{r['method']} · {r['views'] or '-'} views · {r['key'][:8]}"
-          for r in rows}
+labels = {(scene.name, r["method"], r["key"]): " · ".join(
+    [r["label"]] + ([f"{r['views']} view{'s' if r['views'] != 1 else ''}"] if r["views"] else []) + [r["key"][:8]])
+    for r in rows}
 keys = list(labels)
 if st.session_state.get("metrics.inspect") not in keys:
     st.session_state.pop("metrics.inspect", None)
@@ -77,6 +71,7 @@ choice = st.selectbox("Inspect run", keys, format_func=labels.get, key="metrics.
 _, method, key = choice
 record = next(r for r in run_store.runs(scene.name) if r.method == method and r.key == key)
 recon = record.load()
+export_buttons(record, scene, "metrics", recon)
 stored = Scores.from_json(record.evaluation) if record.evaluation is not None else None
 if stored is None or not stored.scored:
     if stored is not None:
@@ -106,6 +101,8 @@ if cameras is not None and cameras.available:
 if depth is not None and depth.available:
     st.caption(f"Depth (median-scaled, object pixels): AbsRel {depth.abs_rel:.3g}, δ<1.25 {depth.delta1:.3f} "
                f"over {depth.views} views.")
-fig, caption = figures.error_overlay_figure(evaluation, max_points=int(max_points))
+show_gt = st.toggle("Show the ground truth", value=True, key="metrics.gt",
+                    help="the ground truth in magenta under the prediction coloured by its distance to it")
+fig, caption = figures.error_overlay_figure(evaluation, max_points=int(max_points), show_ground_truth=show_gt)
 st.plotly_chart(fig, width="stretch", key="metrics-overlay")
 st.caption(caption)

@@ -36,6 +36,30 @@ def mark_app_ran() -> None:
     st.session_state[APP_RAN_KEY] = True
 
 
+@st.cache_resource(show_spinner=False)
+def _cleaned_staging(root: str) -> int:
+    return len(RunStore(root).clean_staging())
+
+
+def clean_staging_once() -> None:
+    """Called by ``app.py``: remove the store's staging leftovers (``.tmp-*`` older than an hour,
+    :meth:`core.store.cache.RunStore.clean_staging`) once per server process and cache root."""
+    _cleaned_staging(str(cache_root()))
+
+
+def damaged_runs_notice(run_store: RunStore, scene_name: str | None = None) -> None:
+    """A warning listing the store's damaged run folders (skipped by every listing) and the
+    command that removes them; nothing when there is none."""
+    damaged = run_store.damaged(scene_name)
+    if not damaged:
+        return
+    with st.expander(f"⚠️ {len(damaged)} damaged run(s) skipped", expanded=False):
+        st.caption("These run folders cannot be read; they are left out of the leaderboard and computed "
+                   "again when asked for. Remove them with `python -m core cache repair`.")
+        st.dataframe([{"method": d.method, "key": d.key, "reason": d.reason} for d in damaged],
+                     hide_index=True, width="stretch")
+
+
 def scene_roots() -> list[Path]:
     return [SAMPLE_ROOT, cache_root() / "scenes"]
 
@@ -279,6 +303,7 @@ def method_workbench(family: str) -> None:
     from core.errors import UserError
     from core.progress import Stopped
     from core.runner import is_random, run_method
+    from core.app.exports import export_buttons
 
     scene = current_scene()
     if scene is None:
@@ -328,11 +353,11 @@ def method_workbench(family: str) -> None:
             bar.clear()
             st.error(f"{method.label} cannot run: {error}")
 
-    runs = [r for r in run_store.runs(scene.name) if r.method in set(names)]
+    runs = [r for r in run_store.runs(scene.name) if r.method == method.name]  # this method's runs only
     if not runs:
-        st.info("No stored run of this family for this scene yet.")
+        st.info(f"No stored run of {method.label} for this scene yet.")
         return
-    labels = {(r.scene, r.method, r.key): f"{registry.get(r.method).label if r.method in names else r.method} · "
+    labels = {(r.scene, r.method, r.key): f"{registry.run_label(r.method, r.meta)} · "
               f"{len(r.meta.get('view_ids') or [])} views · {r.meta.get('seconds', 0):.1f} s · {r.key[:8]}"
               for r in runs}
     keys = list(labels)
@@ -392,3 +417,4 @@ def method_workbench(family: str) -> None:
         st.warning(f"Not scored: {scores.error}")
     elif is_random(recon):
         st.info(NOT_SCORED_RANDOM)
+    export_buttons(record, scene, family, recon)
