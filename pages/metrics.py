@@ -5,7 +5,6 @@ from core.eval import metrics
 from core.eval.scores import Scores
 from core.app import figures
 from core.app.exports import export_buttons
-from core.app.exports import export_buttons
 from core.data.importers import SUPPORTED_SUFFIXES
 from core.runner import evaluate_run, import_file, leaderboard
 from core.app.compare_widgets import leaderboard_table
@@ -72,7 +71,6 @@ choice = st.selectbox("Inspect run", keys, format_func=labels.get, key="metrics.
 _, method, key = choice
 record = next(r for r in run_store.runs(scene.name) if r.method == method and r.key == key)
 recon = record.load()
-export_buttons(record, scene, "metrics", recon)
 export_buttons(record, scene, "metrics", recon)
 stored = Scores.from_json(record.evaluation) if record.evaluation is not None else None
 if stored is None or not stored.scored:
