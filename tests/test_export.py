@@ -327,3 +327,22 @@ def test_download_section_offers_every_format_and_explains_missing_cameras(setup
         assert set(buttons) == set(FORMATS)
         assert {name for name, b in buttons.items() if b.proto.disabled} == disabled
         assert all("has no cameras" in buttons[name].help for name in disabled)
+
+
+def test_metrics_page_shows_the_download_section_of_the_committed_runs():
+    """No isolated cache: the committed sample runs (COLMAP with cameras, 3D-LMNet without), read only."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import ROOT
+
+    store = RunStore(ROOT / "cache")
+    colmap = next(r for r in store.runs("toy") if r.method == "colmap")
+    lmnet = next(r for r in store.runs("toy") if r.method == "lmnet")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
+    at.switch_page("pages/metrics.py").run()
+    for record, disabled in ((colmap, set()), (lmnet, {"colmap", "nerfstudio"})):
+        at.selectbox(key="metrics.inspect").set_value(("toy", record.method, record.key)).run()
+        assert not at.exception
+        buttons = {b.key: b for b in at.download_button if b.key.startswith("metrics.export.")}
+        assert {k.rsplit(".", 1)[1] for k, b in buttons.items() if b.proto.disabled} == disabled
+        assert len(buttons) == 5
