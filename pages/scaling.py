@@ -2,11 +2,13 @@
 fitted complexity models and an overlay of several models measured back to back."""
 import streamlit as st
 
+from core.app.access import submit_allowed
 from core.app import figures
-from core.app.widgets import StreamlitProgress, current_scene, option_widgets, require_app_navigation, store
+from core.app.widgets import (StreamlitProgress, current_scene, option_widgets, require_app_navigation, store,
+                              weights_defaults, weights_notice)
 from core.errors import UserError
 from core.models import registry
-from core.studies import scaling
+from core.studies import cost, scaling
 
 require_app_navigation()
 
@@ -28,7 +30,7 @@ chosen = st.multiselect("Models", names, default=[n for n in ("vggt",) if n in n
                         format_func=labels.get, key="scaling.methods",
                         help="every registered discriminative model that takes more than one view; several are "
                              "measured back to back, interleaved per view count")
-with st.form("scaling.form"):
+with st.container(border=True):
     left, right = st.columns(2)
     with left:
         counts = st.multiselect("View counts", list(range(1, min(scene.num_views, 42) + 1)),
@@ -40,20 +42,49 @@ with st.form("scaling.form"):
     with right:
         for name in chosen:
             with st.expander(f"{labels[name]} options", expanded=len(chosen) == 1):
-                options[name] = option_widgets(registry.get(name).options_type, f"scaling.{name}.options")
-    submitted = st.form_submit_button("Run study", type="primary", key="scaling.run")
-
-ready = True
-for name, chosen_options in options.items():
-    availability = registry.get(name).availability(chosen_options)
-    if not availability.ok:
-        ready = False
-        st.warning(f"{labels[name]} cannot run with these options: {availability.message()} Choose weights = "
-                   "random-full (the full model's real cost) or random-tiny (seconds) for a timing-only study.")
+                method = registry.get(name)
+                options[name] = option_widgets(method.options_type, f"scaling.{name}.options",
+                                               defaults=weights_defaults(method))
+    ready = True
+    for name, chosen_options in options.items():
+        method = registry.get(name)
+        availability = method.availability(chosen_options)
+        ready = ready and availability.ok
+        weights_notice(method, chosen_options, availability)
+    confirmed = True
+    if ready and chosen and counts:
+        estimates = scaling.study_estimates(scene, options, sorted(counts), store())
+        known = [seconds for seconds in estimates.values() if seconds is not None]
+        if known:
+            total = sum(known) * int(repeats)
+            partial = " (models without an estimate not counted)" if len(known) < len(estimates) else ""
+            st.caption(f"Estimated study time: **about {cost.format_seconds(total)}** for "
+                       f"{len(estimates) * int(repeats)} run(s){partial}; random weights are timed only, never "
+                       "scored.")
+            if total > cost.confirm_seconds():
+                confirmed = st.checkbox(f"Run anyway: about {cost.format_seconds(total)}", key="scaling.confirm")
+    submitted = st.button("Run study", type="primary", key="scaling.run",
+                          disabled=not ready or not submit_allowed())
 if not chosen:
     st.info("Choose at least one model.")
+if submitted and not confirmed:
+    st.warning("Tick “Run anyway” to start this long study.")
 
 results_box = st.container()
+NUMBER = st.column_config.NumberColumn
+SUMMARY_COLUMNS = {
+    "model": st.column_config.TextColumn("Model"),
+    "views": NUMBER("Views", format="%d"), "subsets": NUMBER("Subsets", format="%d"),
+    "seconds": NUMBER("Time (s)", format="%.2f", help="mean over the subsets"),
+    "seconds_std": NUMBER("± time (s)", format="%.2f", help="population standard deviation over the subsets"),
+    "peak_memory_mb": NUMBER("Peak memory (MB)", format="%.0f"),
+    "chamfer": NUMBER("Chamfer", format="%.4f", help="normalised units; lower is better"),
+    "chamfer_std": NUMBER("± Chamfer", format="%.4f"),
+    "emd": NUMBER("EMD", format="%.4f", help="normalised units; lower is better"),
+    "emd_std": NUMBER("± EMD", format="%.4f"),
+    "fscore@0.01": NUMBER("F-score @ 0.01", format="%.3f", help="higher is better"),
+    "fscore@0.01_std": NUMBER("± F-score", format="%.3f"),
+}
 
 
 def show(results: dict, used: dict) -> None:
@@ -69,7 +100,7 @@ def show(results: dict, used: dict) -> None:
             st.info("The study was stopped; the points below are the finished ones (cached).")
         st.plotly_chart(figures.scaling_overlay_figure(curves, labels), width="stretch", key="scaling.overlay")
         st.caption("Markers: measured runs; dashed: each model's best fit by BIC (when the view counts decide one).")
-        st.dataframe(rows, hide_index=True, width="stretch")
+        st.dataframe(rows, hide_index=True, width="stretch", column_config=SUMMARY_COLUMNS)
         tabs = st.tabs([labels.get(name, name) for name in results])
         for tab, (name, result) in zip(tabs, results.items()):
             with tab:
@@ -96,13 +127,15 @@ def show(results: dict, used: dict) -> None:
                                "and memory are shown; scores of random weights would be meaningless.")
 
 
-if submitted and ready and chosen and counts:
+if submitted and confirmed and ready and chosen and counts:
     bar = StreamlitProgress("Scaling study")
     try:
         results = scaling.run_studies(scene, options, sorted(counts), int(repeats), bar.progress, store(),
                                       seed=int(seed))
+        bar.clear()
         st.session_state["scaling.result"] = (results, options)
     except UserError as error:
+        bar.clear()
         st.error(f"The study cannot run: {error}")
 if "scaling.result" in st.session_state:
     show(*st.session_state["scaling.result"])

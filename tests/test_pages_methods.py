@@ -22,6 +22,7 @@ def _run(at, family, settings):
     for key, value in settings.items():
         widget = at.get_by_key(f"{family}.{key}") if hasattr(at, "get_by_key") else None
         widget.set_value(value)
+    at.run()                                    # the Run button follows the inputs (enabled once they can run)
     at.button(key=f"{family}.run").click()
     at.run()
     assert not at.exception, at.exception
@@ -33,7 +34,14 @@ def test_generative_page_runs_lrm_random_tiny_and_labels_it(isolated_cache):
     at = _page("pages/generative.py")
     at.selectbox(key="generative.method").set_value("LRM (OpenLRM v1.1)")
     at.run()
-    assert any("cannot run" in w.value and "weights fetch" in w.value for w in at.warning)  # no checkpoint here
+    weights = at.selectbox(key="generative.lrm.options.weights")
+    assert weights.value == "random-tiny"       # no checkpoint here: the default is what can run
+    assert any(i.value.startswith("Random weights (random-tiny)") for i in at.info) and not at.warning
+    weights.set_value("pretrained")
+    at.run()
+    [box] = at.warning                          # one box: the missing file(s) and the one command
+    assert "cannot run with these weights" in box.value and "python -m core weights fetch" in box.value
+    assert at.button(key="generative.run").disabled
     at = _run(at, "generative", {"lrm.options.weights": "random-tiny", "lrm.options.grid_size": 16,
                                  "lrm.options.render_resolution": 16, "lrm.options.orbit_views": 2,
                                  "lrm.options.num_points": 2000})
@@ -48,8 +56,18 @@ def test_generative_page_runs_lrm_random_tiny_and_labels_it(isolated_cache):
 
 def test_discriminative_page_runs_vggt_random_tiny_with_depth_maps_and_cameras(isolated_cache):
     at = _page("pages/discriminative.py")
-    assert any("cannot run" in w.value and "python -m core weights fetch vggt" in w.value for w in at.warning)
+    assert at.selectbox(key="discriminative.vggt.options.weights").value == "random-tiny"
+    assert not at.warning and any(c.value.startswith("Estimated cost: **about") for c in at.caption)
+    at.selectbox(key="discriminative.vggt.options.weights").set_value("pretrained")
+    at.run()
+    [box] = at.warning
+    assert "model.pt" in box.value and "python -m core weights fetch vggt" in box.value
     assert any(c.value == "Checkpoint licence: vggt-1b: CC BY-NC 4.0" for c in at.caption)
+    # The view list follows the count at once (no form holding it until Run).
+    at.slider(key="discriminative.vggt.count").set_value(4)
+    at.run()
+    assert at.multiselect(key="discriminative.vggt.views.4").value == [0, 10, 21, 31]   # 42 views, evenly
+    at.selectbox(key="discriminative.vggt.options.weights").set_value("random-tiny")
     at = _run(at, "discriminative", {"vggt.options.weights": "random-tiny", "vggt.count": 3})
     assert any("random weights" in w.value for w in at.warning)
     charts = [c.proto.spec if hasattr(c, "proto") else "" for c in at.get("plotly_chart")]
@@ -68,8 +86,15 @@ def test_scaling_page_runs_a_timing_only_study(isolated_cache):
     models = at.multiselect(key="scaling.methods")
     labels = {registry.get(name).label for name in ("vggt", "fast3r", "dust3r")}
     assert models.value == ["vggt"] and labels <= set(models.options)  # options show as labels
+    weights = at.selectbox(key="scaling.vggt.options.weights")
+    assert weights.value == "random-tiny" and not at.warning       # the default that can run here
+    weights.set_value("pretrained")
+    at.run()
     assert any("VGGT cannot run" in w.value and "weights fetch vggt" in w.value for w in at.warning)
+    assert at.button(key="scaling.run").disabled
     at.selectbox(key="scaling.vggt.options.weights").set_value("random-tiny")
+    at.run()
+    assert any(c.value.startswith("Estimated study time") for c in at.caption)
     at.multiselect(key="scaling.counts").set_value([1, 2, 3])
     at.button(key="scaling.run").click()
     at.run()

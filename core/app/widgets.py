@@ -13,6 +13,8 @@ from core.store.cache import REPO_ROOT, RunStore, cache_root
 from core.progress import Progress
 from core.data.scene import Scene, find_scenes
 from core.eval.scores import Scores, threshold_key
+from core.app.access import current_user, submit_allowed
+from core.data.fingerprint import ground_truth_fingerprint
 
 SCENE_KEY = "scene_name"
 APP_RAN_KEY = "_reconbench_app_ran"
@@ -65,7 +67,20 @@ def scene_roots() -> list[Path]:
 
 
 def available_scenes() -> dict[str, Path]:
-    return find_scenes(*scene_roots())
+    """{name: folder} of the scenes this session may open: the bundled samples and the prepared
+    scenes; in hosted mode the prepared scenes are the user's own and the shared ones, named
+    ``<owner namespace>/<scene>`` (:func:`core.hosted.namespaces.visible_scenes`)."""
+    from core.hosted import is_hosted
+
+    if not is_hosted():
+        return find_scenes(*scene_roots())
+    from core.hosted.namespaces import visible_scenes
+
+    found = find_scenes(SAMPLE_ROOT)
+    user = current_user()
+    if user is not None:
+        found.update({ref.label: ref.path for ref in visible_scenes(user)})
+    return found
 
 
 @st.cache_resource(show_spinner="Loading scene…", max_entries=8)
@@ -173,7 +188,31 @@ def _option_widget(spec, key: str):
             label, value=float(spec.default), step=float(spec.step or 0.1),
             min_value=None if spec.min is None else float(spec.min),
             max_value=None if spec.max is None else float(spec.max), help=help_text, key=widget_key))
+    from core.options import is_path_option
+
+    if spec.kind == "str" and is_path_option(spec.name):  # never a free-text server path
+        return checkpoint_choice(label, widget_key, help_text)
     return st.text_input(label, value=str(spec.default), help=help_text, key=widget_key)
+
+
+def checkpoint_choice(label: str, key: str, help_text: str | None = None, match: str = "") -> str:
+    """A select box of the checkpoint files ``python -m core weights list`` finds on this machine
+    (their keys shown, never their paths), with "(default)" = ""; no widget and "" in hosted mode,
+    where explicit checkpoint files are not accepted at all. ``match`` keeps the checkpoints whose
+    key contains it."""
+    from core.hosted import is_hosted
+
+    if is_hosted():
+        return ""
+    from core.models import weights
+
+    found = {}
+    for checkpoint_key, checkpoint in sorted(weights.registered().items()):
+        if match in checkpoint_key and weights.is_available(checkpoint):
+            found[str(weights.resolve(checkpoint))] = f"{checkpoint_key} ({checkpoint.filename})"
+    choices = [""] + list(found)
+    return st.selectbox(label, choices, format_func=lambda value: found.get(value, "(default)"),
+                        help=help_text, key=key)
 
 
 def weights_defaults(method) -> dict:
@@ -332,7 +371,9 @@ def method_workbench(family: str) -> None:
         weights_notice(method, options, availability)
         confirmed = cost_notice(method.name, options, len(view_ids), scene, f"{family}.{method.name}") \
             if availability.ok and view_ids else True
-        submitted = st.button("Run", type="primary", key=f"{family}.run", disabled=not availability.ok)
+        may_submit = submit_allowed()
+        submitted = st.button("Run", type="primary", key=f"{family}.run",
+                              disabled=not availability.ok or not may_submit)
     run_store = store()
     shown_key = f"{family}.shown"
     if submitted and not confirmed:
@@ -353,7 +394,8 @@ def method_workbench(family: str) -> None:
             bar.clear()
             st.error(f"{method.label} cannot run: {error}")
 
-    runs = [r for r in run_store.runs(scene.name) if r.method == method.name]  # this method's runs only
+    runs = [r for r in run_store.runs(scene.name, ground_truth_fingerprint(scene))
+            if r.method == method.name]  # this method's runs on this ground truth only
     if not runs:
         st.info(f"No stored run of {method.label} for this scene yet.")
         return

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -224,14 +225,16 @@ def run_studies(scene, methods: dict, view_counts: list[int], repeats: int, prog
     repeats = max(1, int(repeats))
     flops = {name: flops_model(name, options, scene) for name, options in parsed.items()}
     jobs = [(n, r, name) for n in counts for r in range(repeats) for name in parsed]
+    prior = study_estimates(scene, parsed, counts, store)
     results = {name: ScalingResult(method=name) for name in parsed}
     done: dict[str, list[tuple[int, float]]] = {name: [] for name in parsed}
     stopped = False
     for index, (n, r, name) in enumerate(jobs):
-        left = _remaining(done, jobs[index:], flops)
+        left = _remaining(done, jobs[index:], flops, prior)
         eta = f", about {left:.0f} s left" if left is not None else ""
         views = study_views(scene.num_views, n, r, seed)
         result = results[name]
+        started = time.perf_counter()
         try:
             progress(index / len(jobs), f"{name}: {n} views, subset {r + 1}/{repeats}{eta}")
             run = run_method(scene, name, views, parsed[name], progress.sub(index / len(jobs),
@@ -251,7 +254,9 @@ def run_studies(scene, methods: dict, view_counts: list[int], repeats: int, prog
         point = ScalingPoint(n, r, views, float(recon.seconds), recon.peak_memory_bytes / 2**20, run.key,
                              run.cached, scores, name)
         result.points.append(point)
-        done[name].append((n, point.seconds))
+        # The ETA learns from wall time (model loading and storing included); a cached run
+        # took no time now, so its recorded time stands for what a fresh one would take.
+        done[name].append((n, point.seconds if run.cached else time.perf_counter() - started))
         if on_point is not None:
             on_point(point)
     for result in results.values():
@@ -261,16 +266,35 @@ def run_studies(scene, methods: dict, view_counts: list[int], repeats: int, prog
     return results
 
 
+def study_estimates(scene, methods: dict, counts: list[int], store=None) -> dict[tuple[str, int], float | None]:
+    """``{(method, n): estimated seconds of one run}`` from the cost model
+    (:func:`core.studies.cost.estimate`); None where it has no estimate."""
+    from core.studies import cost
+
+    out = {}
+    for name, options in methods.items():
+        for n in counts:
+            try:
+                out[(name, n)] = cost.estimate(name, options, n, scene, store).seconds
+            except Exception:  # noqa: BLE001 -- an ETA must never stop the study
+                out[(name, n)] = None
+    return out
+
+
 def _remaining(done: dict[str, list[tuple[int, float]]], jobs: list[tuple[int, int, str]],
-               flops: dict[str, Callable[[int], float] | None]) -> float | None:
-    """Seconds left for ``jobs`` (n, subset, method): each method's own estimate, summed; None
-    until every method has a finished point."""
+               flops: dict[str, Callable[[int], float] | None],
+               prior: dict[tuple[str, int], float | None] | None = None) -> float | None:
+    """Seconds left for ``jobs`` (n, subset, method): each method's fit to its finished points
+    (wall time), or the cost model's estimates (``prior``) before its first point, summed; None
+    when a method has neither."""
     total = 0.0
     for name, points in done.items():
         todo = [n for n, _, m in jobs if m == name]
         if not todo:
             continue
         left = estimate_remaining(points, todo, flops.get(name))
+        if left is None and prior is not None and all(prior.get((name, n)) is not None for n in todo):
+            left = sum(prior[(name, n)] for n in todo)
         if left is None:
             return None
         total += left
