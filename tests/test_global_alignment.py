@@ -318,6 +318,7 @@ def test_progress_and_stop(ref):
     r = global_align(_pairs(d, "ga_synth."), SHAPES, None, dict(niter=5, schedule="linear"),
                      Progress(lambda f, m: seen.append((f, m))))
     assert len(r["loss_history"]) == 5
+    assert r["optimise_seconds"] > 0 and r["iterations_per_s"] == 5 / r["optimise_seconds"]
     np.testing.assert_allclose(r["lr_history"], [0.01 + (1e-6 - 0.01) * n / 5 for n in range(5)], rtol=1e-12)
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0

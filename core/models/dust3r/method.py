@@ -108,8 +108,9 @@ class DUSt3RMethod(CroCoNetworkMethod):
         arbitrary scale.
 
         ``extra`` records ``network_seconds``, ``alignment_seconds`` (two-view geometry, or global
-        alignment for more than 2 views), ``pairs_evaluated``, ``model_input_size [h, w]`` and, for
-        more than 2 views, the alignment's ``loss_history``.
+        alignment for more than 2 views), ``pairs_evaluated``, ``encoder_passes`` (distinct views:
+        each is encoded once), ``model_input_size [h, w]`` and, for more than 2 views, the
+        alignment's ``loss_history``, ``ga_optimise_seconds`` and ``ga_iterations_per_s``.
         """
         notes: list[str] = []
         extra: dict = {}
@@ -127,6 +128,7 @@ class DUSt3RMethod(CroCoNetworkMethod):
                              progress=progress.sub(0.05, 0.6 if n > 2 else 0.9),
                              autocast=lambda: autocast_context(device))
         extra["pairs_evaluated"] = len(pairs)
+        extra["encoder_passes"] = len({i for pair in pairs for i in pair})
         extra["network_seconds"] = time.perf_counter() - started
         started = time.perf_counter()
         if n == 1:
@@ -141,6 +143,8 @@ class DUSt3RMethod(CroCoNetworkMethod):
             edges = pairs[: len(pairs) // 2]
             result = to_view0_frame(global_align(pred, [(h, w)] * n, edges, ga_options, progress.sub(0.6, 0.95)))
             extra["loss_history"] = [float(x) for x in result.get("loss_history", [])]
+            extra["ga_optimise_seconds"] = float(result["optimise_seconds"])
+            extra["ga_iterations_per_s"] = float(result["iterations_per_s"])
         extra["alignment_seconds"] = time.perf_counter() - started
         progress(0.95, "building the point cloud")
         point_maps = torch.as_tensor(result["pts3d"]).float().cpu().numpy()

@@ -65,7 +65,9 @@ def global_align(pairs: dict, image_shapes: list[tuple[int, int]], graph_edges: 
         [N,H,W]`` (per-view max confidence), ``masks [N,H,W]`` (im_conf > min_conf_thr), ``pw_poses
         [E,4,4]``, ``pw_scales [E]``, ``loss`` (float, at the final state), ``loss_history`` /
         ``lr_history`` (lists, loss before each step and its lr), ``init_loss`` (float),
-        ``mst_edges`` (list of (i, j)), ``pnp_calls`` (list of :class:`~.initialisation.PnPCall`), ``edges``, and
+        ``mst_edges`` (list of (i, j)), ``pnp_calls`` (list of :class:`~.initialisation.PnPCall`), ``edges``,
+        ``optimise_seconds`` (wall time of the Adam iterations, not of Adam's construction),
+        ``iterations_per_s`` (0 when niter = 0), and
         ``params``: the raw parameters ``im_poses [N,7]``, ``im_depthmaps [N,A]``, ``im_focals
         [N,1]``, ``pw_poses [E,8]`` (see the module docstring).
         When views differ in shape the per-view maps are lists instead of stacked tensors.
@@ -120,6 +122,7 @@ def global_align(pairs: dict, image_shapes: list[tuple[int, int]], graph_edges: 
     progress.check()
     _, losses, lrs = opt.optimize(int(opts["niter"]), lr=float(opts["lr"]), lr_min=float(opts["lr_min"]),
                                   schedule=opts["schedule"], progress=progress.sub(0.05, 1.0))
+    optimise_seconds = opt.iteration_seconds
     with torch.no_grad():
         final_loss = opt.loss()
         cam2world = opt.get_im_poses().detach()
@@ -151,6 +154,8 @@ def global_align(pairs: dict, image_shapes: list[tuple[int, int]], graph_edges: 
             mst_edges=list(opt.mst_edges),
             pnp_calls=list(opt.pnp_calls),
             edges=list(edges),
+            optimise_seconds=optimise_seconds,
+            iterations_per_s=len(losses) / optimise_seconds if losses and optimise_seconds > 0 else 0.0,
         )
     progress(1.0, f"global alignment done, loss {final_loss:.5g}")
     return result

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
 import numpy as np
 import torch
@@ -304,7 +305,9 @@ class PointCloudOptimizer(torch.nn.Module):
         zero autograd derivative at exactly x = 0. Only those views: a translation that merely rounds
         to 0 keeps its gradient (:func:`core.models.pose_utils.signed_expm1` has the true derivative,
         1, there), so whether a parameter moves never hangs on the last bit of a float32 sum.
-        Returns (last loss before the last step, or inf if niter = 0; loss history; lr history).
+        Returns (last loss before the last step, or inf if niter = 0; loss history; lr history);
+        sets ``iteration_seconds``, the wall time of the iterations (not Adam's construction, whose
+        first use in a process imports ``torch._dynamo``: seconds).
         Raises ``core.progress.Stopped`` if the user stops (via ``progress``).
         """
         if schedule not in ("cosine", "linear"):
@@ -316,6 +319,7 @@ class PointCloudOptimizer(torch.nn.Module):
         lrs: list[float] = []
         loss = float("inf")
         sched = cosine_schedule if schedule == "cosine" else linear_schedule
+        started = time.perf_counter()
         for it in range(niter):
             cur_lr = float(sched(it / niter, lr, lr_min))
             for group in optimizer.param_groups:
@@ -327,4 +331,5 @@ class PointCloudOptimizer(torch.nn.Module):
             losses.append(loss)
             lrs.append(cur_lr)
             progress((it + 1) / niter, f"global alignment {it + 1}/{niter}, loss {loss:.5g}")
+        self.iteration_seconds = time.perf_counter() - started
         return loss, losses, lrs
