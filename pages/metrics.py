@@ -3,6 +3,7 @@ import streamlit as st
 
 from core.eval import metrics
 from core.eval.scores import Scores
+from core.app.access import submit_allowed
 from core.app import figures
 from core.app.exports import export_buttons
 from core.data.importers import SUPPORTED_SUFFIXES
@@ -40,7 +41,8 @@ with st.expander("Options"):
     with right:
         max_points = st.number_input("Points drawn in 3D (cap)", 1_000, 400_000, 40_000, step=10_000)
 
-if st.button("Evaluate", type="primary", disabled=upload is None, key="metrics.evaluate"):
+if st.button("Evaluate", type="primary", disabled=upload is None or not submit_allowed(),
+             key="metrics.evaluate"):
     try:
         views = parse_view_ids(views_text) or None
         bar = StreamlitProgress("Evaluating")
@@ -76,7 +78,7 @@ stored = Scores.from_json(record.evaluation) if record.evaluation is not None el
 if stored is None or not stored.scored:
     if stored is not None:
         st.warning(f"This run could not be scored: {stored.error}")
-    if st.button("Score this run", key="metrics.score"):
+    if st.button("Score this run", key="metrics.score", disabled=not submit_allowed()):
         try:
             evaluate_run(scene, run_store, method, key)
             st.rerun()

@@ -19,9 +19,9 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core.app.figures import GT_COLOUR
 from core.studies.compare import SCORES, SPECS, ComparedRun, ErrorCloud, ViewsPoint, pareto_front
 
-GT_COLOUR = "rgba(214,39,214,0.45)"
 DISTANCE_SCALE = "Turbo"
 CAMERA_PRESETS = ("oblique", "front", "side", "top")
 
@@ -86,7 +86,7 @@ def linked_clouds_figure(panels: list[tuple[str, ErrorCloud]], ground_truth: np.
         if ground_truth is not None and len(ground_truth):
             figure.add_trace(go.Scatter3d(
                 x=ground_truth[:, 0], y=ground_truth[:, 1], z=ground_truth[:, 2], mode="markers",
-                marker={"size": 1.2, "color": GT_COLOUR}, name="ground truth", legendgroup="ground truth",
+                marker={"size": 1.5, "color": GT_COLOUR}, name="ground truth", legendgroup="ground truth",
                 showlegend=index == 1, hoverinfo="skip"), row=1, col=index)
         p = cloud.points
         figure.add_trace(go.Scatter3d(

@@ -187,21 +187,31 @@ def loss_curve_figure(losses: list[float]) -> go.Figure:
     return curve
 
 
-def error_overlay_figure(evaluation, max_points: int = DEFAULT_MAX_POINTS, clip: float | None = None
-                         ) -> tuple[go.Figure, str]:
-    """Aligned prediction coloured by distance to the ground truth, over the ground truth (grey)."""
+GT_COLOUR = "rgba(214,39,214,0.55)"  # magenta: the ground truth, a colour no distance scale (Turbo) contains
+
+
+def error_overlay_figure(evaluation, max_points: int = DEFAULT_MAX_POINTS, clip: float | None = None,
+                         show_ground_truth: bool = True) -> tuple[go.Figure, str]:
+    """Aligned prediction coloured by distance to the ground truth (Turbo, normalised units, 0 to
+    ``clip`` or the 95th percentile), over the ground truth in :data:`GT_COLOUR` unless
+    ``show_ground_truth`` is False."""
     errors = evaluation.point_errors
     cmax = clip if clip is not None else float(np.percentile(errors, 95)) if len(errors) else 1.0
-    gt_trace, gt_shown, gt_total = cloud_trace(evaluation.gt_points, name="ground truth",
-                                               max_points=max_points // 2, size=1.0, seed=1)
-    gt_trace.marker.color = "rgba(150,150,150,0.35)"
+    traces = []
+    if show_ground_truth:
+        gt_trace, gt_shown, gt_total = cloud_trace(evaluation.gt_points, name="ground truth",
+                                                   max_points=max_points // 2, size=1.5, seed=1)
+        gt_trace.marker.color = GT_COLOUR
+        traces.append(gt_trace)
     pred_trace, shown, total = cloud_trace(evaluation.aligned_points, values=errors, name="prediction",
                                            max_points=max_points, colorscale="Turbo",
                                            colorbar_title="distance to GT (normalised)", cmin=0.0, cmax=cmax)
+    traces.append(pred_trace)
     caption = (f"showing {shown:,} of {total:,} aligned prediction points (colour = distance to the ground "
-               f"truth, normalised units, clipped at {cmax:.3g}) over {gt_shown:,} of {gt_total:,} "
-               "ground-truth points")
-    return figure_3d([gt_trace, pred_trace], revision="overlay"), caption
+               f"truth, normalised units, clipped at {cmax:.3g})")
+    caption += (f" over {gt_shown:,} of {gt_total:,} ground-truth points (magenta)" if show_ground_truth
+                else "; ground truth hidden")
+    return figure_3d(traces, revision="overlay"), caption
 
 
 def depth_figure(depths: list[np.ndarray], titles: list[str], columns: int = 4,
