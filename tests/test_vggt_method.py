@@ -227,3 +227,52 @@ def test_bench_reports_time_memory_and_flops():
         json.dumps(row)
     with pytest.raises(ValueError, match="multiples of 14"):
         bench(["--tiny", "--views", "1", "--size", "60"])
+
+
+STAND_IN = '''
+"""A stand-in for the authors' package (tests only): our tiny VGGT behind their interface."""
+from core.models.vggt.config import VGGTConfig
+from core.models.vggt.modeling_vggt import VGGT as Ours
+
+FIELDS = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf")
+
+
+class VGGT(Ours):
+    def __init__(self, tiny=False):
+        super().__init__(VGGTConfig.tiny() if tiny else VGGTConfig())
+        EXTRA
+
+    def forward(self, images):
+        out = super().forward(images)
+        return {field: getattr(out, field) for field in FIELDS}
+'''
+
+
+def _stand_in(root, extra: str = "pass"):
+    package = root / "vggt" / "models"
+    package.mkdir(parents=True)
+    (root / "vggt" / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "vggt.py").write_text(STAND_IN.replace("EXTRA", extra))
+    return root
+
+
+def test_against_authors_alternates_and_compares_outputs(tmp_path, monkeypatch):
+    """The comparison's plumbing, with a stand-in for the authors' checkout (the real one is
+    fetched by whoever measures, never committed): same weights in both, identical outputs,
+    alternating rounds, the ratio of the best times; a checkout whose weights differ is refused."""
+    import sys
+
+    for name in [m for m in sys.modules if m == "vggt" or m.startswith("vggt.")]:
+        monkeypatch.delitem(sys.modules, name)
+    rows = bench(["--tiny", "--views", "2", "--size", "70", "--height", "56", "--repeats", "2",
+                  "--matmul-size", "64", "--against-authors", str(_stand_in(tmp_path / "a"))])
+    (row,) = rows
+    assert len(row["ours_seconds"]) == len(row["authors_seconds"]) == 2
+    assert row["ratio_to_authors"] == pytest.approx(min(row["ours_seconds"]) / min(row["authors_seconds"]))
+    assert row["identical_outputs"] and set(row["max_abs_difference"].values()) == {0.0}
+    for name in [m for m in sys.modules if m == "vggt" or m.startswith("vggt.")]:
+        monkeypatch.delitem(sys.modules, name)
+    other = _stand_in(tmp_path / "b", "self.extra_layer = __import__('torch').nn.Linear(2, 2)")
+    with pytest.raises(ValueError, match="does not match ours.*unexpected|missing.*extra_layer"):
+        bench(["--tiny", "--views", "1", "--size", "70", "--matmul-size", "64", "--against-authors", str(other)])
