@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
 from core.cli import CliError
 
-EXECUTOR_ENV = "RECONBENCH_EXECUTOR"
+from core.jobs.client import EXECUTOR_ENV
 
 
 def add_job_flags(parser: argparse.ArgumentParser) -> None:
@@ -32,9 +31,9 @@ def add_job_flags(parser: argparse.ArgumentParser) -> None:
 
 def inline(args) -> bool:
     """Whether this command computes in-process (``--inline`` or ``RECONBENCH_EXECUTOR=inline``)."""
-    if getattr(args, "inline", None):
-        return True
-    return os.environ.get(EXECUTOR_ENV, "ray").strip().lower() == "inline"
+    from core.jobs.client import use_ray
+
+    return bool(getattr(args, "inline", None)) or not use_ray()
 
 
 def _progress(fraction: float, message: str) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -26,6 +27,16 @@ from core.jobs import cluster
 
 class JobError(UserError):
     """A job that failed or was cancelled, or an unknown job id; the message says which and why."""
+
+
+EXECUTOR_ENV = "RECONBENCH_EXECUTOR"
+
+
+def use_ray() -> bool:
+    """Whether computations are submitted as jobs (default) or run in this process
+    (``RECONBENCH_EXECUTOR=inline``, a debugging aid and what the test suite uses outside the
+    job tests)."""
+    return os.environ.get(EXECUTOR_ENV, "ray").strip().lower() != "inline"
 
 
 def default_owner() -> str:

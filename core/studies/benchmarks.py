@@ -13,6 +13,10 @@ A plan is a TOML file (``benchmarks/co3d.toml``, ``benchmarks/dtu.toml``)::
     [options.vggt]                    # per-method options, validated like everywhere else
     weights = "pretrained"
 
+Protocol ``reconbench`` (no data-set ``root``): ``items`` are scene folders relative to the
+plan file, each run at ``views`` uniform views with every method and scored with ReconBench's
+evaluation (``score = false`` only times them); the grid is submitted as jobs on Ray at once.
+
 :func:`run_plan` imports each item once (into the store's ``benchmarks/scenes/``), runs every
 method at every view count through the run cache (so a rerun computes only what is missing),
 scores each run with the protocol, and returns the rows and the table in the papers' shape:
@@ -34,7 +38,7 @@ from typing import Callable
 
 from core.errors import UserError
 
-PROTOCOLS = ("co3d-pose", "dtu")
+PROTOCOLS = ("co3d-pose", "dtu", "reconbench")
 
 # What the papers report, for the page to show beside the measured table. Reported, not
 # reproduced here; each entry says where it comes from and how its protocol differs.
@@ -49,6 +53,7 @@ PAPER_NUMBERS: dict[str, list[dict]] = {
          "source": "VGGT released evaluation script (the authors' repository), same data",
          "differences": "as above; the script's relative pose is inv(E_i) E_j in the first camera's frame"},
     ],
+    "reconbench": [],
     "dtu": [
         {"method": "dust3r", "metric": "overall_mm", "value": 1.741,
          "source": "as cited in VGGT, Table 3: DTU, unknown ground-truth cameras (accuracy 2.677, "
@@ -62,8 +67,9 @@ PAPER_NUMBERS: dict[str, list[dict]] = {
     ],
 }
 
-METRICS = {"co3d-pose": ("auc30", "rra30", "rta30"), "dtu": ("accuracy_mm", "completeness_mm", "overall_mm")}
-GROUP = {"co3d-pose": "category", "dtu": "scan"}
+METRICS = {"co3d-pose": ("auc30", "rra30", "rta30"), "dtu": ("accuracy_mm", "completeness_mm", "overall_mm"),
+           "reconbench": ("chamfer", "fscore", "seconds", "points")}
+GROUP = {"co3d-pose": "category", "dtu": "scan", "reconbench": "scene"}
 
 
 class PlanError(UserError):
@@ -84,6 +90,7 @@ class Plan:
     aggregation: str = "per-category"
     options: dict[str, dict] = field(default_factory=dict)
     path: str = ""
+    score: bool = True       # reconbench: score each run against the scene's ground truth
 
 
 def load_plan(path: Path | str) -> Plan:
@@ -97,6 +104,8 @@ def load_plan(path: Path | str) -> Plan:
         raise PlanError(f"cannot read plan {path.name}: {error.strerror or error}") from None
     except tomllib.TOMLDecodeError as error:
         raise PlanError(f"plan {path.name} is not valid TOML: {error}") from None
+    if data.get("protocol") == "reconbench":
+        data.setdefault("root", "")
     missing = [k for k in ("name", "protocol", "root", "items", "methods", "views") if k not in data]
     if missing:
         raise PlanError(f"plan {path.name} lacks {', '.join(missing)}")
@@ -125,9 +134,12 @@ def load_plan(path: Path | str) -> Plan:
         raise PlanError(f"plan {path.name}: DTU items are scan numbers; got {items}")
     if data["protocol"] == "co3d-pose" and not all(i.count("/") == 1 for i in items):
         raise PlanError(f"plan {path.name}: CO3D items are CATEGORY/SEQUENCE; got {items}")
+    score = data.get("score", True)
+    if not isinstance(score, bool):
+        raise PlanError(f"plan {path.name}: score must be true or false; got {score!r}")
     return Plan(name=str(data["name"]), protocol=data["protocol"], root=str(data["root"]), items=items,
                 methods=list(data["methods"]), views=list(views), seed=int(data.get("seed", 0)),
-                aggregation=aggregation, options=options, path=str(path))
+                aggregation=aggregation, options=options, path=str(path), score=score)
 
 
 def dataset_folder(plan: Plan) -> Path:
@@ -211,6 +223,8 @@ def run_plan(plan: Plan, store=None, progress: Callable | None = None) -> Benchm
 
     store = store or RunStore()
     report = progress or (lambda fraction, message="": None)
+    if plan.protocol == "reconbench":
+        return _run_scene_grid(plan, store, report)
     started = time.perf_counter()
     jobs = [(item, method, count) for item in plan.items for method in plan.methods for count in plan.views]
     rows = []
@@ -239,6 +253,78 @@ def run_plan(plan: Plan, store=None, progress: Callable | None = None) -> Benchm
                            seconds=time.perf_counter() - started, created=time.strftime("%Y-%m-%d %H:%M:%S"))
 
 
+def scene_folders(plan: Plan) -> list[Path]:
+    """The reconbench plan's scene folders (items relative to the plan file's folder)."""
+    base = Path(plan.path).parent if plan.path else Path.cwd()
+    folders = [(base / item).resolve() for item in plan.items]
+    missing = [str(f) for f in folders if not (f / "scene.json").is_file()]
+    if missing:
+        raise PlanError(f"plan {plan.name}: no scene folder at {', '.join(missing)}")
+    return folders
+
+
+def _run_scene_grid(plan: Plan, store, report: Callable) -> BenchmarkResult:
+    """The ``reconbench`` protocol: every scene folder x method x view count (uniform views) run
+    and scored with ReconBench's evaluation. On Ray (the default executor) the whole grid is
+    submitted first, so the cluster runs what fits in parallel (and attaches to runs already
+    computing); ``RECONBENCH_EXECUTOR=inline`` runs it here, one after the other."""
+    from core.data.scene import Scene
+    from core.jobs import client
+
+    started = time.perf_counter()
+    scenes = [(Scene.load(folder), folder) for folder in scene_folders(plan)]
+    grid = [(scene, folder, method, count) for scene, folder in scenes for method in plan.methods
+            for count in plan.views]
+    rows, pending = [], []
+    for scene, folder, method, count in grid:
+        row = {"scene": scene.name, "item": str(folder), "method": method, "views": count}
+        rows.append(row)
+        try:
+            views = scene.uniform_views(count) if count <= scene.num_views else None
+            if views is None:
+                raise PlanError(f"{scene.name} has {scene.num_views} views; the plan asks for {count}")
+            if client.use_ray():
+                spec = client.run_spec(scene, folder, method, views, plan.options.get(method), store,
+                                       evaluate=plan.score, score_random_weights=plan.score)
+                pending.append((row, client.submit(spec)[0]))
+            else:
+                from core.runner import run_method
+
+                result = run_method(scene, method, views, plan.options.get(method), store=store,
+                                    evaluate=plan.score)
+                row.update(_grid_row(result.key, result.cached, result.recon.weights_kind, result.recon.seconds,
+                                     len(result.recon.points), result.evaluation))
+        except UserError as error:
+            row["error"] = str(error)
+    for index, (row, job_id) in enumerate(pending):
+        report(index / max(len(pending), 1), f"waiting for {row['method']} on {row['scene']} ({row['views']} views)")
+        try:
+            done = client.wait(job_id)["result"]
+            row.update({"job": job_id, **_grid_row(done["key"], done["cached"], done["weights_kind"],
+                                                   done["seconds"], done["points"], done["evaluation"])})
+        except UserError as error:
+            row.update({"job": job_id, "error": str(error)})
+    report(1.0, "plan complete")
+    return BenchmarkResult(plan=asdict(plan), rows=rows, table=paper_table(plan, rows),
+                           seconds=time.perf_counter() - started, created=time.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def _grid_row(key: str, cached: bool, weights: str, seconds: float, points: int, evaluation: dict | None) -> dict:
+    """A reconbench row's measured fields: Chamfer and F-score at 0.01 (normalised units) when scored."""
+    from core.eval.scores import Scores, ScoresFormatError
+
+    chamfer = fscore = None
+    if evaluation is not None:
+        try:
+            scores = Scores.from_json(evaluation)
+            if scores.scored:
+                chamfer, fscore = scores.chamfer, scores.fscore_at(0.01)
+        except ScoresFormatError:
+            pass
+    return {"weights": weights, "key": key, "cached": cached, "seconds": seconds, "points": points,
+            "chamfer": chamfer, "fscore": fscore}
+
+
 def paper_table(plan: Plan, rows: list[dict]) -> list[dict]:
     """The table in the papers' shape: per category / scan rows and a mean row, per method and
     view count. CO3D in percent (AUC@30, RRA@30, RTA@30) with the plan's aggregation; DTU in mm."""
@@ -249,7 +335,13 @@ def paper_table(plan: Plan, rows: list[dict]) -> list[dict]:
             done = [r for r in rows if r["method"] == method and r["views"] == count and "error" not in r]
             if not done:
                 continue
-            if plan.protocol == "co3d-pose":
+            if plan.protocol == "reconbench":
+                for r in done:
+                    table.append({group: r[group], "method": method, "views": count,
+                                  **{m: r[m] for m in METRICS[plan.protocol]}})
+                table.append({group: "mean", "method": method, "views": count,
+                              **{m: _mean([r[m] for r in done]) for m in METRICS[plan.protocol]}})
+            elif plan.protocol == "co3d-pose":
                 from core.eval.protocols.co3d_pose import aggregate
 
                 summary = aggregate([{"category": r[group], "rre_deg": r["rre_deg"], "rte_deg": r["rte_deg"]}
@@ -266,6 +358,12 @@ def paper_table(plan: Plan, rows: list[dict]) -> list[dict]:
                 table.append({group: "mean", "method": method, "views": count,
                               **{m: sum(r[m] for r in done) / len(done) for m in METRICS[plan.protocol]}})
     return table
+
+
+def _mean(values: list) -> float | None:
+    """Mean of the numbers among ``values`` (None when there are none: unscored runs)."""
+    numbers = [v for v in values if isinstance(v, (int, float)) and v == v]
+    return sum(numbers) / len(numbers) if numbers else None
 
 
 # ----------------------------------------------------------------------------- storage
@@ -316,7 +414,7 @@ def list_plans() -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.glob("*.toml"))} if folder.is_dir() else {}
 
 
-UNITS = {"co3d-pose": "percent", "dtu": "mm"}
+UNITS = {"co3d-pose": "percent", "dtu": "mm", "reconbench": "normalised units; seconds"}
 
 
 def display_table(table: list[dict], protocol: str) -> list[dict]:
@@ -329,6 +427,9 @@ def display_table(table: list[dict], protocol: str) -> list[dict]:
 
 
 def table_caption(protocol: str) -> str:
+    if protocol == "reconbench":
+        return ("Per scene: ReconBench's evaluation (Chamfer in normalised units, lower is better; F-score at "
+                "0.01, higher is better), the run's seconds and points; mean over scenes.")
     if protocol == "co3d-pose":
         return ("Per category: pairs i < j of the drawn frames pooled per category; mean: the average of the "
                 "categories (VGGT's aggregation). Higher is better.")
