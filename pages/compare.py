@@ -15,7 +15,7 @@ st.title("Compare")
 scene = current_scene()
 if scene is None:
     st.stop()
-runs = compare.compared_runs(store(), scene.name)
+runs = compare.compared_runs(store(), scene)  # this ground truth's runs (and those of unknown ground truth)
 if not runs:
     st.info(f"No stored run for scene “{scene.name}” yet: run a method on its page or import a file on Metrics.")
     st.stop()

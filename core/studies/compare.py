@@ -167,9 +167,15 @@ def compare_run(record: RunRecord) -> ComparedRun:
         parameters_m=parameters / 1e6 if parameters else None, scores=scores, problem=problem)
 
 
-def compared_runs(store: RunStore, scene: str) -> list[ComparedRun]:
-    """Every stored run of ``scene`` (newest first), as :class:`ComparedRun`."""
-    return [compare_run(record) for record in store.runs(scene)]
+def compared_runs(store: RunStore, scene) -> list[ComparedRun]:
+    """The stored runs of ``scene`` (newest first), as :class:`ComparedRun`: every run stored under
+    the name when ``scene`` is a name; for a :class:`core.data.scene.Scene`, those made against its
+    ground truth and those of unknown ground truth (as :func:`core.runner.leaderboard`)."""
+    if isinstance(scene, str):
+        return [compare_run(record) for record in store.runs(scene)]
+    from core.data.fingerprint import ground_truth_fingerprint
+
+    return [compare_run(record) for record in store.runs(scene.name, ground_truth=ground_truth_fingerprint(scene))]
 
 
 def filter_runs(runs: list[ComparedRun], methods: list[str] | None = None, weights: list[str | None] | None = None,
