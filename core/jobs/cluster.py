@@ -131,48 +131,29 @@ def local_address(root: Path | str | None = None) -> str | None:
 
 
 def stop_local(root: Path | str | None = None) -> None:
-    """Stop the local instance of cache root ``root`` (``ray stop`` on its session folder)."""
-    record = record_path(root)
-    if not record.is_file():
-        return
-    try:
-        address = json.loads(record.read_text())["address"]
-    except (OSError, ValueError, KeyError, TypeError):
-        address = None
-    if address and _reachable(address):
-        import ray
+    """Stop the local instance of cache root ``root``: its processes are those whose command line
+    names its session folder (``ray stop`` would stop every Ray instance of the machine)."""
+    import psutil
 
-        if ray.is_initialized():
-            ray.shutdown()
-        # `ray stop` would stop every Ray on the machine; kill only this instance's processes.
-        subprocess.run([sys.executable, "-c", _STOP_SCRIPT, address], capture_output=True, timeout=60)
-    record.unlink(missing_ok=True)
+    import ray
 
-
-# Ends the processes of one instance: those whose command line names its GCS address or its
-# session folder (not every Ray of the machine, as `ray stop` would).
-_STOP_SCRIPT = r"""
-import sys, psutil, signal
-address = sys.argv[1]
-port = address.rsplit(":", 1)[1]
-victims = []
-for proc in psutil.process_iter(["cmdline"]):
-    line = " ".join(proc.info["cmdline"] or [])
-    if ("ray" in line) and (address in line or f"--gcs_server_port={port}" in line or f"--gcs-address={address}" in line):
-        victims.append(proc)
-tree = []
-for proc in victims:
-    try:
-        tree += [proc] + proc.children(recursive=True)
-    except psutil.Error:
-        pass
-for proc in tree:
-    try:
-        proc.kill()
-    except psutil.Error:
-        pass
-psutil.wait_procs(tree, timeout=20)
-"""
+    if ray.is_initialized():
+        ray.shutdown()
+    folder = str(temp_dir(root))
+    members = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if folder in " ".join(proc.info["cmdline"] or []):
+                members.append(proc)
+        except psutil.Error:
+            continue
+    for proc in members:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(members, timeout=20)
+    record_path(root).unlink(missing_ok=True)
 
 
 def address(root: Path | str | None = None, start: bool = True) -> str:
