@@ -343,3 +343,22 @@ def test_metrics_page_shows_the_download_section_of_the_committed_runs():
     assert not at.exception
     buttons = {b.key.rsplit(".", 1)[1]: b for b in at.download_button if b.key.startswith("metrics.export.")}
     assert len(buttons) == 5 and {k for k, b in buttons.items() if b.proto.disabled} == {"colmap", "nerfstudio"}
+
+
+def test_report_of_the_committed_scored_runs_has_the_compare_figures(tmp_path):
+    """The class handout: the committed COLMAP and 3D-LMNet runs (scored), read only."""
+    from core.export import StoredRun, export_to
+    from tests.conftest import ROOT, SAMPLE
+
+    store = RunStore(ROOT / "cache")
+    scene = Scene.load(SAMPLE)
+    records = [next(r for r in store.runs("toy") if r.method == m) for m in ("colmap", "lmnet")]
+    before = store.snapshot()
+    out = export_to("html", [StoredRun.from_record(r, scene) for r in records], tmp_path / "handout")
+    text = (out / "report.html").read_text()
+    assert text.count("plotly.js v") == 1 and "<script src=" not in text
+    for heading in ("Runs and scores", "Distance to the ground truth", "Score charts", "Quality against cost"):
+        assert f"<h2>{heading}</h2>" in text
+    assert "data-linked-scenes" in text  # the 3-D views share one camera
+    assert f"{json.loads((records[0].path / 'evaluation.json').read_text())['chamfer']:.4g}" in text
+    assert store.snapshot() == before

@@ -150,8 +150,7 @@ def _compare_items(runs) -> list | None:
     costs = [compare.SPECS["seconds"], compare.SPECS["peak_memory_mb"]]
     rows, help_text = [], {}
     for c in compared:
-        row = {"Run": c.short(), "Method": c.label, "Views": c.views or None,
-               "Weights": c.weights_kind or NO_VALUE}
+        row = {"Run": c.short(), "Weights": c.weights_kind or NO_VALUE}
         for spec in specs + costs:
             column = f"{spec.title} {spec.arrow} ({spec.unit})"
             row[column] = c.value(spec.key)
@@ -171,9 +170,11 @@ def _compare_items(runs) -> list | None:
             scale = compare.shared_scale([cloud.errors for _, cloud in clouds])
             figure = cf.linked_clouds_figure(clouds, compare.normalised_ground_truth(scene), scale,
                                              cf.camera_for("oblique", compare.scene_up(scene)))
+            # The Compare page's camera link: turning one view turns them all.
             items.append(FigureItem("Distance to the ground truth", figure,
                                     f"Aligned predictions coloured by distance to the ground truth (one scale, "
-                                    f"top {scale:.3g} normalised units, the 95th percentile); ground truth in magenta."))
+                                    f"top {scale:.3g} normalised units, the 95th percentile); ground truth in magenta; "
+                                    "the views turn together.", post_script=cf._LINK_SCRIPT))
     items.append(FigureItem("Score charts", cf.score_bars_figure(scored), "Each chart's title says which way is better."))
     if any(c.value("seconds") is not None for c in scored):
         items.append(FigureItem("Quality against cost", cf.pareto_figure(scored),
