@@ -4,6 +4,7 @@ Entry point only: navigation over pages/ and the sidebar scene picker.
 """
 import streamlit as st
 
+from core.app.access import sign_in_gate
 from core.app.widgets import clean_staging_once, mark_app_ran, scene_picker
 
 st.set_page_config(page_title="ReconBench", page_icon="🧸", layout="wide")
@@ -21,6 +22,7 @@ PAGES = [
     st.Page("pages/benchmarks.py", title="Benchmarks", icon=":material/table_chart:"),
 ]
 
+sign_in_gate()  # hosted mode: nobody past this line without a role (local mode: no-op)
 navigation = st.navigation(PAGES)
 mark_app_ran()
 clean_staging_once()

@@ -200,6 +200,26 @@ def parse_assignments(options_type: type, assignments: list[str] | None) -> Any:
     return parse(options_type, _assignments(assignments))
 
 
+def is_path_option(name: str) -> bool:
+    """Whether the option ``name`` names a file on the server (``checkpoint_path``, ``*_path``):
+    pages offer those as a choice of found checkpoints, never as free text, and a hosted server
+    refuses them (:func:`refuse_paths_when_hosted`)."""
+    return name.endswith("_path")
+
+
+def refuse_paths_when_hosted(options: Any) -> None:
+    """In hosted mode (:func:`core.hosted.is_hosted`), raise :class:`OptionError` when an option
+    naming a server file is set: web users choose checkpoints from the weights list only."""
+    from core.hosted import is_hosted
+
+    if not is_hosted():
+        return
+    named = sorted(name for name, value in as_dict(options).items() if is_path_option(name) and value)
+    if named:
+        raise OptionError(f"{', '.join(named)} cannot be set on a hosted server; the checkpoints found by "
+                          "`python -m core weights list` are used")
+
+
 def as_dict(options: Any) -> dict:
     """Plain dict of an options instance (what is stored and hashed)."""
     return dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options or {})

@@ -65,6 +65,7 @@ def is_random(recon_or_meta) -> bool:
 def prepare_call(method: registry.Method, scene: Scene, view_ids, options):
     """Validated ``(options, view_ids)``; raises UserError naming what is wrong."""
     options = method.parse_options(options if options is not None else None)
+    opts.refuse_paths_when_hosted(options)
     view_ids = method.check_views(view_ids, scene.num_views)
     return options, view_ids
 

@@ -5,7 +5,8 @@ import typing
 import streamlit as st
 
 from core.app import figures as viz
-from core.app.widgets import StreamlitProgress, current_scene, require_app_navigation
+from core.app.access import submit_allowed
+from core.app.widgets import StreamlitProgress, checkpoint_choice, current_scene, require_app_navigation
 from core.errors import UserError
 from core.models.vggt.method import Weights
 from core.studies import attribution
@@ -31,8 +32,9 @@ with st.form("attention.form"):
                            help="random-tiny: the fixture's tiny configuration with random weights (demo/tests); "
                                 "random-full: VGGT-1B's architecture with random weights (real time and memory)")
     half = c3.checkbox("Keep keys in float16 (half the memory)", key="attention.half")
-    checkpoint = st.text_input("Checkpoint path (optional)", key="attention.checkpoint")
-    submitted = st.form_submit_button("Run VGGT with attention capture", type="primary", key="attention.run")
+    checkpoint = checkpoint_choice("Checkpoint (found on this machine)", "attention.checkpoint", match="vggt")
+    submitted = st.form_submit_button("Run VGGT with attention capture", type="primary", key="attention.run",
+                                      disabled=not submit_allowed())
 
 view_ids = scene.uniform_views(count)
 session_key = (scene.name, tuple(view_ids), weights, checkpoint, half)

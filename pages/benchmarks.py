@@ -1,6 +1,7 @@
 """Benchmarks: a plan (data set x methods x view counts) scored with the paper's protocol, in the paper's table."""
 import streamlit as st
 
+from core.app.access import submit_allowed
 from core.app.widgets import StreamlitProgress, require_app_navigation, store
 from core.errors import UserError
 from core.studies import benchmarks
@@ -28,7 +29,7 @@ st.caption(f"Protocol **{plan.protocol}** · data set `{plan.root}` · {len(plan
            + (f" · aggregation {plan.aggregation}" if plan.protocol == "co3d-pose" else ""))
 
 run_store = store()
-if st.button("Run the plan", type="primary", key="benchmarks.run"):
+if st.button("Run the plan", type="primary", key="benchmarks.run", disabled=not submit_allowed()):
     bar = StreamlitProgress(f"Running {plan.name}")
     try:
         result = benchmarks.run_plan(plan, run_store, bar.progress)

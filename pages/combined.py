@@ -1,6 +1,7 @@
 """Combined pipeline: text-prompted detection -> segmentation -> monocular depth -> back-projection."""
 import streamlit as st
 
+from core.app.access import submit_allowed
 from core.app import figures
 from core.eval.scores import Scores
 from core.models.combined import method as combined
@@ -9,8 +10,8 @@ from core.models.combined import scene_masks
 from core.errors import UserError
 from core.models.combined.pipeline import StageError
 from core.runner import run_method
-from core.app.widgets import (NOT_SCORED_RANDOM, StreamlitProgress, current_scene, option_widgets,
-                              require_app_navigation, score_cards, store)
+from core.app.widgets import (NOT_SCORED_RANDOM, StreamlitProgress, cost_notice, current_scene, option_widgets,
+                              require_app_navigation, score_cards, store, weights_defaults, weights_notice)
 from core.options import RANDOM_WEIGHTS
 
 require_app_navigation()
@@ -25,27 +26,26 @@ scene = current_scene()
 if scene is None:
     st.stop()
 
-with st.form("combined.form", border=False):
-    views = st.multiselect("Views (the first is shown; several are fused into one cloud)",
-                           list(range(scene.num_views)), default=[0], key="combined.views")
-    advanced = st.session_state.get("combined.advanced", False)
-    options = option_widgets(combined.CombinedOptions, key="combined", show_advanced=advanced)
-    submitted = st.form_submit_button("Run", type="primary", key="combined.run")
-st.checkbox("Show advanced options", key="combined.advanced")
+method = combined.METHOD
+with st.container(border=True):
+    left, right = st.columns(2)
+    with left:
+        views = st.multiselect("Views (the first is shown; several are fused into one cloud)",
+                               list(range(scene.num_views)), default=[0], key="combined.views")
+    with right:
+        options = option_widgets(combined.CombinedOptions, key="combined", defaults=weights_defaults(method),
+                                 advanced_expander=True)
+    available = method.availability(options)
+    weights_notice(method, options, available)
+    confirmed = cost_notice("combined", options, len(views), scene, "combined") if available.ok and views else True
+    submitted = st.button("Run", type="primary", key="combined.run", disabled=not available.ok)
 
-available = combined.METHOD.availability(options)
-if options.weights == "random-tiny":
-    st.warning("Random weights (random-tiny): the three models are tiny and untrained, so the box, mask, depth "
-               "and cloud below are meaningless. They only exercise the pipeline.")
-if not available.ok:
-    st.error(available.missing)
-    if available.fix_command:
-        st.code(available.fix_command, language="bash")
-
-if submitted:
+if submitted and not confirmed:
+    st.warning("Tick “Run anyway” to start this long run.")
+elif submitted:
     if not views:
         st.error("Choose at least one view.")
-    elif available.ok:
+    else:
         bar = StreamlitProgress("Combined pipeline")
         try:
             result = run_method(scene, "combined", views, options, progress=bar.progress, store=store(),
@@ -54,11 +54,11 @@ if submitted:
             st.session_state[STATE] = {"scene": scene.name, "recon": result.recon, "key": result.key,
                                        "cached": result.cached, "evaluation": result.evaluation}
         except StageError as error:
-            bar.done(f"stopped at {error.stage}")
+            bar.clear()
             st.session_state[STATE] = {"scene": scene.name, "error": error.reason, "stage": error.stage,
                                        "view": error.view, "partial": error.partial}
         except UserError as error:
-            bar.done("failed")
+            bar.clear()
             st.session_state[STATE] = {"scene": scene.name, "error": str(error), "stage": None}
 
 state = st.session_state.get(STATE)

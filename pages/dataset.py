@@ -16,6 +16,7 @@ from core.app import figures
 from core.store.cache import REPO_ROOT
 from core.progress import Stopped
 from core.data.scene import Scene
+from core.app.access import scene_destination, shown_path, submit_allowed, upload_destination
 from core.app.widgets import StreamlitProgress, option_widgets, require_app_navigation
 from core.errors import UserError
 
@@ -131,7 +132,8 @@ with prepare_tab:
         stored = st.session_state.get("dataset.stored")
         if stored and stored[0] == key:
             return stored[1]
-        batch = store_uploads(files, kind)
+        root, generated = upload_destination(sum(len(d) for _, d in files))
+        batch = store_uploads(files, kind, root=root, generated_names=generated)
         st.session_state["dataset.stored"] = (key, batch)
         return batch
 
@@ -141,7 +143,7 @@ with prepare_tab:
     try:
         if images_upload:
             batch = _store(images_upload, "images")
-            st.caption(f"{len(batch.names)} image(s) stored in `{batch.folder}`.")
+            st.caption(f"{len(batch.names)} image(s) stored in `{shown_path(batch.folder)}`.")
         elif video_upload is not None:
             batch = _store([video_upload], "video")
             preview_key = (str(batch.folder), frames)
@@ -151,17 +153,17 @@ with prepare_tab:
             _, sampled, indices, info = st.session_state["dataset.preview"]
             st.image(preview_strip(sampled), caption=f"{len(sampled)} of {info['total_frames']} frames "
                      f"(uniform; frame indices {indices[0]}…{indices[-1]})")
-    except DatasetError as error:
+    except UserError as error:  # DatasetError, LimitError, AccessDenied, QuotaExceeded
         st.error(str(error))
         if batch is not None:
-            st.info(f"Your upload is kept in `{batch.folder}`.")
+            st.info(f"Your upload is kept in `{shown_path(batch.folder)}`.")
         st.stop()
 
     ready = source == "Bundled sample" or batch is not None
-    if st.button("Prepare scene", type="primary", disabled=not ready, key="dataset.prepare"):
-        out = default_scene_dir(name)
+    if st.button("Prepare scene", type="primary", disabled=not ready or not submit_allowed(), key="dataset.prepare"):
         bar = StreamlitProgress("Preparing")
         try:
+            out, name = scene_destination(name)
             provenance, is_video = {}, False
             if source == "Bundled sample":
                 sample = Scene.load(REPO_ROOT / "sample_data" / "toy")
@@ -182,11 +184,11 @@ with prepare_tab:
             bar.done("prepared")
             st.session_state["dataset.result"] = str(result.folder)
             st.session_state["dataset.log"] = result.log
-            st.success(f"Scene “{result.scene.name}” written to `{result.folder}`; pick it in the sidebar.")
+            st.success(f"Scene “{result.scene.name}” written to `{shown_path(result.folder)}`; pick it in the sidebar.")
         except UserError as error:
             st.error(f"Could not prepare the scene: {error}")
             if batch is not None:
-                st.info(f"Your uploads are kept in `{batch.folder}`; fix the input and try again.")
+                st.info(f"Your uploads are kept in `{shown_path(batch.folder)}`; fix the input and try again.")
         except Stopped:
             st.warning("Stopped; nothing was kept.")
 

@@ -1,6 +1,7 @@
 """Generative methods (3D-LMNet, Point-E, LRM): one or several views to a cloud or a mesh."""
 import streamlit as st
 
+from core.app.access import submit_allowed
 from core.app import figures
 from core.app.widgets import method_workbench, require_app_navigation
 from core.errors import UserError
@@ -19,7 +20,7 @@ st.caption("The shipped 3D-LMNet checkpoints were trained here on procedural Sha
            "lamps, mugs, airplanes rendered on white); an object photographed on a plain background works best.")
 upload = st.file_uploader("Image (PNG/JPEG)", type=["png", "jpg", "jpeg"], key="lmnet.upload")
 variant = st.radio("Variant", ["original", "dgcnn"], horizontal=True, key="lmnet.variant")
-if upload is not None and st.button("Reconstruct", key="lmnet.go"):
+if upload is not None and st.button("Reconstruct", key="lmnet.go", disabled=not submit_allowed()):
     from core.models.lmnet.method import run_on_image
 
     try:

@@ -121,7 +121,10 @@ def missing_message(checkpoint: Checkpoint) -> str:
     where = checkpoint.repo_id or checkpoint.url or "its publisher"
     folder = weights_folder()
     size = f", {checkpoint.size_mb:,.0f} MB" if checkpoint.size_mb else ""
-    looked = f"${WEIGHTS_ENV} ({folder})" if folder else f"${WEIGHTS_ENV} (unset)"
+    from core.hosted import is_hosted
+
+    # a hosted server's folders are not shown to its web users
+    looked = f"${WEIGHTS_ENV} ({folder})" if folder and not is_hosted() else f"${WEIGHTS_ENV} ({'set' if folder else 'unset'})"
     return (f"{checkpoint.description or checkpoint.key}: checkpoint {checkpoint.filename} "
             f"({where}{size}) is not on this machine (looked in {looked} and the Hugging Face "
             f"cache). Fetch it on a machine with internet: {checkpoint.fetch_command}")

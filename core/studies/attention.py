@@ -390,7 +390,9 @@ def capture_session(scene, view_ids: list[int], weights: str = "pretrained", che
     import torch
 
     from core.models.vggt import AttentionCapture, pose_encoding_to_extrinsics_intrinsics, preprocess_images
-    from core.options import RANDOM_WEIGHTS
+    from core.options import RANDOM_WEIGHTS, refuse_paths_when_hosted
+
+    refuse_paths_when_hosted({"checkpoint_path": checkpoint_path})
     from core.profiling import measure
 
     if not view_ids:

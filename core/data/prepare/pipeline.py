@@ -7,8 +7,11 @@ prepares views of a scene that has an exact ground truth and scores the result a
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import uuid
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -26,6 +29,9 @@ from core.store.cache import cache_root, safe_name
 
 log = logging.getLogger(__name__)
 
+#: the CPU stereo works inside the sparse points' object crop box grown by this factor per axis
+DENSE_REGION_GROWTH = 1.3
+
 
 @dataclass
 class PrepareOptions(SfmOptions):
@@ -34,10 +40,13 @@ class PrepareOptions(SfmOptions):
 
     dense: bool = option(True, "dense stereo after the sparse reconstruction (the ground truth's "
                                "dense cloud); off: stop after the sparse model")
-    mvs_max_size: int = option(256, "longest side of the CPU stereo's depth maps (pixels)",
-                               min=64, max=2048, step=32)
-    mvs_depths: int = option(96, "depth hypotheses per pixel of the CPU plane sweep", min=8, max=512,
-                             step=8, advanced=True)
+    dense_setting: mvs.DenseSetting = option("balanced", "CPU dense stereo: fast (one 256-pixel sweep), balanced "
+                                                         "(sweep + refinement at 512 pixels) or best (full "
+                                                         "resolution, 6 sources); README has the quality/time table")
+    mvs_max_size: int = option(0, "longest side of the CPU stereo's depth maps (pixels); 0 = the dense "
+                                  "setting's", min=0, max=2048, step=32)
+    mvs_depths: int = option(0, "depth hypotheses per pixel of the CPU plane sweep; 0 = the dense setting's",
+                             min=0, max=512, step=8, advanced=True)
     resize: bool = option(False, "resize images of other sizes to the most common size (else refuse "
                                  "mixed sizes)")
 
@@ -46,9 +55,10 @@ class PrepareOptions(SfmOptions):
         """The SfM group of these options."""
         return SfmOptions(**{f.name: getattr(self, f.name) for f in fields(SfmOptions)})
 
-    def mvs_scale(self, image_size: tuple[int, int]) -> float:
-        """Depth-map scale for images of ``image_size`` (H, W): longest side at most ``mvs_max_size``."""
-        return min(1.0, self.mvs_max_size / max(image_size))
+    def mvs_options(self, image_size: tuple[int, int]) -> mvs.MvsOptions:
+        """The CPU stereo's options for images of ``image_size`` (H, W): the dense setting, with
+        ``mvs_max_size`` / ``mvs_depths`` overriding its sizes when non-zero."""
+        return mvs.options_for_setting(self.dense_setting, image_size, self.mvs_max_size, self.mvs_depths)
 
 
 @dataclass
@@ -75,19 +85,40 @@ def default_scene_dir(name: str) -> Path:
     return scenes_root() / safe_name(name)
 
 
-def _clear_earlier_preparation(out: Path) -> None:
-    if (out / "scene.json").exists() or (out / "sparse").exists():
-        for child in ("images", "images_distorted", "sparse", "dense"):
-            shutil.rmtree(out / child, ignore_errors=True)
-        for child in ("database.db", "depths.npz", "gt_points.npz", "crop.json", "object.ply", "scene.json",
-                      "masks.npz", "prepare.json"):
-            (out / child).unlink(missing_ok=True)
+STAGING_PREFIX = ".tmp-prepare-"
+
+
+def _is_earlier_preparation(out: Path) -> bool:
+    return (out / "scene.json").exists() or (out / "sparse").exists() or (out / "prepare.json").exists()
+
+
+def _swap_into_place(staging: Path, out: Path) -> None:
+    """Put the finished ``staging`` folder at ``out``: the earlier scene there (if any) is renamed
+    aside, the new one renamed in, then the earlier one removed; a failure in between puts the
+    earlier scene back. Both renames stay on one file system (same parent folder)."""
+    aside = None
+    if out.exists():
+        aside = out.parent / f"{STAGING_PREFIX}old-{out.name}-{uuid.uuid4().hex[:8]}"
+        os.rename(out, aside)
+    try:
+        os.rename(staging, out)
+    except OSError:
+        if aside is not None:
+            os.rename(aside, out)
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def prepare(images: list[np.ndarray], names: list[str], out: Path | str, scene_name: str | None = None,
             options: PrepareOptions | None = None, progress: Progress | None = None, is_video: bool = False,
             provenance: dict | None = None) -> PrepareResult:
     """Images -> COLMAP sparse -> dense (CUDA COLMAP or CPU stereo) -> object crop -> Scene folder ``out``.
+
+    The work happens in a staging folder beside ``out`` (``.tmp-prepare-*``); only a finished
+    preparation replaces ``out``, by renames. A failed or stopped preparation leaves an existing
+    scene at ``out`` byte-identical and removes its staging folder. ``out`` must be absent, empty
+    or an earlier preparation: any other folder is refused (nothing of it is touched).
 
     Args:
         images: N ``uint8 HxWx3`` of one size (see :func:`core.data.prepare.frames.load_images`).
@@ -99,6 +130,32 @@ def prepare(images: list[np.ndarray], names: list[str], out: Path | str, scene_n
     Raises:
         DatasetError / SfmError / MvsError with a one-line message; ``core.progress.Stopped`` when stopped.
     """
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_earlier_preparation(out))):
+        raise DatasetError(f"{out.name} exists and is not a scene folder; choose another output folder")
+    if len(images) < MIN_VIEWS:
+        raise DatasetError(f"at least {MIN_VIEWS} images are needed; got {len(images)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f"{STAGING_PREFIX}{out.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        result = _prepare_into(images, names, staging, safe_name(scene_name or out.name), options, progress,
+                               is_video, provenance)
+        _swap_into_place(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    result.folder = out
+    result.scene.path = out
+    if result.sfm.sparse_path is not None:
+        result.sfm.sparse_path = out / Path(result.sfm.sparse_path).relative_to(staging)
+    return result
+
+
+def _prepare_into(images: list[np.ndarray], names: list[str], out: Path, scene_name: str,
+                  options: PrepareOptions | None, progress: Progress | None, is_video: bool,
+                  provenance: dict | None) -> PrepareResult:
+    """The preparation itself, written into the fresh folder ``out`` (:func:`prepare`'s staging
+    folder); arguments and errors as :func:`prepare`, ``scene_name`` already sanitised."""
     options = options or PrepareOptions()
     progress = progress or silent()
     out = Path(out)
@@ -106,9 +163,7 @@ def prepare(images: list[np.ndarray], names: list[str], out: Path | str, scene_n
         raise DatasetError(f"at least {MIN_VIEWS} images are needed; got {len(images)}")
     if len({image.shape for image in images}) != 1:
         raise DatasetError("all images must have one size (see load_images(resize=True))")
-    scene_name = safe_name(scene_name or out.name)
     stages: dict[str, float] = {}
-    _clear_earlier_preparation(out)
     started = time.perf_counter()
     progress(0.0, f"writing {len(images)} images")
     files = sfm.write_colmap_images(out / "images", images, names)
@@ -123,15 +178,15 @@ def prepare(images: list[np.ndarray], names: list[str], out: Path | str, scene_n
         raise SfmError(f"only {int(registered.sum())} of {len(images)} views registered; nothing to build on")
 
     # undistort to pinhole intrinsics when the lens model found distortion
-    views = list(images)
-    undistorted = False
-    for i in range(len(views)):
-        fixed = sfm.undistort_image(views[i], result.intrinsics[i], result.distortion[i])
-        if fixed is not views[i]:
-            views[i], undistorted = fixed, True
-    if undistorted:
-        shutil.copytree(out / "images", out / "images_distorted", dirs_exist_ok=True)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=2) as pool:  # OpenCV's remap releases the GIL
+        views = list(pool.map(sfm.undistort_image, images, result.intrinsics, result.distortion))
+    undistorted = any(fixed is not image for fixed, image in zip(views, images))
+    if undistorted:  # COLMAP's input files move aside (a rename, no copy); the undistorted views replace them
+        shutil.rmtree(out / "images_distorted", ignore_errors=True)
+        (out / "images").rename(out / "images_distorted")
         sfm.write_colmap_images(out / "images", views, names)
+    stages["undistort"] = time.perf_counter() - started
 
     dense_points = dense_colors = None
     depths = None
@@ -148,13 +203,12 @@ def prepare(images: list[np.ndarray], names: list[str], out: Path | str, scene_n
             except (SfmError, RuntimeError) as error:  # pycolmap reports native failures as RuntimeError
                 log.warning("COLMAP dense failed (%s); using the CPU stereo", error)
         if dense_points is None:
-            mvs_options = mvs.MvsOptions(scale=options.mvs_scale(views[0].shape[:2]), num_depths=options.mvs_depths)
-            dense = mvs.run_mvs(views, result.intrinsics, result.cam_from_world, result.points,
-                                mvs_options, dense_progress)
+            dense, region, mvs_options = cpu_dense(views, result, options, dense_progress)
             dense_points, dense_colors = dense.points, dense.colors
             depths = mvs.upsample_depths(dense.depths, views[0].shape[:2])
             dense_info = {"method": "cpu plane-sweep stereo (core.data.mvs)", "points": int(len(dense_points)),
-                          "options": asdict(mvs_options), "stage_seconds": dense.stage_seconds}
+                          "setting": options.dense_setting, "options": asdict(mvs_options),
+                          "region": region.to_dict(), "stage_seconds": dense.stage_seconds}
             atomic_write_bytes(out / "dense" / "fused.npz", npz_bytes(points=dense.points, colors=dense.colors,
                                                                       confidence=dense.confidence,
                                                                       source_view=dense.source_view))
@@ -166,10 +220,12 @@ def prepare(images: list[np.ndarray], names: list[str], out: Path | str, scene_n
             raise SfmError("the dense stereo produced no point (too little texture or overlap)")
 
     progress(0.93, "proposing the object crop")
+    started = time.perf_counter()
     cloud = dense_points if dense_points is not None and len(dense_points) else result.points
     colors = dense_colors if dense_points is not None and len(dense_points) else result.colors
     crop = propose_crop(result.cam_from_world, cloud)
     inside = crop.contains(cloud)
+    stages["crop"] = time.perf_counter() - started
     report = result.report()
     report.update({"dense": dense_info, "stage_seconds": {k: round(v, 2) for k, v in stages.items()},
                    "undistorted": undistorted, "object_points": int(inside.sum()),
@@ -182,26 +238,43 @@ def prepare(images: list[np.ndarray], names: list[str], out: Path | str, scene_n
                               "world": "COLMAP's frame", **(provenance or {}),
                               "report": {k: v for k, v in report.items() if k != "crop"}})
     progress(0.95, "writing the scene folder")
-    scene.save(out)
+    started = time.perf_counter()
+    scene.save(out, image_files=files)  # the views are already there, as COLMAP's (or undistorted) PNGs
     write_crop(out, crop, scene.gt_points, scene.gt_colors)
+    stages["write_scene"] = time.perf_counter() - started
+    report["stage_seconds"] = {k: round(v, 2) for k, v in stages.items()}  # now with write_scene
     atomic_write_bytes(out / "prepare.json", to_json({**report, "log": result.log}).encode())
     progress(1.0, f"scene {scene_name}: {report['registered']}/{report['total']} views, "
                   f"{report['object_points']:,} object points")
     return PrepareResult(out, scene, report, result, dense_points, dense_colors, crop, result.log)
 
 
+def cpu_dense(views: list[np.ndarray], result: SfmResult, options: PrepareOptions, progress: Progress | None = None
+              ) -> tuple[mvs.MvsResult, CropBox, mvs.MvsOptions]:
+    """The CPU stereo of :func:`prepare` on the undistorted ``views``: (its result, the region it matched
+    in, its options).
+
+    The object first: the stereo matches only inside the object crop box proposed from the sparse
+    points, grown by ``DENSE_REGION_GROWTH`` so that the crop proposed later from the dense cloud (and
+    edits of it on the Dataset page) stay inside.
+    """
+    mvs_options = options.mvs_options(views[0].shape[:2])
+    region = propose_crop(result.cam_from_world, result.points).adjusted(scale=np.full(3, DENSE_REGION_GROWTH))
+    dense = mvs.run_mvs(views, result.intrinsics, result.cam_from_world, result.points, mvs_options, progress,
+                        region=region)
+    return dense, region, mvs_options
+
+
 def prepare_from_scene_views(scene: Scene, views: list[int], out: Path, dense: bool = True,
                              sfm_options: SfmOptions | None = None, progress: Progress | None = None,
-                             mvs_max_size: int = 256) -> dict:
+                             dense_setting: str = "balanced") -> dict:
     """Prepare ``views`` of an existing scene into ``out`` and score it against the scene's exact ground truth.
 
     Returns the report plus ``pose_errors`` (:func:`core.data.sfm.pose_errors`) and, with ``dense``,
-    ``dense_scores`` (core.eval.metrics, normalised units: F-score at 0.02, accuracy, completeness).
+    ``dense_scores`` (:func:`score_dense`).
     """
-    from core.eval import metrics
-
     sub = scene.subset(views)
-    options = PrepareOptions(**asdict(sfm_options or SfmOptions()), dense=dense, mvs_max_size=mvs_max_size)
+    options = PrepareOptions(**asdict(sfm_options or SfmOptions()), dense=dense, dense_setting=dense_setting)
     result = prepare(sub.images, sub.image_names, out, scene_name=f"{scene.name}-{len(views)}", options=options,
                      progress=progress)
     summary = dict(result.report)
@@ -210,10 +283,23 @@ def prepare_from_scene_views(scene: Scene, views: list[int], out: Path, dense: b
         radius = float(np.linalg.norm(gt - (gt.min(0) + gt.max(0)) / 2, axis=1).max())
         summary["pose_errors"] = sfm.pose_errors(result.sfm.cam_from_world, sub.cam_from_world, radius)
         if dense and result.scene.has_ground_truth:
-            recon = Reconstruction(method="colmap", points=result.scene.gt_points, colors=result.scene.gt_colors,
-                                   cam_from_world=result.sfm.cam_from_world, intrinsics=result.sfm.intrinsics,
-                                   view_ids=list(views))
-            scores = metrics.evaluate(scene, recon).scores
-            summary["dense_scores"] = {"fscore@0.02": scores["fscore"]["0.02"], "accuracy": scores["accuracy"],
-                                       "completeness": scores["completeness"], "units": scores["units"]}
+            summary["dense_scores"] = score_dense(scene, views, result.scene.gt_points, result.sfm)
     return summary
+
+
+def score_dense(scene: Scene, views: list[int], points: np.ndarray, result: SfmResult) -> dict:
+    """A prepared object cloud (``points [M,3]`` in COLMAP's frame, of ``views`` of ``scene``) scored
+    against ``scene``'s exact ground truth (:func:`core.eval.metrics.evaluate`: aligned by the cameras +
+    ICP; normalised units, the ground truth in the unit sphere): F-score, precision and recall at
+    0.005 / 0.01 / 0.02, accuracy and completeness (mean distances)."""
+    from core.eval import metrics
+
+    recon = Reconstruction(method="colmap", points=points, cam_from_world=result.cam_from_world,
+                           intrinsics=result.intrinsics, view_ids=list(views))
+    scores = metrics.evaluate(scene, recon).scores
+    taus = ("0.005", "0.01", "0.02")
+    return {**{f"fscore@{t}": scores["fscore"][t] for t in taus},
+            **{f"precision@{t}": scores["precision"][t] for t in taus},
+            **{f"recall@{t}": scores["recall"][t] for t in taus},
+            "accuracy": scores["accuracy"], "completeness": scores["completeness"], "points": int(len(points)),
+            "units": scores["units"]}

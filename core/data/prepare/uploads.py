@@ -43,12 +43,17 @@ def uploads_root() -> Path:
     return cache_root() / "uploads"
 
 
-def store_uploads(files: list[tuple[str, bytes]], kind: str = "images", batch: str | None = None) -> UploadBatch:
-    """Write uploaded ``(name, bytes)`` pairs under ``cache_root()/uploads/<batch>/`` before any work.
+def store_uploads(files: list[tuple[str, bytes]], kind: str = "images", batch: str | None = None,
+                  root: Path | None = None, generated_names: bool = False) -> UploadBatch:
+    """Write uploaded ``(name, bytes)`` pairs under ``<root>/<batch>/`` before any work (``root``
+    defaults to :func:`uploads_root`; hosted mode passes the user's namespace).
 
-    Names are sanitised (:func:`core.store.cache.safe_name`) and made unique; each file must be under the
-    size limit (40 MB per image, 1 GB per video) and have an accepted suffix.
-    Raises DatasetError (nothing is written) when a file is refused.
+    Names are sanitised (:func:`core.store.cache.safe_name`) and made unique, or with
+    ``generated_names`` replaced by ``000000.png``-style names (the accepted suffix only, so that
+    nothing of a user's file name reaches the server's disk); the original names stay in
+    ``batch.json`` for display. Each file must be under the size limit (40 MB per image, 1 GB per
+    video), have an accepted suffix and, for images, pass the pixel limits of :mod:`core.limits`
+    (headers only). Raises DatasetError / LimitError (nothing is written) when a file is refused.
     """
     if kind not in ("images", "video"):
         raise ValueError(f"kind must be 'images' or 'video', got {kind!r}")
@@ -78,11 +83,12 @@ def store_uploads(files: list[tuple[str, bytes]], kind: str = "images", batch: s
         digest.update(name.encode())
         digest.update(hashlib.sha256(data).digest())
     batch = safe_name(batch) if batch else f"{time.strftime('%Y%m%d-%H%M%S')}-{digest.hexdigest()[:8]}"
-    folder = uploads_root() / batch
+    folder = (root if root is not None else uploads_root()) / batch
     folder.mkdir(parents=True, exist_ok=True)
     names, used = [], set()
-    for name, data in files:
-        clean = safe_name(name, default=f"upload{Path(name).suffix.lower()}")
+    for index, (name, data) in enumerate(files):
+        clean = (f"{index:06d}{Path(name).suffix.lower()}" if generated_names
+                 else safe_name(name, default=f"upload{Path(name).suffix.lower()}"))
         stem, suffix = Path(clean).stem, Path(clean).suffix
         candidate, k = clean, 1
         while candidate.lower() in used:
