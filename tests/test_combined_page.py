@@ -33,6 +33,7 @@ def _run(at, **values):
         widget = at.text_input(key=f"combined.{name}") if isinstance(value, str) else \
             at.number_input(key=f"combined.{name}")
         widget.set_value(value)
+    at.run()
     at.button(key="combined.run").click()
     at.run()
     assert not at.exception, at.exception
@@ -48,19 +49,26 @@ def test_pretrained_without_weights_says_how_to_fetch(page, monkeypatch, tmp_pat
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     at = page()
     assert at.title[0].value == "Combined pipeline"
-    # one message: each model's missing files with its own fetch command, then the one command for all
-    [error] = [e.value for e in at.error]
-    assert error.startswith("The three models are not on this machine")
-    for key in ("grounding-dino", "depth-anything", "sam"):
-        assert error.count(f"python -m core weights fetch {key}") == 1
-    assert "sam_vit_b_01ec64.pth" in error and "model.safetensors" in error
-    assert [c.value for c in at.code] == ["python -m core weights fetch grounding-dino depth-anything sam"]
+    # a fresh install opens on what can run: random-tiny, with the random-weights banner
+    assert at.selectbox(key="combined.weights").value == "random-tiny" and not at.warning
+    assert any(i.value.startswith("Random weights (random-tiny)") for i in at.info)
+    at.selectbox(key="combined.weights").select("pretrained")
+    at.run()
+    # one box: one line per model with its missing files, then the one command for all of them
+    [box] = [w.value for w in at.warning]
+    assert not at.error and "cannot run with these weights" in box
+    lines = [line for line in box.splitlines() if line.startswith("- ")]
+    assert len(lines) == 3 and "sam_vit_b_01ec64.pth" in box and "model.safetensors" in box
+    assert box.count("python -m core weights fetch") == 1
+    assert "python -m core weights fetch grounding-dino depth-anything sam" in box
+    assert at.button(key="combined.run").disabled
 
 
 def test_random_tiny_run_shows_panels_and_cloud_and_is_not_scored(page):
     at = _run(page(), box_threshold=0.0, text_threshold=0.0)
-    assert any("Random weights" in w.value and "meaningless" in w.value for w in at.warning)
+    assert any("Random weights" in i.value and "meaningless" in i.value for i in at.info)
     captions = _captions(at)
+    assert not any("[SEP]" in c or "[CLS]" in c for c in captions)      # no tokenizer leftovers
     for start in ("Image", "Detection: box score", "Mask: SAM score", "Depth (scene units", "Masked depth"):
         assert any(c.startswith(start) for c in captions), (start, captions)
     assert any(c.startswith("Depth reference: the scene's depth map") and "residual" in c for c in captions)
@@ -108,3 +116,11 @@ def test_view_without_depth_reference_keeps_box_and_mask(page, sample_scene):
     saved = Scene.load(scenes_root() / "bare")
     assert saved.provenance["object_masks"]["views"] == [0] and saved.masks[0].any()
     assert np.array_equal(saved.masks[1], sample_scene.masks[1])  # views without a new mask keep theirs
+
+
+def test_detected_phrases_lose_tokenizer_tokens_and_the_prompt_full_stop():
+    from core.models.combined.detection import clean_label
+
+    assert clean_label("toy. [SEP]") == "toy"
+    assert clean_label("[CLS] red  toy [SEP] [PAD]") == "red toy"
+    assert clean_label("a cup. a toy.") == "a cup. a toy"           # only the closing stop goes

@@ -5,6 +5,7 @@ whose prompt tokens pass the text threshold), sorted by score, in pixels of the 
 """
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -56,6 +57,16 @@ def normalise_prompt(prompt: str) -> str:
     return text if text.endswith(".") else text + "."
 
 
+_SPECIAL_TOKENS = re.compile(r"\[(?:CLS|SEP|PAD|UNK|MASK)\]")
+
+
+def clean_label(label: str) -> str:
+    """A matched phrase as a person reads it: the tokenizer's special tokens (``[SEP]``,
+    ``[CLS]``...) and the prompt's closing full stop removed (``"toy. [SEP]"`` -> ``"toy"``)."""
+    text = " ".join(_SPECIAL_TOKENS.sub(" ", str(label)).split())
+    return text.rstrip(" .")
+
+
 class Detector(ModelWithProcessor):
     """A Grounding DINO model with its processor (image resizing/normalising + BERT tokenizer)."""
 
@@ -75,7 +86,7 @@ class Detector(ModelWithProcessor):
         scores = result["scores"].float().cpu().numpy()
         boxes = result["boxes"].float().cpu().numpy().reshape(-1, 4)
         raw_labels = result["text_labels"] if "text_labels" in result else result.get("labels", [])
-        labels = [str(label) for label in raw_labels]
+        labels = [clean_label(label) for label in raw_labels]
         order = np.argsort(-scores, kind="stable")
         boxes = boxes[order]
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w - 1)

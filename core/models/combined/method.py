@@ -130,7 +130,9 @@ class CombinedMethod(Method):
         count = {1: "1 of the three models is", 2: "2 of the three models are", 3: "The three models are"}
         missing = f"{count[len(problems)]} not on this machine (looked in {looked}). " + "; ".join(problems) + "."
         fix = "python -m core weights fetch " + " ".join(fetch_keys) if fetch_keys else ""
-        return Availability(False, missing, fix, tuple(problems))
+        # The page lists each model's files and shows the one command for all of them once.
+        details = tuple(line.split(": python -m core weights fetch")[0] for line in problems)
+        return Availability(False, missing, fix, details)
 
     def load(self, options: CombinedOptions, device: str) -> Stages:
         """The three models for ``options`` on ``device``. Raises MissingWeights for pretrained ones."""

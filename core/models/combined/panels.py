@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from core.models.combined.detection import clean_label
 from core.models.combined.pipeline import ViewResult, unpack_mask
 
 
@@ -66,7 +67,8 @@ def from_reconstruction(scene, recon, index: int = 0) -> Panels:
     return Panels(view=view, image=scene.images[view],
                   box=None if chosen is None else np.asarray(det["boxes"][chosen]),
                   box_score=None if chosen is None else float(det["scores"][chosen]),
-                  box_label=(det.get("labels") or [""] * (chosen + 1))[chosen] if chosen is not None else "",
+                  box_label=clean_label((det.get("labels") or [""] * (chosen + 1))[chosen]) if chosen is not None
+                  else "",   # runs stored before the labels were cleaned keep "toy. [SEP]"
                   boxes_found=int(det.get("count", 0)),
                   mask=None if seg is None else unpack_mask(seg["mask"], (h, w)),
                   mask_score=None if seg is None else seg["score"], point=None if seg is None else seg["point"],
