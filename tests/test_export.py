@@ -362,3 +362,34 @@ def test_report_of_the_committed_scored_runs_has_the_compare_figures(tmp_path):
     assert "data-linked-scenes" in text  # the 3-D views share one camera
     assert f"{json.loads((records[0].path / 'evaluation.json').read_text())['chamfer']:.4g}" in text
     assert store.snapshot() == before
+
+
+def test_mesh_runs_export_their_mesh_and_distortion_gives_opencv_cameras(setup, tmp_path):
+    import dataclasses
+
+    import pycolmap
+    import trimesh
+    from core.export import StoredRun, export_to
+
+    store, scene, recon, runs = setup
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+    faces = np.array([[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3]], np.int32)
+    colours = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [9, 9, 9]], np.uint8)
+    distortion = [[0.01, -0.002, 0.0003, 0.0], [0.0] * 4, [0.02, 0.0, 0.0, 0.001], [0.0] * 4]
+    meshy = dataclasses.replace(recon, mesh_vertices=vertices, mesh_faces=faces, mesh_colors=colours,
+                                extra={"distortion": distortion})
+    run = StoredRun(meshy, scene)
+    loaded = trimesh.load(export_to("glb", [run], tmp_path / "glb") / "scene.glb")
+    assert "points" not in loaded.geometry
+    mesh = loaded.geometry["mesh"]
+    assert np.array_equal(mesh.faces, faces) and np.allclose(mesh.vertices, vertices)
+    assert np.array_equal(mesh.visual.vertex_colors[:, :3], colours)
+    model = pycolmap.Reconstruction(str(export_to("colmap", [run], tmp_path / "colmap") / "sparse" / "0"))
+    for image in model.images.values():
+        camera, index = model.cameras[image.camera_id], image.camera_id - 1
+        expected = ("OPENCV", [30.0, 31.0, 15.8, 12.1] + distortion[index]) if any(distortion[index]) \
+            else ("PINHOLE", [30.0, 31.0, 15.8, 12.1])
+        assert camera.model.name == expected[0]
+        np.testing.assert_allclose(camera.params, expected[1], atol=1e-12)
+    frames = json.loads((export_to("nerfstudio", [run], tmp_path / "ns") / "transforms.json").read_text())["frames"]
+    assert [[f[k] for k in ("k1", "k2", "p1", "p2")] for f in frames] == distortion[:3]

@@ -1,7 +1,7 @@
 """GLB export (glTF binary, via trimesh): ``scene.glb`` with the run's geometry and cameras.
 
-Nodes: ``points`` (the finite points with RGBA vertex colours; grey when the run has none), ``mesh``
-(when the run has one, with its vertex colours) and one ``camera_<view id>`` line geometry per
+Nodes: ``mesh`` when the run has one (with its vertex colours), else ``points`` (the finite points
+with RGBA vertex colours; grey when the run has none), and one ``camera_<view id>`` line geometry per
 posed view: its frustum (centre to the four image corners, and the image rectangle) at 10 % of the
 cloud's extent. Coordinates are the run's world frame unchanged (OpenCV-style axes: y down, so
 a glTF viewer, which is y-up, may show learned methods' results upside down).
@@ -43,15 +43,15 @@ def build(run):
     recon, scene = run.recon, run.scene
     out = trimesh.Scene()
     keep = finite_points(recon)
-    if keep.any():
-        cloud = trimesh.PointCloud(recon.points[keep],
-                                   colors=_rgba(None if recon.colors is None else recon.colors[keep], int(keep.sum())))
-        out.add_geometry(cloud, node_name="points", geom_name="points")
     if recon.mesh_vertices is not None and recon.mesh_faces is not None and len(recon.mesh_faces):
         mesh = trimesh.Trimesh(recon.mesh_vertices, recon.mesh_faces, process=False,
                                vertex_colors=None if recon.mesh_colors is None else _rgba(recon.mesh_colors,
                                                                                           len(recon.mesh_vertices)))
         out.add_geometry(mesh, node_name="mesh", geom_name="mesh")
+    elif keep.any():
+        cloud = trimesh.PointCloud(recon.points[keep],
+                                   colors=_rgba(None if recon.colors is None else recon.colors[keep], int(keep.sum())))
+        out.add_geometry(cloud, node_name="points", geom_name="points")
     depth = frustum_depth(recon)
     for view in posed_views(recon, scene):
         corners = geometry.frustum_corners(view.intrinsics, view.cam_from_world, scene.image_size, depth)
