@@ -41,7 +41,7 @@ with st.expander("Options"):
     with right:
         max_points = st.number_input("Points drawn in 3D (cap)", 1_000, 400_000, 40_000, step=10_000)
 
-if st.button("Evaluate", type="primary", disabled=upload is None or not submit_allowed(),
+if st.button("Evaluate", type="primary", disabled=not submit_allowed() or upload is None,
              key="metrics.evaluate"):
     try:
         views = parse_view_ids(views_text) or None
