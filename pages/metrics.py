@@ -94,12 +94,7 @@ else:
 show_notes(recon.notes, recon.weights_kind)
 scores = evaluation.typed
 score_cards(scores)
-cameras, depth = scores.cameras, scores.depth
-if cameras is not None and cameras.available:
-    parts = ([f"mean RRE {cameras.rre_deg:.3g}°", f"mean RTE {cameras.rte_deg:.3g}°"]
-             + [f"RRA@{t:g}° {v:.3g}" for t, v in cameras.rra.items()]
-             + [f"RTA@{t:g}° {v:.3g}" for t, v in cameras.rta.items()] + [f"AUC@30 {cameras.auc30:.3g}"])
-    st.caption(f"Camera errors over all {cameras.pairs} view pairs: " + ", ".join(parts) + ".")
+depth = scores.depth      # the camera errors are a table under the score cards
 if depth is not None and depth.available:
     st.caption(f"Depth (median-scaled, object pixels): AbsRel {depth.abs_rel:.3g}, δ<1.25 {depth.delta1:.3f} "
                f"over {depth.views} views.")

@@ -45,6 +45,25 @@ def test_error_overlay_and_depth_grid(sample_scene):
     assert "distance to the ground truth" in caption and fig.data[1].marker.cmin == 0.0
     grid = figures.depth_figure(list(sample_scene.depths[:3]), ["a", "b", "c"], columns=2)
     assert len(grid.data) == 3 and grid.layout.height == 520
+    # one colour scale for every map, spanning the 2nd-98th percentile of all valid depths, with its bar
+    valid = np.concatenate([d[d > 0] for d in sample_scene.depths[:3]])
+    assert all(t.coloraxis == "coloraxis" for t in grid.data)
+    assert grid.layout.coloraxis.cmin == pytest.approx(np.percentile(valid, 2), rel=1e-6)
+    assert grid.layout.coloraxis.cmax == pytest.approx(np.percentile(valid, 98), rel=1e-6)
+    assert grid.layout.coloraxis.colorbar.title.text.startswith("depth")
+
+
+def test_colour_bars_keep_clear_of_the_toolbar_and_camera_errors_read_as_percentages():
+    from core.eval.scores import CameraErrors
+
+    trace, _, _ = figures.cloud_trace(np.zeros((5, 3)), values=np.arange(5.0), colorbar_title="confidence")
+    bar = trace.marker.colorbar
+    assert bar.title.side == "right" and bar.yanchor == "bottom" and bar.y + bar.len < 0.9   # toolbar band free
+    cameras = CameraErrors(pairs=210, rre_deg=0.04, rte_deg=0.31, auc30=1.0, rra={15.0: 1.0, 5.0: 0.95},
+                           rta={15.0: 1.0})
+    shown = {row["measure"]: row["value"] for row in figures.camera_error_rows(cameras)}
+    assert shown["AUC@30"] == "100 %" and shown["RRA@15°"] == "100 %" and shown["RRA@5°"] == "95 %"
+    assert shown["pairs"] == "210" and shown["mean rotation error (RRE)"] == "0.0°"
 
 
 def test_crop_figure_splits_the_cloud_at_the_box_and_counts_it():

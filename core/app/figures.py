@@ -40,6 +40,13 @@ def rgb_to_palette_index(colors: np.ndarray) -> np.ndarray:
     return (q[:, 0] * _LEVELS**2 + q[:, 1] * _LEVELS + q[:, 2]).astype(np.float64)
 
 
+def colorbar(title: str | None) -> dict:
+    """A colour bar whose title runs along its right side and which stops short of the top, so
+    neither collides with Plotly's toolbar (top right of every figure)."""
+    return {"title": {"text": title or "", "side": "right"}, "len": 0.8, "y": 0.0, "yanchor": "bottom",
+            "thickness": 14}
+
+
 def cloud_trace(points: np.ndarray, colors: np.ndarray | None = None, values: np.ndarray | None = None,
                 name: str = "points", max_points: int = DEFAULT_MAX_POINTS, size: float = 1.5,
                 colorscale: str = "Viridis", colorbar_title: str | None = None, seed: int = 0,
@@ -55,7 +62,7 @@ def cloud_trace(points: np.ndarray, colors: np.ndarray | None = None, values: np
     marker: dict = {"size": size}
     if values is not None:
         marker.update(color=np.asarray(values)[idx], colorscale=colorscale, showscale=True,
-                      colorbar={"title": colorbar_title or ""}, cmin=cmin, cmax=cmax)
+                      colorbar=colorbar(colorbar_title), cmin=cmin, cmax=cmax)
     elif colors is not None:
         marker.update(color=rgb_to_palette_index(np.asarray(colors)[idx]), colorscale=PALETTE,
                       cmin=0, cmax=_LEVELS**3 - 1, showscale=False)
@@ -92,6 +99,7 @@ def frustum_trace(intrinsics: np.ndarray, cam_from_world: np.ndarray, image_size
     """
     xs, ys, zs, label_points, label_text = [], [], [], [], []
     order = [0, 1, 0, 2, 0, 3, 0, 4, 1, 2, 3, 4, 1]
+    label_every = max(1, int(np.ceil(len(cam_from_world) / 12)))
     for i, (k, pose) in enumerate(zip(intrinsics, cam_from_world)):
         if not np.isfinite(pose).all():
             continue
@@ -101,8 +109,9 @@ def frustum_trace(intrinsics: np.ndarray, cam_from_world: np.ndarray, image_size
         for j in order:
             xs.append(corners[j, 0]); ys.append(corners[j, 1]); zs.append(corners[j, 2])  # noqa: E702
         xs.append(None); ys.append(None); zs.append(None)  # noqa: E702
-        label_points.append(corners[0])
-        label_text.append(labels[i] if labels else str(i))
+        if i % label_every == 0:       # at most ~12 labels, so they do not overlap
+            label_points.append(corners[0])
+            label_text.append(labels[i] if labels else str(i))
     traces = [go.Scatter3d(x=xs, y=ys, z=zs, mode="lines", line={"color": color, "width": 2}, name=name,
                            hoverinfo="skip")]
     if label_points:
@@ -113,14 +122,54 @@ def frustum_trace(intrinsics: np.ndarray, cam_from_world: np.ndarray, image_size
     return traces
 
 
-def figure_3d(traces: list, title: str = "", height: int = 520, revision: str = "fixed") -> go.Figure:
+def figure_3d(traces: list, title: str = "", height: int = 520, revision: str = "fixed",
+              focus: np.ndarray | None = None) -> go.Figure:
+    """A 3-D figure of ``traces`` with equal axis scales (``aspectmode="data"``).
+
+    ``focus`` (``[N,3]``, the object's points) frames the view on the object rather than on
+    everything drawn (cameras around it would otherwise shrink it to a speck): the camera looks
+    at the object's centre from Plotly's default direction, at a distance that makes the object
+    fill the view as the whole scene would by default. The user's own camera survives reruns
+    (``uirevision``)."""
     fig = go.Figure(data=traces)
+    scene = {"aspectmode": "data", "xaxis": {"visible": False}, "yaxis": {"visible": False},
+             "zaxis": {"visible": False}}
+    camera = _object_camera(traces, focus) if focus is not None else None
+    if camera is not None:
+        scene["camera"] = camera
     fig.update_layout(
         title=title, height=height, margin={"l": 0, "r": 0, "t": 30 if title else 0, "b": 0},
-        scene={"aspectmode": "data", "xaxis": {"visible": False}, "yaxis": {"visible": False},
-               "zaxis": {"visible": False}},
-        legend={"orientation": "h", "y": 0.02}, uirevision=revision)
+        scene=scene, legend={"orientation": "h", "y": 0.02}, uirevision=revision)
     return fig
+
+
+def _object_camera(traces: list, focus: np.ndarray) -> dict | None:
+    """Plotly scene camera (``center``/``eye`` in its normalised scene units) aimed at the
+    bounding box of ``focus`` inside the bounding box of every trace; None when there is nothing
+    to fit. With ``aspectmode="data"`` Plotly scales the drawn box so its longest side is 1 and
+    centres it at 0, so a world point ``p`` sits at ``(p - box centre) / longest side``."""
+    focus = np.asarray(focus, dtype=np.float64).reshape(-1, 3)
+    focus = focus[np.isfinite(focus).all(axis=1)]
+    coords = []
+    for trace in traces:
+        xyz = [getattr(trace, axis, None) for axis in ("x", "y", "z")]
+        if any(v is None for v in xyz):
+            continue
+        block = np.stack([np.array(column, dtype=np.float64) for column in xyz], axis=1)   # None -> NaN
+        coords.append(block[np.isfinite(block).all(axis=1)])
+    drawn = np.concatenate(coords) if coords else np.zeros((0, 3))
+    if len(focus) < 2 or len(drawn) < 2:
+        return None
+    low, high = drawn.min(axis=0), drawn.max(axis=0)
+    longest = float((high - low).max())
+    obj_low, obj_high = np.percentile(focus, 1, axis=0), np.percentile(focus, 99, axis=0)
+    obj_size = float((obj_high - obj_low).max())
+    if longest <= 0 or obj_size <= 0:
+        return None
+    center = ((obj_low + obj_high) / 2 - (low + high) / 2) / longest
+    ratio = min(1.0, obj_size / longest)
+    eye = center + np.array([1.25, 1.25, 1.25]) * ratio
+    return {"center": dict(zip("xyz", center.tolist())), "eye": dict(zip("xyz", eye.tolist()))}
 
 
 def scene_figure(scene, max_points: int = DEFAULT_MAX_POINTS, show_cameras: bool = True,
@@ -138,7 +187,8 @@ def scene_figure(scene, max_points: int = DEFAULT_MAX_POINTS, show_cameras: bool
         ids = list(range(scene.num_views)) if view_ids is None else view_ids
         traces += frustum_trace(scene.intrinsics[ids], scene.cam_from_world[ids], scene.image_size, scale,
                                 name="cameras", labels=[str(i) for i in ids])
-    return figure_3d(traces, revision=f"scene-{scene.name}"), caption
+    return figure_3d(traces, revision=f"scene-{scene.name}",
+                     focus=scene.gt_points if scene.has_ground_truth else None), caption
 
 
 def reconstruction_figure(recon, color_by: str = "rgb", max_points: int = DEFAULT_MAX_POINTS,
@@ -163,7 +213,8 @@ def reconstruction_figure(recon, color_by: str = "rgb", max_points: int = DEFAUL
     if extra_cameras is not None:
         k, poses, size, name = extra_cameras
         traces += frustum_trace(k, poses, size, 0.1 * extent, name=name, color="#2ca02c")
-    return figure_3d(traces, revision=f"recon-{recon.method}"), f"showing {shown:,} of {total:,} points"
+    return (figure_3d(traces, revision=f"recon-{recon.method}", focus=finite),
+            f"showing {shown:,} of {total:,} points")
 
 
 def without_least_confident(recon, percent: float):
@@ -215,23 +266,42 @@ def error_overlay_figure(evaluation, max_points: int = DEFAULT_MAX_POINTS, clip:
 
 
 def depth_figure(depths: list[np.ndarray], titles: list[str], columns: int = 4,
-                 colorscale: str = "Viridis") -> go.Figure:
-    """A grid of depth heat maps (0 = invalid shown blank), each with its own colour range."""
+                 colorscale: str = "Viridis", units: str = "the method's units") -> go.Figure:
+    """A grid of depth heat maps ``[h,w]`` (0 = invalid shown blank) on one colour scale, the 2nd to
+    98th percentile of every valid depth, with one colour bar titled with ``units``."""
     from plotly.subplots import make_subplots
 
     rows = (len(depths) + columns - 1) // columns
     fig = make_subplots(rows=rows, cols=columns, subplot_titles=titles, horizontal_spacing=0.02,
                         vertical_spacing=0.06)
+    valid = np.concatenate([np.asarray(d, np.float32)[np.asarray(d) > 0].ravel() for d in depths] or [np.zeros(0)])
+    low, high = (np.percentile(valid, [2, 98]) if len(valid) else (0.0, 1.0))
     for i, depth in enumerate(depths):
         d = np.where(np.asarray(depth) > 0, depth, np.nan).astype(np.float32)
         step = max(1, int(np.ceil(max(d.shape) / 160)))  # keep the heat maps light
-        fig.add_trace(go.Heatmap(z=d[::step, ::step], colorscale=colorscale, showscale=False,
+        fig.add_trace(go.Heatmap(z=d[::step, ::step], coloraxis="coloraxis",
                                  hovertemplate="depth %{z:.3f}<extra></extra>"),
                       row=i // columns + 1, col=i % columns + 1)
     fig.update_yaxes(autorange="reversed", scaleanchor=None, showticklabels=False)
     fig.update_xaxes(showticklabels=False)
-    fig.update_layout(height=260 * rows, margin={"l": 0, "r": 0, "t": 30, "b": 0})
+    fig.update_layout(height=260 * rows, margin={"l": 0, "r": 0, "t": 30, "b": 0},
+                      coloraxis={"colorscale": colorscale, "cmin": float(low), "cmax": float(max(high, low + 1e-9)),
+                                 "colorbar": colorbar(f"depth ({units})")})
     return fig
+
+
+def camera_error_rows(cameras) -> list[dict]:
+    """The camera errors of a scored run (:class:`core.eval.scores` cameras: ``rre_deg``,
+    ``rte_deg``, ``rra``/``rta`` {threshold in degrees: fraction}, ``auc30``, ``pairs``) as display
+    rows ``{"measure", "value"}``: degrees with one decimal, fractions as percentages
+    (``AUC@30 100 %``, ``RRA@15° 100 %``, ``pairs 210``)."""
+    rows = [{"measure": "mean rotation error (RRE)", "value": f"{cameras.rre_deg:.1f}°"},
+            {"measure": "mean translation-direction error (RTE)", "value": f"{cameras.rte_deg:.1f}°"}]
+    rows += [{"measure": f"RRA@{t:g}°", "value": f"{100 * v:.0f} %"} for t, v in cameras.rra.items()]
+    rows += [{"measure": f"RTA@{t:g}°", "value": f"{100 * v:.0f} %"} for t, v in cameras.rta.items()]
+    rows += [{"measure": "AUC@30", "value": f"{100 * cameras.auc30:.0f} %"},
+             {"measure": "pairs", "value": f"{cameras.pairs:,}"}]
+    return rows
 
 
 def mesh_figure(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None = None,

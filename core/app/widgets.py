@@ -295,6 +295,13 @@ def score_cards(scores: Scores, tau: float = 0.01) -> None:
     table = {f"tau={t.key}": {"precision": t.precision, "recall": t.recall, "F-score": t.fscore}
              for t in scores.thresholds}
     st.dataframe(table, width="stretch")
+    cameras = scores.cameras
+    if cameras is not None and cameras.available:
+        from core.app.figures import camera_error_rows
+
+        st.caption(f"Camera errors over all {cameras.pairs:,} view pairs (after Sim(3) alignment of the cameras):")
+        st.dataframe(camera_error_rows(cameras), hide_index=True, key=None,
+                     column_config={"measure": "Measure", "value": "Value"})
 
 
 def options_summary(options) -> str:
