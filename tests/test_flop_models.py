@@ -8,7 +8,8 @@ out (norms, softmax, GELU, RoPE, upsampling) is the same on both sides, so the c
 equal; the only approximate comparison is DA3's, whose model leaves out its reference-view
 similarity and 4x4 pose products (< 1e-5 of the total, see tests/test_da3_method.py).
 VGGT's and π³'s models are checked in their own test files (test_vggt_model.py,
-test_pi3_model.py).
+test_pi3_model.py). LRM's model covers its network up to the triplanes (rendering's per-ray MLPs
+are not counted).
 """
 from __future__ import annotations
 
@@ -92,6 +93,27 @@ def test_da3_hook_counts_the_forward_at_the_processed_size(name):
     x, _ = preprocess_images(pictures, options.process_res)
     flops = counted(lambda: model(x[None], export_feat_layers=()))
     assert method.flops(options, 2, 60, 90) == pytest.approx(flops, rel=1e-5)
+
+
+def test_lrm_triplane_network_matches_its_flop_model():
+    """Encoder, camera modulation, transformer and upsampler of the tiny configuration at two
+    picture sizes and batches (the counter runs with autograd on: under no_grad its module
+    tracker fails on the expanded position embedding)."""
+    import dataclasses
+
+    from core.models.lrm.cameras import source_camera
+    from core.models.lrm.config import tiny_config
+    from core.models.lrm.flops import lrm_flops
+    from core.models.lrm.modeling_lrm import LRM
+
+    for config in (tiny_config(), dataclasses.replace(tiny_config(), source_size=70)):
+        torch.manual_seed(0)
+        model = LRM(config).eval()
+        for batch in (1, 2):
+            with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+                model.forward_planes(torch.rand(batch, 3, config.source_size, config.source_size),
+                                     source_camera(config.source_cam_dist, batch))
+            assert lrm_flops(config, batch)["total"] == counter.get_total_flops()
 
 
 def test_every_learned_multi_view_method_has_a_flop_model():

@@ -19,8 +19,10 @@ from those rows.
 
 Standard inputs were chosen from the FLOP models at ~250 GFLOP/s (the idle 2-core machine):
 about 2–25 s per stage, the whole report in ≈ 6–10 minutes including building the models.
-Methods without a FLOP model (Point-E, LRM, LMNet, the combined pipeline; the ``shape`` method
-when it lands) are not in the report: add a builder to :data:`BUILDERS` with its stages.
+LRM is measured up to its triplanes (:mod:`core.models.lrm.flops`). Methods without a FLOP
+model (Point-E, LMNet, the combined pipeline; the ``shape`` method when it lands) are not in the
+report yet: the hook is :data:`BUILDERS` (a builder returning the model and its :class:`Stage`
+list, each with its analytic FLOPs) plus its inputs in :data:`STANDARD` and :data:`SMALL`.
 """
 from __future__ import annotations
 
@@ -83,7 +85,22 @@ def _images(*shape: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- per-method builders
-# Each builder takes the size ("standard" | "small") and returns (model, stages).
+# Each builder takes the size ("standard" | "small") and returns (model, stages) at the inputs
+# of STANDARD / SMALL: (views or pairs, height, width); DUSt3R's and Fast3R's height and width
+# are their network input at the method's image size (512x384, or the tiny 64x48).
+
+STANDARD = {"vggt": (2, 392, 518), "pi3": (2, 392, 518), "pi3x": (2, 392, 518),
+            "da3-small": (8, 392, 518), "da3-base": (4, 392, 518), "dust3r": (2, 384, 512),
+            "fast3r": (4, 384, 512)}
+"""Standard inputs, chosen from the FLOP models for ~2-25 s per stage at ~250 GFLOP/s."""
+
+SMALL = {"vggt": (2, 56, 70), "pi3": (2, 56, 70), "pi3x": (2, 56, 70), "da3-small": (2, 56, 70),
+         "da3-base": (2, 56, 70), "dust3r": (2, 48, 64), "fast3r": (2, 48, 64)}
+"""Inputs of ``--size small`` (the tiny configurations)."""
+
+
+def _inputs(name: str, size: str) -> tuple[int, int, int]:
+    return (SMALL if size == "small" else STANDARD)[name]
 
 def _vggt(size: str):
     from core.models.vggt.config import VGGTConfig
@@ -92,7 +109,7 @@ def _vggt(size: str):
     from core.models.vggt.modeling_vggt import HEADS
 
     model = random_tiny_model() if size == "small" else random_full_model(VGGTConfig())
-    s, h, w = (2, 56, 70) if size == "small" else (2, 392, 518)
+    s, h, w = _inputs("vggt", size)
     x, x1 = _images(s, 3, h, w), _images(1, 3, h, w)
     return model, [Stage("forward", f"{s} views {h}x{w}", vggt_flops(s, h, w, model.config, HEADS),
                          lambda: model(x, heads=HEADS), lambda: model(x1, heads=HEADS))]
@@ -106,14 +123,14 @@ def _pi3_family(variant: str):
 
         model = random_tiny_model(variant, multimodal=False) if size == "small" else \
             random_full_model(Pi3Config(variant=variant, multimodal=False))
-        s, h, w = (2, 56, 70) if size == "small" else (2, 392, 518)
+        s, h, w = _inputs(variant, size)
         x, x1 = _images(1, s, 3, h, w), _images(1, 1, 3, h, w)
         return model, [Stage("forward", f"{s} views {h}x{w}", pi3_flops(s, h, w, model.config),
                              lambda: model(x), lambda: model(x1))]
     return build
 
 
-def _da3(variant: str, views: int):
+def _da3(variant: str):
     def build(size: str):
         from core.models.da3.config import DA3Config
         from core.models.da3.flops import da3_flops
@@ -121,7 +138,7 @@ def _da3(variant: str, views: int):
 
         model = random_tiny_model() if size == "small" else \
             random_full_model(DA3Config.small() if variant == "small" else DA3Config.base())
-        s, h, w = (2, 56, 70) if size == "small" else (views, 392, 518)
+        s, h, w = _inputs(f"da3-{variant}", size)
         x, x1 = _images(1, s, 3, h, w), _images(1, 1, 3, h, w)
         return model, [Stage("forward", f"{s} views {h}x{w}", da3_flops(s, h, w, model.config),
                              lambda: model(x, export_feat_layers=()),
@@ -129,23 +146,22 @@ def _da3(variant: str, views: int):
     return build
 
 
-def _croco_model(name: str, size: str):
+def _croco_model(name: str, size: str) -> torch.nn.Module:
     from core.models import registry
 
     method = registry.get(name)
     options = method.parse_options({"weights": "random-tiny" if size == "small" else "random-full"})
     model = method.load(options, "cpu")
-    size_px = method.input_size(options)
-    return method, options, model, (size_px * 3 // 4, size_px)
+    return model
 
 
 def _dust3r(size: str):
     """The encoder on one picture (encode-once inference runs it once per view) and the decoders +
-    heads on a batch of 2 ordered pairs (the default ``batch_size``)."""
+    heads on a batch of ordered pairs (2: the default ``batch_size``)."""
     from core.models.dust3r.flops import dust3r_flops
 
-    _, options, model, (h, w) = _croco_model("dust3r", size)
-    batch = options.batch_size
+    model = _croco_model("dust3r", size)
+    batch, h, w = _inputs("dust3r", size)
     x = _images(1, 3, h, w)
     with torch.inference_mode():
         feat, pos = model.encode(x)
@@ -161,21 +177,47 @@ def _dust3r(size: str):
 def _fast3r(size: str):
     from core.models.fast3r.flops import fast3r_flops
 
-    _, _, model, (h, w) = _croco_model("fast3r", size)
-    s = 2 if size == "small" else 4
+    model = _croco_model("fast3r", size)
+    s, h, w = _inputs("fast3r", size)
     views = [_images(1, 3, h, w) for _ in range(s)]
     return model, [Stage("forward", f"{s} views {h}x{w}", fast3r_flops(s, h, w, model.config),
                          lambda: model(views), lambda: model(views[:1]))]
+
+
+def _lrm(size: str):
+    """OpenLRM (base) up to the triplanes: the DINOv2 encoder, then the triplane transformer and
+    upsampler on one picture (rendering and meshing are per-ray/per-point MLPs: not here)."""
+    from core.models.lrm.cameras import source_camera
+    from core.models.lrm.config import preset, tiny_config
+    from core.models.lrm.flops import lrm_flops
+    from core.models.lrm.modeling_lrm import LRM
+
+    with torch.no_grad():
+        model = LRM(tiny_config() if size == "small" else preset("base")).eval()
+    c = model.config
+    image = (_images(1, 3, c.source_size, c.source_size) + 1) / 2
+    with torch.inference_mode():
+        camera = model.embed_camera(source_camera(c.source_cam_dist))
+        feats = model.encode(image)
+    flops = lrm_flops(c)
+    encoder = {"encoder": flops["encoder"], "total": flops["encoder"]}
+    rest = {k: v for k, v in flops.items() if k not in ("encoder", "camera", "total")}
+    rest["total"] = sum(rest.values())
+    inputs = f"1 picture {c.source_size}x{c.source_size}"
+    planes = lambda: model.upsample(model.forward_transformer(feats, camera))  # noqa: E731
+    return model, [Stage("encoder", inputs, encoder, lambda: model.encode(image), lambda: model.encode(image)),
+                   Stage("transformer+upsampler", inputs, rest, planes, planes)]
 
 
 BUILDERS: dict[str, Callable[[str], tuple]] = {
     "vggt": _vggt,
     "pi3": _pi3_family("pi3"),
     "pi3x": _pi3_family("pi3x"),
-    "da3-small": _da3("small", 8),
-    "da3-base": _da3("base", 4),
+    "da3-small": _da3("small"),
+    "da3-base": _da3("base"),
     "dust3r": _dust3r,
     "fast3r": _fast3r,
+    "lrm": _lrm,
 }
 """Method name -> builder of (model with random weights, its heavy stages)."""
 
