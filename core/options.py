@@ -242,8 +242,12 @@ def add_arguments(parser: argparse.ArgumentParser, options_type: type, title: st
 
 
 def from_namespace(options_type: type, args: argparse.Namespace, assignments: list[str] | None = None) -> Any:
-    """Options from ``--option key=value`` strings, then the per-option flags (flags win)."""
+    """Options from ``--option key=value`` strings, then the per-option flags (flags win).
+    Every assignment is validated, also one a flag then overrides (a wrong value is never
+    silently ignored)."""
     values = _assignments(assignments)
+    if values:
+        parse(options_type, values)
     for spec in specs(options_type):
         value = getattr(args, f"opt__{spec.name}", None)
         if value is not None:

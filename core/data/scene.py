@@ -240,7 +240,7 @@ class Scene:
 
     # -------------------------------------------------------------- storage
     def save(self, folder: Path | str, image_format: str = "png", jpeg_quality: int = 95,
-             depth_scale: float | None = None) -> Path:
+             depth_scale: float | None = None, image_files: list[str] | None = None) -> Path:
         """Write the scene folder (see module docstring).
 
         Args:
@@ -248,12 +248,19 @@ class Scene:
             depth_scale: when given, depth is stored as 16-bit PNGs of ``round(depth / depth_scale)``
                 (world units per step), much smaller than float32 (quantised to half a step);
                 otherwise as float32 (exact).
+            image_files: names of files already in ``folder/images`` that hold exactly ``images``
+                losslessly (e.g. the PNGs the prepare pipeline gave COLMAP): recorded, not encoded again.
         """
         folder = Path(folder)
         (folder / "images").mkdir(parents=True, exist_ok=True)
         suffix = ".png" if image_format == "png" else ".jpg"
         names = []
-        for image, name in zip(self.images, self.image_names):
+        if image_files is not None:
+            missing = [f for f in image_files if not (folder / "images" / f).is_file()]
+            if len(image_files) != len(self.images) or missing:
+                raise SceneError(f"image_files must name one existing file per view in {folder / 'images'}")
+            names = list(image_files)
+        for image, name in zip(self.images if image_files is None else [], self.image_names):
             stem = Path(name).stem
             file_name = stem + suffix
             buffer = io.BytesIO()
@@ -303,7 +310,23 @@ class Scene:
 
     @classmethod
     def load(cls, folder: Path | str) -> "Scene":
-        """Read a scene folder written by :meth:`save` (or by ``python -m core prepare``)."""
+        """Read a scene folder written by :meth:`save` (or by ``python -m core prepare``).
+
+        Raises SceneError (one line naming the folder and the problem) for a missing or malformed
+        file of any kind: unreadable, bad JSON or JSON of the wrong shape, an archive that is not
+        one, arrays of the wrong dtype or shape."""
+        try:
+            return cls._load(folder)
+        except UserError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, EOFError,
+                zipfile.BadZipFile) as error:  # what numpy, json and PIL raise for malformed files
+            detail = str(error).splitlines()[0][:200] if str(error).strip() else ""
+            raise SceneError(f"scene {Path(folder).name} is malformed: {type(error).__name__}"
+                             + (f": {detail}" if detail else "")) from None
+
+    @classmethod
+    def _load(cls, folder: Path | str) -> "Scene":
         folder = Path(folder)
         meta_path = folder / "scene.json"
         if not meta_path.is_file():

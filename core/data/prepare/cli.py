@@ -6,7 +6,10 @@ Bad input raises a :class:`core.errors.UserError` (``DatasetError``, ``SfmError`
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
+
+import psutil
 
 from core.data.prepare import DatasetError
 from core.data.prepare.frames import DEFAULT_FRAMES, list_image_files, load_images, sample_video_frames
@@ -20,17 +23,22 @@ def cmd_prepare(args) -> int:
     from core.cli import CliError
     from core.progress import Stopped, to_stderr
 
+    started = time.perf_counter()
+    # interpreter start-up and imports up to here (psutil's start time has clock-tick resolution)
+    startup = max(0.0, time.time() - psutil.Process().create_time())
     options = from_namespace(PrepareOptions, args)
     progress = to_stderr()
     is_video = False
     provenance: dict = {}
-    if args.sample:
-        from core.store.cache import REPO_ROOT
+    if args.sample is not None:
+        from core.store.cache import REPO_ROOT, safe_name
 
+        if not args.sample or safe_name(args.sample) != args.sample:
+            raise DatasetError(f"--sample takes the name of a bundled sample (e.g. toy); got {args.sample!r}")
         source = Scene.load(REPO_ROOT / "sample_data" / args.sample)
         images, names = source.images, source.image_names
         provenance["source"] = f"sample_data/{args.sample}"
-    elif args.images:
+    elif args.images is not None:
         folder = Path(args.images)
         files = list_image_files(folder)
         images, names, notes = load_images([folder / f for f in files], resize=options.resize)
@@ -45,13 +53,16 @@ def cmd_prepare(args) -> int:
         names = [f"frame_{i:06d}.png" for i in indices]
         is_video = True
         provenance.update({"source": str(path), "frame_indices": indices, **info})
+    decode = time.perf_counter() - started
     out = Path(args.out) if args.out else default_scene_dir(args.name or "scene")
     try:
         result = prepare(images, names, out, scene_name=args.name or out.name, options=options,
                          progress=progress, is_video=is_video, provenance=provenance)
     except Stopped:
         raise CliError("stopped") from None
-    print(to_json({"scene": str(result.folder), **{k: v for k, v in result.report.items() if k != "crop"}}))
+    report = {k: v for k, v in result.report.items() if k != "crop"}
+    report["stage_seconds"] = {"startup": round(startup, 2), "decode": round(decode, 2), **report["stage_seconds"]}
+    print(to_json({"scene": str(result.folder), **report}))
     return 0
 
 
