@@ -8,6 +8,7 @@ from core.app import figures as viz
 from core.app.access import submit_allowed
 from core.app.widgets import StreamlitProgress, checkpoint_choice, current_scene, require_app_navigation
 from core.errors import UserError
+from core.models import registry
 from core.models.vggt.method import Weights
 from core.studies import attribution
 from core.studies.attention import MAX_TRACK_QUERIES, capture_session, track_summary
@@ -28,7 +29,10 @@ if scene is None:
 with st.form("attention.form"):
     c1, c2, c3 = st.columns(3)
     count = c1.slider("Views", 1, min(8, scene.num_views), min(3, scene.num_views), key="attention.count")
-    weights = c2.selectbox("Weights", typing.get_args(Weights), key="attention.weights",
+    choices = list(typing.get_args(Weights))
+    best = registry.default_weights(registry.get("vggt"))      # what can run here (random-tiny on a fresh install)
+    weights = c2.selectbox("Weights", choices, index=choices.index(best) if best in choices else 0,
+                           key="attention.weights",
                            help="random-tiny: the fixture's tiny configuration with random weights (demo/tests); "
                                 "random-full: VGGT-1B's architecture with random weights (real time and memory)")
     half = c3.checkbox("Keep keys in float16 (half the memory)", key="attention.half")
@@ -46,6 +50,7 @@ if submitted:
             progress=bar.progress))
         bar.done("captured")
     except UserError as error:
+        bar.clear()
         st.error(f"Cannot run VGGT: {error}")
 
 stored = st.session_state.get("attention.session")
@@ -66,6 +71,9 @@ source = st.selectbox("Source view", frames, format_func=lambda f: f"view {sessi
                       key="attention.source")
 h, w = session.images.shape[1:3]
 picked = st.session_state.get("attention.pick")
+if st.session_state.pop("attention.pick_pending", False) and picked:
+    # A click on the figure below: the boxes take the clicked pixel (set before they are drawn).
+    st.session_state["attention.u"], st.session_state["attention.v"] = int(picked[0]), int(picked[1])
 cols = st.columns(2)
 u = cols[0].number_input("Pixel x (network pixels)", 0, w - 1, int(picked[0]) if picked else w // 2, key="attention.u")
 v = cols[1].number_input("Pixel y (network pixels)", 0, h - 1, int(picked[1]) if picked else h // 2, key="attention.v")
@@ -77,10 +85,9 @@ points = selection.get("points", []) if isinstance(selection, dict) else getattr
 if points:
     point = points[0]
     new = (int(point["x"]), int(point["y"]))
-    if new != picked:
+    if new != picked and new != (u, v):
         st.session_state["attention.pick"] = new
-        st.session_state.pop("attention.u", None)
-        st.session_state.pop("attention.v", None)
+        st.session_state["attention.pick_pending"] = True
         st.rerun()
 
 mode = st.radio("Attention", ["one layer", "rollout"], horizontal=True, key="attention.mode")

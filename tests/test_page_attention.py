@@ -60,6 +60,21 @@ def test_viewer_tracks_clicked_points_with_three_correspondences_and_errors(view
     assert list(summary["point"]) == [0, 1]
 
 
+def test_a_click_moves_the_pixel_boxes_and_the_click_axis_spans_the_image(viewer):
+    at = viewer
+    # what the page does on a click event: remember the pick and rerun (AppTest cannot click a chart)
+    at.session_state["attention.pick"] = (100, 50)
+    at.session_state["attention.pick_pending"] = True
+    at.run()
+    assert not at.exception
+    assert (at.number_input(key="attention.u").value, at.number_input(key="attention.v").value) == (100, 50)
+    from core.app import figures
+
+    image = np.zeros((294, 518, 3), np.uint8)
+    figure = figures.attention_click_figure(image, (21, 37), (100, 50))
+    assert tuple(figure.layout.xaxis.range) == (-0.5, 517.5) and tuple(figure.layout.yaxis.range) == (293.5, -0.5)
+
+
 def test_viewer_shows_attribution_maps_with_rank_correlations(viewer):
     at = viewer
     _pick(at, 200, 150)

@@ -252,7 +252,7 @@ def error_overlay_figure(evaluation, max_points: int = DEFAULT_MAX_POINTS, clip:
     if show_ground_truth:
         gt_trace, gt_shown, gt_total = cloud_trace(evaluation.gt_points, name="ground truth",
                                                    max_points=max_points // 2, size=1.5, seed=1)
-        gt_trace.marker.color = GT_COLOUR
+        gt_trace.marker.color, gt_trace.marker.opacity = GT_COLOUR, 0.4
         traces.append(gt_trace)
     pred_trace, shown, total = cloud_trace(evaluation.aligned_points, values=errors, name="prediction",
                                            max_points=max_points, colorscale="Turbo",
@@ -500,6 +500,10 @@ def attention_click_figure(image: np.ndarray, grid: tuple[int, int], pick: tuple
                                 showlegend=False))
     figure.add_trace(go.Scatter(x=[pick[0]], y=[pick[1]], mode="markers",
                                 marker={"size": 12, "symbol": "x", "color": "red"}, showlegend=False))
+    h, w = image.shape[:2]
+    # The axes span exactly the image's pixels (a 518-px image clicks 0..517, not the container's width).
+    figure.update_xaxes(range=[-0.5, w - 0.5], constrain="domain", showgrid=False)
+    figure.update_yaxes(range=[h - 0.5, -0.5], scaleanchor="x", constrain="domain", showgrid=False)
     figure.update_layout(height=360, margin={"l": 0, "r": 0, "t": 0, "b": 0})
     return figure
 
