@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,8 +80,10 @@ def image_size(source: Path | bytes, name: str | None = None) -> tuple[int, int]
     label = name or (Path(source).name if isinstance(source, (str, Path)) else "image")
     handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     try:
-        with Image.open(handle) as image:  # reads the header only
-            width, height = image.size
+        with warnings.catch_warnings():  # PIL's own bomb warning: this module's limit decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(handle) as image:  # reads the header only
+                width, height = image.size
     except Exception:  # PIL raises many types for corrupt data; the decoder reports it
         return 0, 0
     IMAGE_PIXELS.check(int(width) * int(height), label)
