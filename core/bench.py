@@ -21,6 +21,7 @@ BENCHES: dict[str, str] = {
     "pointe": "core.models.pointe.bench:bench",
     "combined": "core.models.combined.bench:bench",
     "sfm": "core.data.prepare.bench:bench",
+    "dense": "core.data.prepare.bench:bench_dense",
     "dust3r": "core.models.dust3r.bench:bench",
     "fast3r": "core.models.fast3r.bench:bench",
     "attention": "core.studies.attention:bench",

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import logging
 import time
+import typing
 from dataclasses import dataclass
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -46,22 +48,63 @@ class MvsError(UserError):
 
 @dataclass
 class MvsOptions:
-    """Options of :func:`run_mvs` (defaults: half resolution, 4 sources, 96 planes)."""
+    """Options of :func:`run_mvs` (defaults: half resolution, 4 sources, 96 planes, one level)."""
 
-    scale: float = 0.5               # depth-map resolution relative to the images
+    scale: float = 0.5               # resolution of the plane sweep relative to the images
+    fine_scale: float = 0.0          # resolution of a second, per-pixel refinement level (0 = none)
     num_depths: int = 96             # planes of the coarse sweep
-    refine_steps: int = 7            # per-pixel hypotheses of the fine sweep (0 = no refinement)
+    refine_steps: int = 7            # per-pixel hypotheses of each fine sweep (0 = no refinement)
     num_sources: int = 4             # neighbour views per reference
     top_k: int = 2                   # cost = mean ZNCC of the best top_k sources
     ideal_angle_deg: float = 15.0    # preferred angle between reference and source
     window: int = 7                  # ZNCC window side (pixels, odd)
     min_ncc: float = 0.45            # drop pixels whose best cost is below
     min_texture: float = 2.0         # drop pixels whose window std (grey levels) is below
-    consistency_px: float = 1.0      # geometric consistency: reprojection error (pixels at `scale`)
+    consistency_px: float = 1.0      # geometric consistency: reprojection error (pixels of the depth maps)
     consistency_depth: float = 0.01  # and relative depth difference
     min_consistent: int = 2          # neighbours that must agree
-    voxel_size: float = 0.0          # fusion voxel (world units); 0 = 0.002 x scene extent
+    voxel_size: float = 0.0          # fusion voxel (world units); 0 = voxel_fraction x extent
+    voxel_fraction: float = 0.002    # of the region's (else the cloud's) largest extent
     max_points: int = 400_000        # fused cloud size cap (seeded subsample)
+
+    @property
+    def map_scale(self) -> float:
+        """Resolution of the final depth maps relative to the images."""
+        return self.fine_scale if self.fine_scale > 0 else self.scale
+
+
+DenseSetting = Literal["fast", "balanced", "best"]
+DENSE_SETTINGS: tuple[str, ...] = typing.get_args(DenseSetting)
+#: per setting: longest side of the sweep's images, of the refinement level's (0 = no second level),
+#: planes of the sweep, sources per view and how many of them the cost averages
+_SETTINGS = {
+    "fast": {"sweep_side": 256, "fine_side": 0, "num_depths": 64, "num_sources": 4, "top_k": 2},
+    "balanced": {"sweep_side": 256, "fine_side": 512, "num_depths": 96, "num_sources": 4, "top_k": 2},
+    "best": {"sweep_side": 320, "fine_side": 1024, "num_depths": 128, "num_sources": 6, "top_k": 3},
+}
+
+
+def options_for_setting(setting: str, image_size: tuple[int, int], max_size: int = 0, num_depths: int = 0
+                        ) -> MvsOptions:
+    """:class:`MvsOptions` of a dense setting (``fast`` / ``balanced`` / ``best``) for images of
+    ``image_size`` (H, W).
+
+    ``max_size`` > 0 overrides the longest side of the final depth maps (the sweep then runs at that
+    size, or at the setting's sweep size when smaller, and refines at ``max_size``); ``num_depths`` > 0
+    overrides the sweep's planes. Scales never exceed 1 (full resolution).
+    """
+    if setting not in _SETTINGS:
+        raise MvsError(f"unknown dense setting {setting!r}; choose one of {', '.join(DENSE_SETTINGS)}")
+    spec = _SETTINGS[setting]
+    longest = max(image_size)
+    sweep_side, fine_side = spec["sweep_side"], spec["fine_side"]
+    if max_size > 0:
+        sweep_side, fine_side = min(sweep_side, max_size), max_size
+    scale = min(1.0, sweep_side / longest)
+    fine = min(1.0, fine_side / longest) if fine_side else 0.0
+    return MvsOptions(scale=scale, fine_scale=fine if fine > scale else 0.0,
+                      num_depths=num_depths or spec["num_depths"], num_sources=spec["num_sources"],
+                      top_k=spec["top_k"])
 
 
 @dataclass
@@ -179,15 +222,31 @@ def plane_sweep(ref_gray: np.ndarray, src_grays: list[np.ndarray], k_ref: np.nda
                 options: MvsOptions) -> tuple[np.ndarray, np.ndarray]:
     """Depth ``[h,w]`` and score ``[h,w]`` of one reference view (module docstring, step 2).
 
-    All images at the depth-map resolution; ``k_*`` are their (scaled) intrinsics.
+    All images at the depth-map resolution; ``k_*`` are their (scaled) intrinsics. ``ref_gray`` may be
+    a window of the reference image (``k_ref`` then has the window's principal point).
     """
-    h, w = ref_gray.shape
     stats = _Window(ref_gray, options.window)
+    relatives = _relatives(pose_ref, pose_srcs)
+    inv, score, step, at_edge = _sweep(stats, src_grays, k_ref, k_srcs, relatives, near, far, options)
+    if options.refine_steps > 1:
+        inv, score = _refine(stats, src_grays, k_ref, k_srcs, relatives, inv, step, options)
+    score[at_edge | (stats.std < options.min_texture)] = -1.0
+    return (1.0 / inv).astype(np.float32), score.astype(np.float32)
+
+
+def _relatives(pose_ref: np.ndarray, pose_srcs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(rotation, translation) of each source camera relative to the reference camera."""
+    return [(rel[:3, :3], rel[:3, 3]) for rel in (geometry.relative_pose(pose_ref, p) for p in pose_srcs)]
+
+
+def _sweep(stats: _Window, src_grays, k_ref, k_srcs, relatives, near: float, far: float, options: MvsOptions):
+    """Fronto-parallel sweep: (inverse depth ``[h,w]``, score ``[h,w]``, plane spacing in inverse depth,
+    ``bool [h,w]`` best plane at either end of the range)."""
+    h, w = stats.ref.shape
     inv_depths = np.linspace(1.0 / near, 1.0 / far, options.num_depths)
     ones = np.ones((h, w), np.float32)
     k_ref_inv = np.linalg.inv(k_ref)
     normal = np.array([0.0, 0.0, 1.0])
-    relatives = [(rel[:3, :3], rel[:3, 3]) for rel in (geometry.relative_pose(pose_ref, p) for p in pose_srcs)]
     k = min(options.top_k, len(src_grays))
     volume = np.empty((options.num_depths, h, w), np.float32)
     per_source = np.empty((len(src_grays), h, w), np.float32)
@@ -203,16 +262,13 @@ def plane_sweep(ref_gray: np.ndarray, src_grays: list[np.ndarray], k_ref: np.nda
     step = inv_depths[1] - inv_depths[0] if options.num_depths > 1 else 0.0
     inv = inv_depths[best] + offset * step
     at_edge = (best == 0) | (best == options.num_depths - 1)
-    depth = (1.0 / inv).astype(np.float32)
-    if options.refine_steps > 1:
-        depth, score = _refine(stats, src_grays, k_ref, k_srcs, relatives, depth, inv, step, options)
-    score[at_edge | (stats.std < options.min_texture)] = -1.0
-    return depth, score.astype(np.float32)
+    return inv.astype(np.float32), score, step, at_edge
 
 
-def _refine(stats: _Window, src_grays, k_ref, k_srcs, relatives, depth, inv, step, options: MvsOptions):
-    """Fine per-pixel sweep over +-1 coarse step around ``inv`` (inverse depth), then a parabola."""
-    h, w = depth.shape
+def _refine(stats: _Window, src_grays, k_ref, k_srcs, relatives, inv, step, options: MvsOptions):
+    """Fine per-pixel sweep over +-1 ``step`` around the inverse depth ``inv [h,w]``, then a parabola:
+    (inverse depth ``[h,w]``, score ``[h,w]``)."""
+    h, w = inv.shape
     grid = geometry.pixel_grid(h, w).reshape(-1, 2)
     rays = geometry.unproject_pixels(grid, 1.0, k_ref).astype(np.float32)  # z = 1
     n = options.refine_steps
@@ -221,12 +277,13 @@ def _refine(stats: _Window, src_grays, k_ref, k_srcs, relatives, depth, inv, ste
     volume = np.empty((n, h, w), np.float32)
     per_source = np.empty((len(src_grays), h, w), np.float32)
     ones = np.ones((h, w), np.float32)
+    # a source pixel is (K R ray z + K t) up to scale: precompute K R ray and K t once per source
+    projected = [(rays @ (k_src @ rotation).T.astype(np.float32), (k_src @ translation).astype(np.float32))
+                 for k_src, (rotation, translation) in zip(k_srcs, relatives)]
     for i, off in enumerate(offsets):
         z = (1.0 / np.clip(inv + off, 1e-6, None)).reshape(-1, 1).astype(np.float32)
-        points = rays * z
-        for s, (src, k_src, (rotation, translation)) in enumerate(zip(src_grays, k_srcs, relatives)):
-            cam = points @ rotation.T.astype(np.float32) + translation.astype(np.float32)
-            uvw = cam @ k_src.T.astype(np.float32)
+        for s, (src, (direction, shift)) in enumerate(zip(src_grays, projected)):
+            uvw = direction * z + shift
             with np.errstate(divide="ignore", invalid="ignore"):
                 map_x = (uvw[:, 0] / uvw[:, 2]).reshape(h, w)
                 map_y = (uvw[:, 1] / uvw[:, 2]).reshape(h, w)
@@ -240,7 +297,7 @@ def _refine(stats: _Window, src_grays, k_ref, k_srcs, relatives, depth, inv, ste
     best, score, offset = _best_plane(volume)
     fine_step = offsets[1] - offsets[0]
     new_inv = inv + offsets[best] + offset * fine_step
-    return (1.0 / np.clip(new_inv, 1e-6, None)).astype(np.float32), score
+    return np.clip(new_inv, 1e-6, None).astype(np.float32), score
 
 
 def _best_sources_mean(per_source: np.ndarray, k: int) -> np.ndarray:
@@ -267,7 +324,7 @@ def _best_plane(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def consistency_counts(depths: np.ndarray, intrinsics: np.ndarray, cam_from_world: np.ndarray,
                        sources: list[list[int]], options: MvsOptions) -> tuple[np.ndarray, np.ndarray]:
-    """(counts ``uint8 [N,h,w]`` of agreeing neighbours, summed world points ``[N,h,w,3]`` of the agreeing ones).
+    """(counts ``uint8 [N,h,w]`` of agreeing neighbours, summed world points ``float32 [N,h,w,3]`` of the agreeing ones).
 
     A pixel of view i agrees with view j when its point, projected into j, lifted with j's depth
     (nearest pixel) and projected back into i, lands within ``consistency_px`` and the two depths
@@ -275,7 +332,7 @@ def consistency_counts(depths: np.ndarray, intrinsics: np.ndarray, cam_from_worl
     """
     n, h, w = depths.shape
     counts = np.zeros((n, h, w), np.uint8)
-    sums = np.zeros((n, h, w, 3), np.float64)
+    sums = np.zeros((n, h, w, 3), np.float32)
     grid = geometry.pixel_grid(h, w)
     for i in range(n):
         if not np.isfinite(cam_from_world[i]).all():
@@ -316,9 +373,78 @@ def voxel_thin(points: np.ndarray, voxel: float) -> np.ndarray:
     return np.sort(first)
 
 
+def region_window(corners: np.ndarray, intrinsics: np.ndarray, cam_from_world: np.ndarray,
+                  image_size: tuple[int, int], margin: int = 0) -> tuple[int, int, int, int, float, float] | None:
+    """Where a region (its ``corners [K,3]`` in the world, e.g. a crop box's 8) lies in one view.
+
+    Returns ``(x0, y0, x1, y1, near, far)``: the pixel rectangle ``[x0, x1) x [y0, y1)`` bounding the
+    projected corners grown by ``margin`` pixels and clipped to ``image_size`` (H, W) of ``intrinsics``,
+    and the corners' z-depth range; None when a corner is behind the camera (the camera is inside or
+    beside the region) or the rectangle is empty.
+    """
+    uv, z = geometry.project(np.asarray(corners, np.float64), intrinsics, cam_from_world)
+    if not (z > 0).all() or not np.isfinite(uv).all():
+        return None
+    h, w = image_size
+    x0 = max(int(np.floor(uv[:, 0].min())) - margin, 0)
+    y0 = max(int(np.floor(uv[:, 1].min())) - margin, 0)
+    x1 = min(int(np.ceil(uv[:, 0].max())) + margin + 1, w)
+    y1 = min(int(np.ceil(uv[:, 1].max())) + margin + 1, h)
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return None
+    return x0, y0, x1, y1, float(z.min()), float(z.max())
+
+
+def _shifted(k: np.ndarray, x0: int, y0: int) -> np.ndarray:
+    """Intrinsics of the window of an image starting at pixel (x0, y0)."""
+    k = k.copy()
+    k[0, 2] -= x0
+    k[1, 2] -= y0
+    return k
+
+
+def _depth_map(i: int, sources: list[int], levels: list[tuple[list[np.ndarray], np.ndarray]],
+               cam_from_world: np.ndarray, window: tuple[int, int, int, int], near: float, far: float,
+               options: MvsOptions) -> tuple[np.ndarray, np.ndarray]:
+    """Depth and score of view ``i`` inside ``window`` (x0, y0, x1, y1 at the final level's resolution).
+
+    ``levels``: (grey images, intrinsics) at the sweep resolution and, with ``fine_scale``, at the
+    refinement resolution. The sweep runs on the window at the first level; its inverse depth is
+    interpolated to the final level, refined per pixel there, and filtered.
+    """
+    x0, y0, x1, y1 = window
+    ratio = options.map_scale / options.scale  # final pixels per sweep pixel
+    cx0, cy0 = int(np.floor(x0 / ratio)), int(np.floor(y0 / ratio))
+    grays, ks = levels[0]
+    ch, cw = grays[i].shape
+    cx1, cy1 = min(int(np.ceil(x1 / ratio)), cw), min(int(np.ceil(y1 / ratio)), ch)
+    stats = _Window(grays[i][cy0:cy1, cx0:cx1], options.window)
+    k_ref = _shifted(ks[i], cx0, cy0)
+    relatives = _relatives(cam_from_world[i], [cam_from_world[j] for j in sources])
+    inv, score, step, at_edge = _sweep(stats, [grays[j] for j in sources], k_ref, [ks[j] for j in sources],
+                                       relatives, near, far, options)
+    if options.refine_steps > 1:
+        inv, score = _refine(stats, [grays[j] for j in sources], k_ref, [ks[j] for j in sources], relatives, inv,
+                             step, options)
+    if len(levels) > 1:
+        fine_grays, fine_ks = levels[1]
+        # sample the sweep's window at the final pixels' centres (pixel centres at integer coordinates)
+        xs = (np.arange(x0, x1, dtype=np.float32) + 0.5) / ratio - 0.5 - cx0
+        ys = (np.arange(y0, y1, dtype=np.float32) + 0.5) / ratio - 0.5 - cy0
+        map_x, map_y = np.meshgrid(xs, ys)
+        inv = cv2.remap(inv, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        at_edge = cv2.remap(at_edge.astype(np.uint8), map_x, map_y, cv2.INTER_NEAREST,
+                            borderMode=cv2.BORDER_REPLICATE).astype(bool)
+        stats = _Window(fine_grays[i][y0:y1, x0:x1], options.window)
+        inv, score = _refine(stats, [fine_grays[j] for j in sources], _shifted(fine_ks[i], x0, y0),
+                             [fine_ks[j] for j in sources], relatives, inv, step / 2, options)
+    score[at_edge | (stats.std < options.min_texture)] = -1.0
+    return (1.0 / inv).astype(np.float32), score.astype(np.float32)
+
+
 def run_mvs(images: list[np.ndarray], intrinsics: np.ndarray, cam_from_world: np.ndarray,
             sparse_points: np.ndarray, options: MvsOptions | None = None, progress: Progress | None = None,
-            views: list[int] | None = None) -> MvsResult:
+            views: list[int] | None = None, region=None) -> MvsResult:
     """Depth maps for every registered view and their fused, coloured cloud (module docstring).
 
     Args:
@@ -327,6 +453,11 @@ def run_mvs(images: list[np.ndarray], intrinsics: np.ndarray, cam_from_world: np
         cam_from_world: ``[N,4,4]`` (NaN rows = unregistered, skipped).
         sparse_points: ``[M,3]`` world points (e.g. COLMAP's sparse cloud) giving each view's depth range.
         views: reference views to compute (default: all registered); others get empty maps.
+        region: optional box around the object (a :class:`core.data.prepare.crop.CropBox`, or anything
+            with ``corners() -> [8,3]`` and ``contains(points [M,3]) -> bool [M]``, world frame). Each
+            view then matches only the pixels of the box's image rectangle, over the box's depth range
+            (intersected with the sparse points' range), the fused cloud keeps the points inside the
+            box, and the fusion voxel is ``voxel_fraction`` of the box's largest side.
     Raises:
         MvsError when fewer than 2 views are registered or there are fewer than 10 sparse points.
     """
@@ -339,11 +470,19 @@ def run_mvs(images: list[np.ndarray], intrinsics: np.ndarray, cam_from_world: np
     if len(sparse_points) < 10:
         raise MvsError("multi-view stereo needs sparse points to bound the depth range")
     full_h, full_w = images[0].shape[:2]
-    grays = [_gray(image, options.scale) for image in images]
-    h, w = grays[0].shape
-    ks = geometry.resize_crop_intrinsics(intrinsics, options.scale)
+    levels = [([_gray(image, options.scale) for image in images],
+               geometry.resize_crop_intrinsics(intrinsics, options.scale))]
+    if options.fine_scale > 0:
+        levels.append(([_gray(image, options.fine_scale) for image in images],
+                       geometry.resize_crop_intrinsics(intrinsics, options.fine_scale)))
+    h, w = levels[-1][0][0].shape
+    ks = levels[-1][1]
     sources = select_sources(cam_from_world, options.num_sources, options.ideal_angle_deg)
     targets = [v for v in (range(n) if views is None else views) if registered[v]]
+    corners = None if region is None else np.asarray(region.corners(), np.float64)
+    inside_sparse = sparse_points if region is None else sparse_points[region.contains(sparse_points)]
+    if len(inside_sparse) < 10:
+        inside_sparse = sparse_points
     depths = np.zeros((n, h, w), np.float32)
     scores = np.full((n, h, w), -1.0, np.float32)
     started = time.perf_counter()
@@ -351,30 +490,46 @@ def run_mvs(images: list[np.ndarray], intrinsics: np.ndarray, cam_from_world: np
         progress(count / max(len(targets), 1) * 0.85, f"depth map {count + 1}/{len(targets)} (view {i})")
         if not sources[i]:
             continue
-        limits = depth_range(sparse_points, intrinsics[i], cam_from_world[i], (full_h, full_w))
+        limits = depth_range(inside_sparse, intrinsics[i], cam_from_world[i], (full_h, full_w))
+        window = (0, 0, w, h)
+        if corners is not None:
+            placed = region_window(corners, ks[i], cam_from_world[i], (h, w), margin=options.window)
+            if placed is not None:
+                window = placed[:4]
+                box_near, box_far = placed[4] * 0.98, placed[5] * 1.02
+                if limits is None or min(limits[1], box_far) <= max(limits[0], box_near):
+                    limits = (box_near, box_far)
+                else:
+                    limits = (max(limits[0], box_near), min(limits[1], box_far))
         if limits is None:
             log.warning("view %d sees fewer than 10 sparse points; no depth map", i)
             continue
-        depth, score = plane_sweep(grays[i], [grays[j] for j in sources[i]], ks[i], [ks[j] for j in sources[i]],
-                                   cam_from_world[i], [cam_from_world[j] for j in sources[i]], *limits, options)
+        depth, score = _depth_map(i, sources[i], levels, cam_from_world, window, *limits, options)
         depth[score < options.min_ncc] = 0
-        depths[i], scores[i] = depth, score
+        x0, y0, x1, y1 = window
+        depths[i, y0:y1, x0:x1], scores[i, y0:y1, x0:x1] = depth, score
     stage = {"depth_maps": time.perf_counter() - started}
     progress(0.85, "geometric consistency and fusion")
     started = time.perf_counter()
     counts, sums = consistency_counts(depths, ks, cam_from_world, sources, options)
     keep = counts >= options.min_consistent
-    filtered = np.where(keep, depths, 0).astype(np.float32)
     view_idx, rows, cols = np.nonzero(keep)
     points = (sums[view_idx, rows, cols] / (counts[view_idx, rows, cols, None] + 1.0)).astype(np.float32)
-    small = [cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA) if (h, w) != (full_h, full_w) else image
-             for image in images]
-    colors = np.stack([small[v][r, c] for v, r, c in zip(view_idx, rows, cols)]) if len(view_idx) else \
-        np.zeros((0, 3), np.uint8)
+    if region is not None and len(points):
+        inside = region.contains(points)
+        view_idx, rows, cols, points = view_idx[inside], rows[inside], cols[inside], points[inside]
+        keep = np.zeros_like(keep)
+        keep[view_idx, rows, cols] = True
+    filtered = np.where(keep, depths, 0).astype(np.float32)
+    colors = np.zeros((len(view_idx), 3), np.uint8)
+    for v in np.unique(view_idx):  # each view's pixels at the depth maps' size
+        image = images[v] if (h, w) == (full_h, full_w) else cv2.resize(images[v], (w, h), interpolation=cv2.INTER_AREA)
+        mine = view_idx == v
+        colors[mine] = image[rows[mine], cols[mine]]
     confidence = scores[view_idx, rows, cols]
     if len(points):
-        extent = float(np.ptp(points, axis=0).max())
-        voxel = options.voxel_size or 0.002 * extent
+        extent = float(np.ptp(corners, axis=0).max()) if corners is not None else float(np.ptp(points, axis=0).max())
+        voxel = options.voxel_size or options.voxel_fraction * extent
         order = np.argsort(-confidence, kind="stable")  # keep the most confident point per voxel
         kept = order[voxel_thin(points[order], voxel)]
         if len(kept) > options.max_points:

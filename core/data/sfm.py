@@ -27,6 +27,7 @@ import shutil
 import sys
 import time
 import typing
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -224,10 +225,14 @@ def write_colmap_images(folder: Path | str, images: list[np.ndarray], names: lis
             k += 1
         used.add(candidate.lower())
         files.append(candidate)
-    for image, file_name in zip(images, files):
+    def write(image: np.ndarray, file_name: str) -> None:
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="PNG", compress_level=1)  # lossless; speed first
         atomic_write_bytes(folder / file_name, buffer.getvalue())
+
+    # Pillow's zlib encoder releases the GIL: one thread per core encodes views side by side
+    with ThreadPoolExecutor(max_workers=max(1, min(len(files), os.cpu_count() or 1))) as pool:
+        list(pool.map(write, images, files))
     return files
 
 
