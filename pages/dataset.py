@@ -186,10 +186,12 @@ with prepare_tab:
             st.session_state["dataset.log"] = result.log
             st.success(f"Scene “{result.scene.name}” written to `{shown_path(result.folder)}`; pick it in the sidebar.")
         except UserError as error:
+            bar.clear()
             st.error(f"Could not prepare the scene: {error}")
             if batch is not None:
                 st.info(f"Your uploads are kept in `{shown_path(batch.folder)}`; fix the input and try again.")
         except Stopped:
+            bar.clear()
             st.warning("Stopped; nothing was kept.")
 
     # --------------------------------------------------------------------------- result

@@ -43,6 +43,7 @@ with st.expander("Options"):
 
 if st.button("Evaluate", type="primary", disabled=not submit_allowed() or upload is None,
              key="metrics.evaluate"):
+    bar = None
     try:
         views = parse_view_ids(views_text) or None
         bar = StreamlitProgress("Evaluating")
@@ -53,6 +54,8 @@ if st.button("Evaluate", type="primary", disabled=not submit_allowed() or upload
         st.session_state["metrics.last_evaluation"] = (scene.name, result.key, evaluation)
         st.success(f"Scored {upload.name}; stored in the leaderboard as run {result.key}.")
     except UserError as error:  # ReconstructionFileError, EvaluationError, bad view ids
+        if bar is not None:
+            bar.clear()      # no empty progress bar left above the message
         st.error(f"Could not evaluate {upload.name}: {error}")
 
 rows = leaderboard(run_store, scene)  # this ground truth's runs (and those of unknown ground truth)

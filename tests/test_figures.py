@@ -172,3 +172,19 @@ def test_without_least_confident_keeps_the_top_points_and_their_attributes():
     np.testing.assert_array_equal(shown.points, points[:7])
     np.testing.assert_array_equal(shown.source_view, (np.arange(10) % 2)[:7])
     assert len(recon.points) == 10 and figures.without_least_confident(recon, 0) is recon
+
+
+def test_a_cloud_without_colours_is_coloured_by_height_and_framed_on_the_object():
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-0.5, 0.5, size=(500, 3)).astype(np.float32)
+    recon = Reconstruction(method="lmnet", points=points)
+    fig, _ = figures.reconstruction_figure(recon)
+    marker = fig.data[0].marker
+    np.testing.assert_array_equal(np.asarray(marker.color), points[:, 1])    # every point drawn, by height
+    assert marker.colorbar.title.text == "height (y)"
+    # cameras ten times farther than the object: the view is aimed at the object, zoomed to it
+    far = np.vstack([points, [[5, 5, 5], [-5, -5, -5]]])
+    fig = figures.figure_3d([figures.cloud_trace(far)[0]], focus=points)
+    camera = fig.layout.scene.camera
+    eye = np.array([camera.eye.x, camera.eye.y, camera.eye.z]) - [camera.center.x, camera.center.y, camera.center.z]
+    assert np.allclose(eye, 1.25 * np.ptp(np.percentile(points, [1, 99], axis=0), axis=0).max() / 10, rtol=1e-6)

@@ -200,9 +200,11 @@ def reconstruction_figure(recon, color_by: str = "rgb", max_points: int = DEFAUL
     (e.g. the ground truth after alignment) in green.
     """
     values = recon.confidence if color_by == "confidence" and recon.confidence is not None else None
+    title = "confidence" if values is not None else None
+    if values is None and recon.colors is None:    # no colours (3D-LMNet, Point-E without RGB): height
+        values, title = np.asarray(recon.points)[:, 1], "height (y)"
     trace, shown, total = cloud_trace(recon.points, None if values is not None else recon.colors, values,
-                                      name=recon.method, max_points=max_points,
-                                      colorbar_title="confidence" if values is not None else None)
+                                      name=recon.method, max_points=max_points, colorbar_title=title)
     traces = [trace]
     finite = recon.points[np.isfinite(recon.points).all(axis=1)]
     extent = float(np.ptp(finite, axis=0).max()) if len(finite) else 1.0

@@ -435,11 +435,16 @@ def method_workbench(family: str) -> None:
     if renders:
         st.image(renders, caption=[f"render {i}" for i in range(len(renders))], width=110)
 
-    hide = st.slider("Hide the least confident points (%)", 0, 95, 0, step=5, key=f"{family}.hide",
-                     disabled=recon.confidence is None,
-                     help="display filter only; the stored run and its scores are unchanged")
-    color_by = st.radio("Colour", ["rgb", "confidence"], horizontal=True, key=f"{family}.color",
-                        disabled=recon.confidence is None)
+    if recon.confidence is not None:
+        left, right = st.columns(2)
+        hide = left.slider("Hide the least confident points (%)", 0, 95, 0, step=5, key=f"{family}.hide",
+                           help="display filter only; the stored run and its scores are unchanged")
+        color_by = right.radio("Colour", ["rgb", "confidence"], horizontal=True, key=f"{family}.color")
+    else:   # nothing to filter or colour by: say why instead of greyed-out controls
+        hide, color_by = 0, "rgb"
+        shown_label = registry.get(recon.method).label if recon.method in names else recon.method
+        st.caption(f"{shown_label} gives no per-point confidence, so there is no confidence filter; the points are "
+                   + ("in their predicted colours." if recon.colors is not None else "coloured by height."))
     shown = figures.without_least_confident(recon, hide)
     fig, caption = figures.reconstruction_figure(shown, color_by=color_by, image_size=scene.image_size)
     st.plotly_chart(fig, width="stretch", key=f"{family}.cloud")
