@@ -20,6 +20,7 @@ PAGES = [
     st.Page("pages/attention.py", title="Attention viewer", icon=":material/visibility:"),
     st.Page("pages/metrics.py", title="Metrics", icon=":material/leaderboard:"),
     st.Page("pages/benchmarks.py", title="Benchmarks", icon=":material/table_chart:"),
+    st.Page("pages/jobs.py", title="Jobs", icon=":material/pending_actions:"),
 ]
 
 sign_in_gate()  # hosted mode: nobody past this line without a role (local mode: no-op)

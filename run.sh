@@ -42,6 +42,8 @@ case "${1:-}" in
   app)
     setup
     shift
+    # Jobs run on Ray: join $RECONBENCH_RAY_ADDRESS, else start (or join) this machine's local instance.
+    "$PY" -m core jobs start >/dev/null
     exec "$VENV/bin/streamlit" run app.py "$@"
     ;;
   test)

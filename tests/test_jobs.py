@@ -169,3 +169,18 @@ def test_unknown_job_is_a_user_error(ray_cache):
     from core.__main__ import main
 
     assert main(["jobs", "show", "no-such-job"]) == 2
+
+
+def test_jobs_page_lists_every_job_with_owner_and_state(ray_cache):
+    from streamlit.testing.v1 import AppTest
+
+    from core.jobs import client
+
+    jobs = client.list_jobs()
+    page = AppTest.from_file(str(ROOT / "pages" / "jobs.py"), default_timeout=60).run()
+    assert not page.exception and not page.error
+    shown = page.dataframe[0].value
+    assert sorted(shown["id"]) == sorted(j["id"] for j in jobs)
+    states = dict(zip(shown["id"], shown["state"]))
+    assert states == {j["id"]: j["state"] for j in jobs}
+    assert "failed" in states.values() and "cli" in set(shown["owner"])
