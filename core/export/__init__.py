@@ -150,6 +150,8 @@ def unavailable_reason(fmt: ExportFormat, run: StoredRun) -> str | None:
 
 def _write_into(fmt: ExportFormat, runs: list[StoredRun], folder: Path) -> None:
     fmt.writer()(runs if fmt.several_runs else runs[0], folder)
+    for path in folder.rglob("*"):  # atomic writes create owner-only files; exports are to share
+        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def export_to(fmt_name: str, runs: list[StoredRun], out: Path | str, force: bool = False) -> Path:
@@ -172,8 +174,6 @@ def export_to(fmt_name: str, runs: list[StoredRun], out: Path | str, force: bool
     try:
         staging.mkdir()
         _write_into(fmt, runs, staging)
-        for path in staging.rglob("*"):  # atomic writes create owner-only files; exports are to share
-            path.chmod(0o755 if path.is_dir() else 0o644)
         if out.exists():
             trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             out.rename(trash)
