@@ -116,6 +116,30 @@ def test_lrm_triplane_network_matches_its_flop_model():
             assert lrm_flops(config, batch)["total"] == counter.get_total_flops()
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "reference"])
+def test_pointe_denoiser_calls_match_their_flop_model(attention):
+    """Both denoisers (the upsampler with its low-res point tokens) at batch 1 and 2, with both
+    attention implementations (the reference one: chunked einsums)."""
+    from core.models.pointe.config import PointDiffusionTransformerConfig as Config
+    from core.models.pointe.flops import denoiser_flops
+    from core.models.pointe.modeling_transformer import (CLIPImageGridPointDiffusionTransformer,
+                                                         CLIPImageGridUpsamplePointDiffusionTransformer)
+
+    base = Config(n_ctx=20, width=32, layers=2, heads=2, clip_grid_dim=24, attention=attention)
+    up = Config(name="CLIPImageGridUpsamplePointDiffusionTransformer", n_ctx=30, cond_ctx=20, width=32,
+                layers=2, heads=2, clip_grid_dim=24, attention=attention)
+    torch.manual_seed(0)
+    base_model = CLIPImageGridPointDiffusionTransformer(base).eval()
+    up_model = CLIPImageGridUpsamplePointDiffusionTransformer(up).eval()
+    for batch in (1, 2):
+        t = torch.zeros(batch, dtype=torch.int64)
+        grid = torch.rand(batch, 24, 9)
+        assert denoiser_flops(base, batch, 9)["total"] == counted(
+            lambda: base_model(torch.rand(batch, 6, 20), t, grid))
+        assert denoiser_flops(up, batch, 9)["total"] == counted(
+            lambda: up_model(torch.rand(batch, 6, 30), t, grid, torch.rand(batch, 6, 20)))
+
+
 def test_every_learned_multi_view_method_has_a_flop_model():
     """The roofline bench and the scaling study need one; methods without (Point-E, LRM, LMNet,
     combined, shape) are single-view generators benchmarked per stage by their own benches."""

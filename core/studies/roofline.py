@@ -19,9 +19,9 @@ from those rows.
 
 Standard inputs were chosen from the FLOP models at ~250 GFLOP/s (the idle 2-core machine):
 about 2–25 s per stage, the whole report in ≈ 6–10 minutes including building the models.
-LRM is measured up to its triplanes (:mod:`core.models.lrm.flops`). Methods without a FLOP
-model (Point-E, LMNet, the combined pipeline; the ``shape`` method when it lands) are not in the
-report yet: the hook is :data:`BUILDERS` (a builder returning the model and its :class:`Stage`
+LRM is measured up to its triplanes (:mod:`core.models.lrm.flops`), Point-E per denoiser call
+(:mod:`core.models.pointe.flops`). Methods without a FLOP model (LMNet, the combined pipeline;
+the ``shape`` method when it lands) are not in the report yet: the hook is :data:`BUILDERS` (a builder returning the model and its :class:`Stage`
 list, each with its analytic FLOPs) plus its inputs in :data:`STANDARD` and :data:`SMALL`.
 """
 from __future__ import annotations
@@ -209,6 +209,42 @@ def _lrm(size: str):
                    Stage("transformer+upsampler", inputs, rest, planes, planes)]
 
 
+def _pointe(size: str):
+    """One call of each Point-E denoiser (base40M: 1024 points; upsampler: 3072 points given
+    1024) at batch 2 (classifier-free guidance), conditioned on a 256-token CLIP grid; a
+    sampling stage is 2·steps − 1 such calls. The CLIP tower (once per picture) is not here."""
+    from core.models.pointe.config import PointDiffusionTransformerConfig, PointEConfig
+    from core.models.pointe.flops import denoiser_flops
+    from core.models.pointe.modeling_transformer import (CLIPImageGridPointDiffusionTransformer,
+                                                         CLIPImageGridUpsamplePointDiffusionTransformer)
+
+    if size == "small":
+        up_name = "CLIPImageGridUpsamplePointDiffusionTransformer"
+        base = PointDiffusionTransformerConfig(n_ctx=20, width=32, layers=2, heads=2, clip_grid_dim=24)
+        up = PointDiffusionTransformerConfig(name=up_name, n_ctx=30, cond_ctx=20, width=32, layers=2,
+                                             heads=2, clip_grid_dim=24)
+        grid_tokens = 9
+    else:
+        config = PointEConfig()
+        base, up = config.base_transformer_config(), config.upsample_transformer_config()
+        grid_tokens = 256
+    torch.manual_seed(0)
+    models = torch.nn.ModuleList([CLIPImageGridPointDiffusionTransformer(base).eval(),
+                                  CLIPImageGridUpsamplePointDiffusionTransformer(up).eval()])
+    batch = 2
+    t = torch.zeros(batch, dtype=torch.int64)
+    grid = _images(batch, base.clip_grid_dim, grid_tokens)
+    x_base, x_up = _images(batch, base.input_channels, base.n_ctx), _images(batch, up.input_channels, up.n_ctx)
+    low = _images(batch, up.input_channels, up.cond_ctx)
+    return models, [
+        Stage("base denoiser call", f"batch {batch}, {base.n_ctx} points",
+              denoiser_flops(base, batch, grid_tokens), lambda: models[0](x_base, t, grid),
+              lambda: models[0](x_base[:1], t[:1], grid[:1])),
+        Stage("upsampler denoiser call", f"batch {batch}, {up.n_ctx}+{up.cond_ctx} points",
+              denoiser_flops(up, batch, grid_tokens), lambda: models[1](x_up, t, grid, low),
+              lambda: models[1](x_up[:1], t[:1], grid[:1], low[:1]))]
+
+
 BUILDERS: dict[str, Callable[[str], tuple]] = {
     "vggt": _vggt,
     "pi3": _pi3_family("pi3"),
@@ -218,6 +254,7 @@ BUILDERS: dict[str, Callable[[str], tuple]] = {
     "dust3r": _dust3r,
     "fast3r": _fast3r,
     "lrm": _lrm,
+    "pointe": _pointe,
 }
 """Method name -> builder of (model with random weights, its heavy stages)."""
 
