@@ -218,3 +218,23 @@ def test_staging_leftovers_are_cleaned_only_when_old(tmp_path):
     removed = store.clean_staging()
     assert sorted(removed) == sorted([old, half_file])
     assert young.is_dir() and not old.exists() and not half_file.exists()
+
+
+def test_legacy_runs_are_adopted_only_when_their_key_proves_their_inputs(tmp_path, echo):
+    from core.store.migrate import adopt_legacy_runs
+
+    store = RunStore(tmp_path)
+    scene = tiny_scene(0)
+    options = opts.as_dict(EchoOptions())
+    legacy = Reconstruction(method=echo, points=scene.gt_points, view_ids=[0, 1], options=options)
+    old_key = run_key(echo, "1", options, [0, 1], [scene.images[0], scene.images[1]])  # the format before
+    store.save("tiny", old_key, legacy)
+    stranger = Reconstruction(method=echo, points=scene.gt_points, view_ids=[0, 2], options=options)
+    store.save("tiny", "0" * 20, stranger)                     # a key that is not its inputs' key
+
+    (adopted, refused) = sorted(adopt_legacy_runs(store, scene), key=lambda a: a.new_key is None)
+    assert adopted.old_key == old_key and refused.old_key == "0" * 20 and refused.new_key is None
+    again = run_method(scene, echo, [0, 1], store=store, evaluate=False)
+    assert again.cached and again.key == adopted.new_key and Echo.calls == 0
+    assert {r.key: r.gt_version for r in store.runs("tiny")} == {
+        adopted.new_key: ground_truth_fingerprint(scene)[:12], "0" * 20: UNKNOWN}
