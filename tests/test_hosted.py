@@ -213,3 +213,10 @@ def test_a_runner_may_submit_and_nobody_enters_unsigned(monkeypatch, tmp_path, i
     assert not at.exception
     assert [i.value for i in at.info] == ["Sign in to open this dashboard."]
     assert at.button(key="access.login") is not None and not at.sidebar.selectbox
+
+
+def test_the_documented_roles_example_is_a_valid_class_profile():
+    config = parse_roles((ROOT / ".streamlit" / "roles.toml.example").read_text())
+    assert config.anonymous_viewers and config.users["teacher@school.edu"] == "runner"
+    assert resolve_user({"is_logged_in": True, "email": "teacher@school.edu"}, config).role == "runner"
+    assert resolve_user({}, config).role == "viewer"
