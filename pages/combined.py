@@ -28,13 +28,10 @@ if scene is None:
 
 method = combined.METHOD
 with st.container(border=True):
-    left, right = st.columns(2)
-    with left:
-        views = st.multiselect("Views (the first is shown; several are fused into one cloud)",
-                               list(range(scene.num_views)), default=[0], key="combined.views")
-    with right:
-        options = option_widgets(combined.CombinedOptions, key="combined", defaults=weights_defaults(method),
-                                 advanced_expander=True)
+    views = st.multiselect("Views (the first is shown; several are fused into one cloud)",
+                           list(range(scene.num_views)), default=[0], key="combined.views")
+    options = option_widgets(combined.CombinedOptions, key="combined", defaults=weights_defaults(method),
+                             advanced_expander=True, columns=2)
     available = method.availability(options)
     weights_notice(method, options, available)
     confirmed = cost_notice("combined", options, len(views), scene, "combined") if available.ok and views else True

@@ -187,4 +187,5 @@ def test_a_cloud_without_colours_is_coloured_by_height_and_framed_on_the_object(
     fig = figures.figure_3d([figures.cloud_trace(far)[0]], focus=points)
     camera = fig.layout.scene.camera
     eye = np.array([camera.eye.x, camera.eye.y, camera.eye.z]) - [camera.center.x, camera.center.y, camera.center.z]
-    assert np.allclose(eye, 1.25 * np.ptp(np.percentile(points, [1, 99], axis=0), axis=0).max() / 10, rtol=1e-6)
+    assert np.allclose(eye, 1.25 * 1.4 * np.ptp(np.percentile(points, [1, 99], axis=0), axis=0).max() / 10,
+                       rtol=1e-6)

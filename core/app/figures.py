@@ -167,7 +167,7 @@ def _object_camera(traces: list, focus: np.ndarray) -> dict | None:
     if longest <= 0 or obj_size <= 0:
         return None
     center = ((obj_low + obj_high) / 2 - (low + high) / 2) / longest
-    ratio = min(1.0, obj_size / longest)
+    ratio = min(1.0, 1.4 * obj_size / longest)       # a margin round the object
     eye = center + np.array([1.25, 1.25, 1.25]) * ratio
     return {"center": dict(zip("xyz", center.tolist())), "eye": dict(zip("xyz", eye.tolist()))}
 

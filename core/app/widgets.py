@@ -138,13 +138,14 @@ class StreamlitProgress:
 
 
 def option_widgets(options_type: type, key: str, show_advanced: bool = False, defaults: dict | None = None,
-                   advanced_expander: bool = False):
+                   advanced_expander: bool = False, columns: int = 1):
     """One widget per option of ``options_type`` (declared with :func:`core.options.option`),
     inside whatever container is current; returns a validated instance.
 
     ``defaults`` overrides declared defaults (e.g. the weights choice that is available here).
     Advanced options go into one "Advanced options" expander when ``advanced_expander``, are
-    shown inline when ``show_advanced``, else keep their defaults. Raises
+    shown inline when ``show_advanced``, else keep their defaults. ``columns`` > 1 spreads the
+    widgets over that many columns (in declaration order, row by row). Raises
     :class:`core.errors.OptionError` only if a widget could produce an invalid value.
     """
     from core import options as option_surface
@@ -155,15 +156,24 @@ def option_widgets(options_type: type, key: str, show_advanced: bool = False, de
         specs = [dataclasses.replace(spec, default=defaults[spec.name]) if spec.name in defaults else spec
                  for spec in specs]
     advanced = [spec for spec in specs if spec.advanced]
-    for spec in specs:
-        if spec.advanced and not show_advanced:
-            values[spec.name] = spec.default
-            continue
-        values[spec.name] = _option_widget(spec, key)
+    shown = [spec for spec in specs if show_advanced or not spec.advanced]
+    values.update({spec.name: spec.default for spec in specs if spec not in shown})
+    slots = st.columns(columns) if columns > 1 else None
+    for index, spec in enumerate(shown):
+        if slots is None:
+            values[spec.name] = _option_widget(spec, key)
+        else:
+            with slots[index % columns]:
+                values[spec.name] = _option_widget(spec, key)
     if advanced and advanced_expander and not show_advanced:
         with st.expander("Advanced options"):
-            for spec in advanced:
-                values[spec.name] = _option_widget(spec, key)
+            slots = st.columns(columns) if columns > 1 else None
+            for index, spec in enumerate(advanced):
+                if slots is None:
+                    values[spec.name] = _option_widget(spec, key)
+                else:
+                    with slots[index % columns]:
+                        values[spec.name] = _option_widget(spec, key)
     return option_surface.parse(options_type, values)
 
 
