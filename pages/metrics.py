@@ -3,7 +3,7 @@ import streamlit as st
 
 from core.eval import metrics
 from core.eval.scores import Scores
-from core.app.access import submit_allowed
+from core.app.access import admin_delete_button, submit_allowed
 from core.app import figures
 from core.app.exports import export_buttons
 from core.data.importers import SUPPORTED_SUFFIXES
@@ -77,6 +77,9 @@ _, method, key = choice
 record = next(r for r in run_store.runs(scene.name) if r.method == method and r.key == key)
 recon = record.load()
 export_buttons(record, scene, "metrics", recon)
+if admin_delete_button("Delete this run", "metrics.delete"):  # hosted mode, admins only
+    run_store.delete(scene.name, method, key)
+    st.rerun()
 stored = Scores.from_json(record.evaluation) if record.evaluation is not None else None
 if stored is None or not stored.scored:
     if stored is not None:

@@ -220,3 +220,26 @@ def test_the_documented_roles_example_is_a_valid_class_profile():
     assert config.anonymous_viewers and config.users["teacher@school.edu"] == "runner"
     assert resolve_user({"is_logged_in": True, "email": "teacher@school.edu"}, config).role == "runner"
     assert resolve_user({}, config).role == "viewer"
+
+
+def test_only_an_admin_gets_the_delete_button_and_it_deletes(monkeypatch, tmp_path, isolated_cache):
+    from core.data.scene import Reconstruction
+    from core.store.cache import RunStore
+
+    store = RunStore(isolated_cache)
+    store.save("toy", "d" * 20, Reconstruction(method="imported", points=np.zeros((10, 3), np.float32)))
+    (tmp_path / "roles.toml").write_text(f'[users]\n"{ADMIN.email}" = "admin"\n')
+    monkeypatch.setenv("RECONBENCH_MODE", "hosted")
+    monkeypatch.setenv("RECONBENCH_ROLES", str(tmp_path / "roles.toml"))
+    for email, role in ((VIEWER.email, "viewer"), (ADMIN.email, "admin")):
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+        at.user = {"is_logged_in": True, "email": email}
+        at.run()
+        at.switch_page("pages/metrics.py")
+        at.run()
+        assert not at.exception, at.exception
+        buttons = [b for b in at.button if b.key == "metrics.delete"]
+        assert len(buttons) == (role == "admin")
+    buttons[0].click()
+    at.run()
+    assert not at.exception and store.runs("toy") == []

@@ -106,3 +106,11 @@ def scene_destination(name: str):
     require(user, "submit")
     folder = namespaces.scene_dir(user, name)
     return folder, f"{user.namespace}--{folder.name}"
+
+
+def admin_delete_button(label: str, key: str) -> bool:
+    """A delete button drawn only in hosted mode for admins (local mode keeps its pages as they
+    were); True when clicked. The caller deletes."""
+    if not is_hosted() or not may("delete"):
+        return False
+    return st.button(label, key=key, type="secondary")
