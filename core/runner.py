@@ -253,7 +253,7 @@ def leaderboard(store: RunStore, scene: str | Scene, tau: float = 0.01) -> list[
             "accuracy": scored and scored.accuracy,
             "completeness": scored and scored.completeness,
             "auc30": scored and scored.auc30,
-            "seconds": meta.get("seconds"),
+            "seconds": meta.get("seconds") if record.method != "imported" else None,  # no method ran
             "peak_memory_mb": (meta.get("peak_memory_bytes") or 0) / 2**20 or None,
             "parameters_m": (meta.get("parameter_count") or 0) / 1e6 or None,
             "device": meta.get("device"),

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from core.app import compare_figures
-from core.app.compare_widgets import depth_error_maps, error_cloud, list_label, set_url, url_value
+from core.app.compare_widgets import RANDOM_MARK, depth_error_maps, error_cloud, list_label, set_url, url_value
 from core.app.widgets import current_scene, require_app_navigation, store
 from core.studies import compare
 
@@ -94,11 +94,12 @@ else:
     clouds = [(r, c) for r, c in clouds if c is not None and len(c.points)]
     if clouds:
         scale = compare.shared_scale([c.errors for _, c in clouds])
-        gt = compare.normalised_ground_truth(scene) if show_gt else None
+        gt = compare.normalised_ground_truth(scene, 8000) if show_gt else None
         figure = compare_figures.linked_clouds_figure(
-            [(list_label(r), c) for r, c in clouds], gt, scale,
+            [(compare_figures.panel_title(r.label, r.views_text, RANDOM_MARK if r.random else ""), c)
+             for r, c in clouds], gt, scale,
             compare_figures.camera_for(camera, compare.scene_up(scene)))
-        st.iframe(compare_figures.linked_html(figure), height=int(figure.layout.height) + 10)
+        st.iframe(compare_figures.linked_html(figure), height=int(figure.layout.height) + 4)
         st.caption(f"{len(clouds)} linked views: one camera drives all (drag, zoom or reset any view). Colour: distance "
                    f"of each aligned point to the ground truth on one scale for all runs (normalised units, 0 to "
                    f"{scale:.3g}, the 95th percentile of all their distances). "
@@ -108,7 +109,8 @@ else:
         st.caption(f"Only the first {MAX_3D} scored runs are drawn in 3-D; the charts below show all of them.")
 
 # ---------------------------------------------------------------- depth errors
-rows = [(list_label(r), depth_error_maps(scene, r, 4)) for r in chosen if r.scored]
+rows = [(compare_figures.panel_title(r.label, mark=RANDOM_MARK if r.random else ""), depth_error_maps(scene, r, 4))
+        for r in chosen if r.scored]
 rows = [(title, maps) for title, maps in rows if maps]
 if rows:
     st.subheader("Depth error per view")

@@ -32,6 +32,14 @@ def run_colours(count: int) -> list[str]:
     return [palette[i % len(palette)] for i in range(count)]
 
 
+def panel_title(label: str, views_text: str = "", mark: str = "") -> str:
+    """A run's label broken into short lines for a subplot title: the method, then its options and
+    weights, then the view count (``"COLMAP (SfM + stereo)<br>21 views"``)."""
+    parts = label.split(" · ")
+    lines = [mark + parts[0]] + ([" · ".join(parts[1:])] if len(parts) > 1 else []) + ([views_text] if views_text else [])
+    return "<br>".join(lines)
+
+
 def camera_for(preset: str, up: np.ndarray) -> dict:
     """A Plotly scene camera (``eye``, ``up``, ``center``; eye in the scene box's units) looking
     at the centre from ``preset`` (:data:`CAMERA_PRESETS`), with ``up [3]`` the world's up.
@@ -62,7 +70,8 @@ def linked_clouds_figure(panels: list[tuple[str, ErrorCloud]], ground_truth: np.
     """Up to 4 runs' aligned clouds side by side, coloured by distance to the ground truth.
 
     Args:
-        panels: ``(title, ErrorCloud)`` per run, points in the normalised ground-truth frame.
+        panels: ``(title, ErrorCloud)`` per run (:func:`panel_title`), points in the normalised
+            ground-truth frame.
         ground_truth: ``float [M,3]`` normalised ground truth drawn in every panel in
             :data:`GT_COLOUR` (one legend entry toggles all), or None to leave it out.
         scale: top of the shared distance colour range (normalised units); 0 is the bottom.
@@ -86,20 +95,21 @@ def linked_clouds_figure(panels: list[tuple[str, ErrorCloud]], ground_truth: np.
         if ground_truth is not None and len(ground_truth):
             figure.add_trace(go.Scatter3d(
                 x=ground_truth[:, 0], y=ground_truth[:, 1], z=ground_truth[:, 2], mode="markers",
-                marker={"size": 1.5, "color": GT_COLOUR}, name="ground truth", legendgroup="ground truth",
+                marker={"size": 1.5, "color": GT_COLOUR, "opacity": 0.3}, name="ground truth", legendgroup="ground truth",
                 showlegend=index == 1, hoverinfo="skip"), row=1, col=index)
         p = cloud.points
         figure.add_trace(go.Scatter3d(
             x=p[:, 0], y=p[:, 1], z=p[:, 2], mode="markers", name=title, showlegend=False,
             marker={"size": 1.8, "color": cloud.errors, "coloraxis": "coloraxis"},
-            hovertemplate="distance %{marker.color:.3f}<extra>" + title + "</extra>"), row=1, col=index)
+            hovertemplate="distance %{marker.color:.3f}<extra></extra>"), row=1, col=index)
     axis = lambda i: {"range": [float(low[i]), float(high[i])], "visible": False}  # noqa: E731
     for index in range(1, count + 1):
         figure.update_layout({f"scene{'' if index == 1 else index}": {
             "xaxis": axis(0), "yaxis": axis(1), "zaxis": axis(2), "aspectmode": "manual",
             "aspectratio": {"x": float(ratio[0]), "y": float(ratio[1]), "z": float(ratio[2])}, "camera": camera}})
+    figure.update_annotations(font_size=12)
     figure.update_layout(
-        height=height, margin={"l": 0, "r": 0, "t": 30, "b": 0}, legend={"orientation": "h", "y": 0.0},
+        height=height, margin={"l": 0, "r": 0, "t": 60, "b": 0}, legend={"orientation": "h", "y": 0.0},
         coloraxis={"colorscale": DISTANCE_SCALE, "cmin": 0.0, "cmax": float(scale),
                    "colorbar": {"title": {"text": "distance to ground truth (normalised)", "side": "right"},
                                 "thickness": 14, "len": 0.8, "y": 0.45}},
@@ -132,34 +142,37 @@ gd.setAttribute('data-linked-scenes', scenes.join(','));
 def linked_html(figure: go.Figure) -> str:
     """The figure as one standalone HTML page (plotly.js inlined: works offline) whose scenes'
     cameras are linked (module docstring)."""
-    return figure.to_html(include_plotlyjs=True, full_html=True, post_script=_LINK_SCRIPT,
+    html = figure.to_html(include_plotlyjs=True, full_html=True, post_script=_LINK_SCRIPT,
                           config={"displaylogo": False, "responsive": True},
                           default_height=f"{figure.layout.height or 520}px", default_width="100%")
+    return html.replace("<body>", '<body style="margin:0;overflow:hidden">', 1)
 
 
 def depth_error_figure(rows: list[tuple[str, list[tuple[int, np.ndarray]]]], scale: float) -> go.Figure:
-    """A grid of relative depth error maps: one row per run, one column per view, one colour bar.
+    """A grid of relative depth error maps: one row per run (its title on the left), one column
+    per view (``view <scene id>`` above each map), one colour bar.
 
     Args:
         rows: ``(run title, [(scene view id, float [h,w] error, NaN = no value)])`` per run
-            (:func:`core.studies.compare.depth_error_maps`).
+            (:func:`core.studies.compare.depth_error_maps`); titles may hold ``<br>``.
         scale: top of the shared colour range (a fraction; 0 is the bottom).
     """
     columns = max(len(maps) for _, maps in rows)
     titles = []
-    for title, maps in rows:
-        titles += [f"{title} · view {view}" for view, _ in maps] + [""] * (columns - len(maps))
+    for _, maps in rows:
+        titles += [f"view {view}" for view, _ in maps] + [""] * (columns - len(maps))
     figure = make_subplots(rows=len(rows), cols=columns, subplot_titles=titles, horizontal_spacing=0.01,
                            vertical_spacing=0.08 if len(rows) > 1 else 0.0)
-    for r, (_, maps) in enumerate(rows, start=1):
+    for r, (title, maps) in enumerate(rows, start=1):
         for c, (_, error) in enumerate(maps, start=1):
             step = max(1, int(np.ceil(max(error.shape) / 120)))
             figure.add_trace(go.Heatmap(z=error[::step, ::step], coloraxis="coloraxis",
                                         hovertemplate="relative error %{z:.3f}<extra></extra>"), row=r, col=c)
+        figure.update_yaxes(title_text=title, title_font_size=11, row=r, col=1)
     figure.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor="x")
     figure.update_xaxes(showticklabels=False, constrain="domain")
     figure.update_annotations(font_size=11)
-    figure.update_layout(height=220 * len(rows) + 40, margin={"l": 0, "r": 0, "t": 30, "b": 0},
+    figure.update_layout(height=220 * len(rows) + 40, margin={"l": 10, "r": 0, "t": 30, "b": 0},
                          coloraxis={"colorscale": "Viridis", "cmin": 0.0, "cmax": float(scale),
                                     "colorbar": {"title": {"text": "|d − d*| / d*", "side": "right"}, "thickness": 14}})
     return figure

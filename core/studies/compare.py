@@ -91,7 +91,8 @@ class ComparedRun:
             imported file without views).
         weights_kind: ``pretrained`` | ``random-tiny`` | ``random-full`` | ``trained-here`` | None.
         seconds: wall time (s); peak_memory_mb: peak memory (MB, 2**20 bytes); parameters_m:
-            parameters (millions); None when not recorded.
+            parameters (millions); None when not recorded, not positive, or the run is an imported
+            file (reading a file is no method's cost).
         scores: the run's :class:`Scores` (None when never scored or unreadable; ``scores.scored``
             False when the protocol refused it).
         problem: why the stored evaluation could not be read, or ''.
@@ -143,10 +144,13 @@ class ComparedRun:
             return getattr(s.depth, key) if s.depth is not None and s.depth.available else None
         return getattr(s, key)
 
+    @property
+    def views_text(self) -> str:
+        return f"{self.views} view{'s' if self.views != 1 else ''}" if self.views else "no views"
+
     def short(self) -> str:
         """``label · N views · key[:6]`` (unique enough for a chart legend)."""
-        views = f"{self.views} view{'s' if self.views != 1 else ''}" if self.views else "no views"
-        return f"{self.label} · {views} · {self.key[:6]}"
+        return f"{self.label} · {self.views_text} · {self.key[:6]}"
 
 
 def compare_run(record: RunRecord) -> ComparedRun:
@@ -157,13 +161,15 @@ def compare_run(record: RunRecord) -> ComparedRun:
             scores = Scores.from_json(record.evaluation)
         except ScoresFormatError as error:
             problem = f"unreadable evaluation: {error}"
-    memory = meta.get("peak_memory_bytes")
+    measured = record.method != "imported"  # an imported file's reading time is no method's cost
+    memory = meta.get("peak_memory_bytes") if measured else None
+    seconds = meta.get("seconds") if measured else None
     parameters = meta.get("parameter_count")
     return ComparedRun(
         record=record, method=record.method, key=record.key, label=registry.run_label(record.method, meta),
         family=family_of(record.method), views=len(meta.get("view_ids") or []),
-        weights_kind=meta.get("weights_kind"), seconds=meta.get("seconds"),
-        peak_memory_mb=memory / 2**20 if memory else None,
+        weights_kind=meta.get("weights_kind"), seconds=seconds if seconds and seconds > 0 else None,
+        peak_memory_mb=memory / 2**20 if memory and memory > 0 else None,
         parameters_m=parameters / 1e6 if parameters else None, scores=scores, problem=problem)
 
 
