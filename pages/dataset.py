@@ -16,7 +16,8 @@ from core.app import figures
 from core.store.cache import REPO_ROOT
 from core.progress import Stopped
 from core.data.scene import Scene
-from core.app.access import scene_destination, shown_path, submit_allowed, upload_destination
+from core.app.access import (my_scenes_panel, scene_destination, shown_path, submit_allowed,
+                             upload_destination)
 from core.app.widgets import StreamlitProgress, option_widgets, require_app_navigation
 from core.errors import UserError
 
@@ -101,6 +102,7 @@ with co3d_tab:  # first: the prepare tab may st.stop() the script
     co3d_browser()
 
 with prepare_tab:
+    my_scenes_panel()  # hosted mode: share or delete your scenes
     SOURCES = ("Bundled sample", "Upload images", "Upload a video")
     source = st.radio("Source", SOURCES, horizontal=True, key="dataset.source")
     name = st.text_input("Scene name", value="my-object", key="dataset.name")
@@ -208,7 +210,8 @@ with prepare_tab:
     cols[3].metric("Mean track length", f"{report['mean_track_length']:.2f}")
     if report["unregistered"]:
         st.warning("Views that did not register: " + ", ".join(report["unregistered"]))
-    st.caption(f"Matching: {report['matcher']}; dense: {report['dense']['method']}, "
+    setting = f" ({report['dense']['setting']})" if report["dense"].get("setting") else ""
+    st.caption(f"Matching: {report['matcher']}; dense: {report['dense']['method']}{setting}, "
                f"{report['dense'].get('points', 0):,} points; seconds per stage: "
                + ", ".join(f"{k} {v:.1f}" for k, v in report["stage_seconds"].items()))
     with st.expander("COLMAP log"):

@@ -243,3 +243,28 @@ def test_only_an_admin_gets_the_delete_button_and_it_deletes(monkeypatch, tmp_pa
     buttons[0].click()
     at.run()
     assert not at.exception and store.runs("toy") == []
+
+
+def test_an_owner_shares_a_scene_from_the_dataset_page_and_others_then_see_it(monkeypatch, tmp_path,
+                                                                             isolated_cache):
+    _prepared(BOB, "obj")
+    (tmp_path / "roles.toml").write_text('default_role = "runner"\n')
+    monkeypatch.setenv("RECONBENCH_MODE", "hosted")
+    monkeypatch.setenv("RECONBENCH_ROLES", str(tmp_path / "roles.toml"))
+
+    def session(user):
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+        at.user = {"is_logged_in": True, "email": user.email}
+        at.run()
+        return at
+
+    label = f"{BOB.namespace}/obj"
+    assert label not in session(ALICE).sidebar.selectbox(key="scene_picker").options
+    at = session(BOB)
+    assert label in at.sidebar.selectbox(key="scene_picker").options
+    at.switch_page("pages/dataset.py")
+    at.run()
+    at.toggle(key=f"access.share.{label}").set_value(True)
+    at.run()
+    assert not at.exception, at.exception
+    assert label in session(ALICE).sidebar.selectbox(key="scene_picker").options

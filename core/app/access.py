@@ -114,3 +114,35 @@ def admin_delete_button(label: str, key: str) -> bool:
     if not is_hosted() or not may("delete"):
         return False
     return st.button(label, key=key, type="secondary")
+
+
+def my_scenes_panel() -> None:
+    """Hosted mode: the signed-in user's prepared scenes with a share switch and a delete button
+    each (:mod:`core.hosted.namespaces`); admins also see and may delete everyone's. Nothing in
+    local mode."""
+    if not is_hosted():
+        return
+    from core.hosted import namespaces
+
+    user = current_user()
+    if user is None or not may("upload"):
+        return
+    scenes = [ref for ref in namespaces.visible_scenes(user)
+              if ref.namespace == user.namespace or may("delete")]
+    with st.expander(f"Your scenes ({sum(ref.namespace == user.namespace for ref in scenes)})"):
+        if not scenes:
+            st.caption("No prepared scene yet. Others see a scene of yours only once you share it.")
+        for ref in scenes:
+            left, middle, right = st.columns([3, 1, 1])
+            left.write(ref.label if ref.namespace != user.namespace else ref.name)
+            if ref.namespace == user.namespace:
+                shared = middle.toggle("shared", value=ref.shared, key=f"access.share.{ref.label}")
+                if shared != ref.shared:
+                    namespaces.share(user, ref.name, shared)
+                    st.rerun()
+            if right.button("Delete", key=f"access.delete.{ref.label}"):
+                try:
+                    namespaces.delete_scene(user, ref.namespace, ref.name)
+                    st.rerun()
+                except UserError as error:
+                    st.error(str(error))
