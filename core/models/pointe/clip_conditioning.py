@@ -6,8 +6,15 @@
 - :class:`CLIPImageGrid` wraps ``CLIPVisionModelWithProjection``: ``grid`` is the last hidden
   state *without* ``post_layernorm``, CLS dropped, channels first ``[B, width, grid^2]``;
   ``embed`` is the L2-normalised projected CLS embedding ``[B, proj_dim]``.
-- :func:`openai_clip_to_transformers` renames a ``clip``-package state dict (``visual.*``, as in
-  ``ViT-L-14.pt``) into transformers naming (``vision_model.*``, ``visual_projection.weight``).
+- :class:`CLIPTextEmbedding` wraps ``CLIPTextModelWithProjection`` (Shap-E's text300M
+  conditioning): the L2-normalised projected embedding at the end-of-text token ``[B, proj_dim]``.
+- :func:`openai_clip_to_transformers` renames a ``clip``-package state dict (as in
+  ``ViT-L-14.pt``: ``visual.*`` and the text tower's ``token_embedding``, ``positional_embedding``,
+  ``transformer.resblocks.*``, ``ln_final``, ``text_projection``) into transformers naming
+  (``vision_model.*``, ``visual_projection.weight``, ``text_model.*``, ``text_projection.weight``).
+
+Used by Point-E (vision grid) and Shap-E (vision grid for image300M, text embedding for
+text300M): one implementation for both models.
 """
 from __future__ import annotations
 
@@ -112,7 +119,56 @@ class CLIPImageGrid(nn.Module):
         return self.forward(pixel_values).grid
 
 
+CONTEXT_LENGTH = 77  # CLIP's text context: start token + 75 BPE tokens + end token
+SOT_TOKEN, EOT_TOKEN = 49406, 49407
+
+
+class CLIPTextEmbedding(nn.Module):
+    """CLIP text tower giving Shap-E text300M's conditioning.
+
+    Holds ``model`` (a transformers ``CLIPTextModelWithProjection``; state dict names
+    ``text_model.*`` and ``text_projection.weight`` under the prefix ``model.``). The reference
+    passes no attention mask (the causal mask alone), so padding after the end token does not
+    change the embedding.
+    """
+
+    def __init__(self, text_config) -> None:
+        super().__init__()
+        from transformers import CLIPTextModelWithProjection
+        self.context_length = int(text_config.max_position_embeddings)
+        self.model = CLIPTextModelWithProjection(text_config)
+
+    def load_transformers_state_dict(self, state: dict, strict: bool = True) -> None:
+        """Load ``text_model.*`` / ``text_projection.*`` tensors (a full ``CLIPModel`` checkpoint
+        is filtered; ``clip``-package names are converted first)."""
+        if "token_embedding.weight" in state or "ln_final.weight" in state:
+            state = openai_clip_to_transformers(state)
+        keep = {k: v for k, v in state.items()
+                if k.startswith(("text_model.", "text_projection.")) and not k.endswith("position_ids")}
+        missing, unexpected = self.model.load_state_dict(keep, strict=False)
+        missing = [k for k in missing if not k.endswith("position_ids")]
+        if strict and (missing or unexpected):
+            from core.models.weights import BadCheckpoint
+            raise BadCheckpoint(f"CLIP text checkpoint does not fit: missing {missing[:5]}, "
+                                f"unexpected {unexpected[:5]}")
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens ``int [B, 77]`` ([SOT, BPE ids..., EOT, 0...]) -> unit embedding ``[B, proj_dim]``:
+        token + position embeddings -> causal transformer -> final LayerNorm -> the row at the
+        end token -> projection, L2-normalised."""
+        out = self.model(input_ids=tokens.long())
+        return out.text_embeds / out.text_embeds.norm(dim=-1, keepdim=True)
+
+
 _LAYER = re.compile(r"^visual\.transformer\.resblocks\.(\d+)\.(.+)$")
+_TEXT_LAYER = re.compile(r"^transformer\.resblocks\.(\d+)\.(.+)$")
+_TEXT_TOP = {
+    "token_embedding.weight": "text_model.embeddings.token_embedding.weight",
+    "positional_embedding": "text_model.embeddings.position_embedding.weight",
+    "ln_final.weight": "text_model.final_layer_norm.weight",
+    "ln_final.bias": "text_model.final_layer_norm.bias",
+    "logit_scale": "logit_scale",
+}
 _LAYER_PARTS = {
     "ln_1.weight": "layer_norm1.weight", "ln_1.bias": "layer_norm1.bias",
     "ln_2.weight": "layer_norm2.weight", "ln_2.bias": "layer_norm2.bias",
@@ -132,16 +188,41 @@ _TOP = {
 }
 
 
-def openai_clip_to_transformers(state: dict) -> dict:
-    """Rename the ``clip`` package's vision tensors (``visual.*``) to transformers naming.
+def _convert_layer(part: str, tensor: torch.Tensor, prefix: str, name: str, out: dict) -> None:
+    """One residual block tensor (``ln_1``, ``attn.*``, ``mlp.*``) -> transformers names."""
+    if part in ("attn.in_proj_weight", "attn.in_proj_bias"):
+        kind = "weight" if part.endswith("weight") else "bias"
+        for piece, tensor_part in zip(("q", "k", "v"), tensor.chunk(3, dim=0)):
+            out[f"{prefix}self_attn.{piece}_proj.{kind}"] = tensor_part.contiguous()
+    elif part in _LAYER_PARTS:
+        out[prefix + _LAYER_PARTS[part]] = tensor
+    else:
+        raise ValueError(f"unknown CLIP tensor {name}")
 
+
+def openai_clip_to_transformers(state: dict) -> dict:
+    """Rename the ``clip`` package's tensors to transformers ``CLIPModel`` naming.
+
+    Vision (``visual.*``) and text tower (``token_embedding``, ``positional_embedding``,
+    ``transformer.resblocks.<i>``, ``ln_final``, ``text_projection``; ``logit_scale`` kept).
     ``attn.in_proj_weight [3W, W]`` / ``in_proj_bias [3W]`` are split (q, k, v order) into
-    ``self_attn.{q,k,v}_proj``; ``proj [W, D]`` becomes ``visual_projection.weight [D, W]``.
-    Non-``visual.`` entries (the text tower) are dropped. Raises ValueError on an unknown name.
+    ``self_attn.{q,k,v}_proj``; ``proj [W, D]`` / ``text_projection [W, D]`` become
+    ``visual_projection.weight`` / ``text_projection.weight [D, W]`` (transposed).
+    Raises ValueError on an unknown name.
     """
     out = {}
     for name, tensor in state.items():
         if not name.startswith("visual."):
+            if name in _TEXT_TOP:
+                out[_TEXT_TOP[name]] = tensor
+            elif name == "text_projection":
+                out["text_projection.weight"] = tensor.t().contiguous()
+            else:
+                match = _TEXT_LAYER.match(name)
+                if match is None:
+                    raise ValueError(f"unknown CLIP tensor {name}")
+                index, part = match.groups()
+                _convert_layer(part, tensor, f"text_model.encoder.layers.{index}.", name, out)
             continue
         if name in _TOP:
             out[_TOP[name]] = tensor
@@ -152,13 +233,5 @@ def openai_clip_to_transformers(state: dict) -> dict:
             if match is None:
                 raise ValueError(f"unknown CLIP tensor {name}")
             index, part = match.groups()
-            prefix = f"vision_model.encoder.layers.{index}."
-            if part in ("attn.in_proj_weight", "attn.in_proj_bias"):
-                kind = "weight" if part.endswith("weight") else "bias"
-                for piece, tensor_part in zip(("q", "k", "v"), tensor.chunk(3, dim=0)):
-                    out[f"{prefix}self_attn.{piece}_proj.{kind}"] = tensor_part.contiguous()
-            elif part in _LAYER_PARTS:
-                out[prefix + _LAYER_PARTS[part]] = tensor
-            else:
-                raise ValueError(f"unknown CLIP tensor {name}")
+            _convert_layer(part, tensor, f"vision_model.encoder.layers.{index}.", name, out)
     return out

@@ -1,7 +1,9 @@
-"""Gaussian diffusion constants of Point-E (epsilon prediction, 1024 steps), in float64.
+"""Gaussian diffusion constants (1024 steps, float64) shared by Point-E and Shap-E.
 
-base40M uses the cosine schedule, the upsampler the linear one (scaled to 1024 steps).
-Model space = output units * channel_scales + channel_biases (xyz * 2, RGB / 127.5 - 1).
+Point-E: epsilon prediction; base40M uses the cosine schedule, the upsampler the linear one
+(scaled to 1024 steps); model space = output units * channel_scales + channel_biases (xyz * 2,
+RGB / 127.5 - 1). Shap-E: the ``exp`` schedule (abar(s) = exp(-12 s)) and x_start prediction
+(the model outputs x0 directly); its latents need no channel scaling.
 """
 from __future__ import annotations
 
@@ -29,12 +31,24 @@ def linear_betas(num_steps: int) -> np.ndarray:
     return np.linspace(scale * 0.0001, scale * 0.02, num_steps, dtype=np.float64)
 
 
+def exp_betas(num_steps: int, rate: float = 12.0) -> np.ndarray:
+    """Shap-E's ``exp`` schedule: abar(s) = exp(-rate s), so every beta_i = 1 - exp(-rate / T)
+    and abar_i = exp(-rate (i + 1) / T)."""
+    return np.array([1 - math.exp(-rate * (i + 1) / num_steps) / math.exp(-rate * i / num_steps)
+                     for i in range(num_steps)], dtype=np.float64)
+
+
 def betas_for(schedule: str, num_steps: int) -> np.ndarray:
     if schedule == "cosine":
         return cosine_betas(num_steps)
     if schedule == "linear":
         return linear_betas(num_steps)
-    raise ValueError(f"unknown noise schedule {schedule!r} (cosine or linear)")
+    if schedule == "exp":
+        return exp_betas(num_steps)
+    raise ValueError(f"unknown noise schedule {schedule!r} (cosine, linear or exp)")
+
+
+MEAN_TYPES = ("epsilon", "x_start")
 
 
 @dataclass
@@ -43,12 +57,14 @@ class GaussianDiffusion:
 
     Attributes mirror the reference names (``betas``, ``alphas_cumprod``, ...,
     ``posterior_mean_coef2``); ``channel_scales`` / ``channel_biases`` map output units to
-    model space.
+    model space. ``mean_type``: what the model's first C output channels predict,
+    ``epsilon`` (Point-E) or ``x_start`` (Shap-E).
     """
 
     betas: np.ndarray
     channel_scales: tuple = CHANNEL_SCALES
     channel_biases: tuple = CHANNEL_BIASES
+    mean_type: str = "epsilon"
 
     CONSTANTS = ("betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
                  "sqrt_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
@@ -59,6 +75,8 @@ class GaussianDiffusion:
         betas = np.asarray(self.betas, dtype=np.float64)
         if betas.ndim != 1 or not ((betas > 0) & (betas <= 1)).all():
             raise ValueError("betas must be a 1-D array in (0, 1]")
+        if self.mean_type not in MEAN_TYPES:
+            raise ValueError(f"unknown mean type {self.mean_type!r} ({' or '.join(MEAN_TYPES)})")
         self.betas = betas
         self.num_timesteps = len(betas)
         alphas = 1.0 - betas
@@ -125,5 +143,15 @@ class GaussianDiffusion:
         index = t.cpu().numpy()
         a = torch.from_numpy(self.sqrt_recip_alphas_cumprod[index]).float().to(x_in.device)
         b = torch.from_numpy(self.sqrt_recipm1_alphas_cumprod[index]).float().to(x_in.device)
-        x0 = a[:, None, None].to(x_in.dtype) * x_in - b[:, None, None].to(x_in.dtype) * eps
+        shape = (-1,) + (1,) * (x_in.dim() - 1)
+        x0 = a.view(shape).to(x_in.dtype) * x_in - b.view(shape).to(x_in.dtype) * eps
         return x0.clamp(-1, 1) if clip else x0
+
+    def x0_from_output(self, x_in: torch.Tensor, t: torch.Tensor, output: torch.Tensor,
+                       clip: bool = True) -> torch.Tensor:
+        """x0 from the model's prediction ``output`` (shaped like ``x_in``: its first C channels)
+        according to ``mean_type``: epsilon -> :meth:`predict_xstart`; x_start -> the output
+        itself. Clamped to [-1, 1] when ``clip``."""
+        if self.mean_type == "x_start":
+            return output.clamp(-1, 1) if clip else output
+        return self.predict_xstart(x_in, t, output, clip)

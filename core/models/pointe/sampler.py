@@ -1,9 +1,11 @@
-"""Karras Heun sampling of a Point-E stage, with classifier-free guidance.
+"""Karras Heun sampling with classifier-free guidance, shared by Point-E and Shap-E.
 
-The sampler works in model space on ``x [B, C, N]``. The denoiser ``D(x, sigma)`` runs the
-model once on the doubled batch ``[x; x]`` with conditioning ``[cond; zeros]``, turns the
-epsilon prediction into a clamped x0 for each half and guides after the clamp:
-``D = x0_uncond + g (x0_cond - x0_uncond)``.
+The sampler works in model space on ``x [B, C, ...]`` (Point-E: points ``[B, C, N]``; Shap-E:
+flat latents ``[B, D]``). The denoiser ``D(x, sigma)`` runs the model once on the doubled batch
+``[x; x]`` with conditioning ``[cond; zeros]``, turns the prediction (epsilon or x_start, per
+the diffusion's ``mean_type``) into a clamped x0 for each half and guides after the clamp:
+``D = x0_uncond + g (x0_cond - x0_uncond)``. Point-E's stage result is the last D, Shap-E's
+the final x of the Heun loop (``sample_stage(..., return_final_x=True)``).
 
 Noise: every standard normal is drawn through a :class:`NoiseSource` (x_T first, then one eps
 per Heun step, even when the churn is 0), so a run can be replayed from given tensors.
@@ -75,11 +77,11 @@ def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7
 class DenoiserCall:
     """One record of a denoiser call (kept only when tracing)."""
 
-    x: torch.Tensor            # [B, C, N] model space
+    x: torch.Tensor            # [B, C, N] (Shap-E [B, D]) model space
     sigma: torch.Tensor        # [B]
     t: torch.Tensor            # [2B] int64 (or [B] without guidance)
-    model_out: torch.Tensor    # [2B, 2C, N]
-    denoised: torch.Tensor     # [B, C, N]
+    model_out: torch.Tensor    # [2B, 2C, N] (Shap-E [2B, 2D])
+    denoised: torch.Tensor     # like x
 
 
 @dataclass
@@ -93,6 +95,7 @@ class GuidedDenoiser:
         guidance_scale: g; 0 or 1 means no guidance (a single conditional pass).
         clip_denoised: clamp x0 to [-1, 1] before guidance.
         trace: when a list, every call's :class:`DenoiserCall` is appended.
+        on_call: ``on_call(calls)`` after every model call (progress per call; may raise to stop).
     """
 
     model: Callable
@@ -101,6 +104,7 @@ class GuidedDenoiser:
     guidance_scale: float = 3.0
     clip_denoised: bool = True
     trace: list | None = None
+    on_call: Callable[[int], None] | None = None
     calls: int = 0
     _cond_doubled: dict = field(default_factory=dict, init=False, repr=False)
 
@@ -116,7 +120,7 @@ class GuidedDenoiser:
             self._cond_doubled = dict(self.cond)
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """x ``[B, C, N]`` model space, sigma ``[B]`` float32 -> denoised ``[B, C, N]``."""
+        """x ``[B, C, ...]`` model space, sigma ``[B]`` float32 -> denoised, shaped like x."""
         b, c = x.shape[:2]
         if self.guided:
             x_all, sigma_all = torch.cat([x, x], dim=0), torch.cat([sigma, sigma], dim=0)
@@ -124,10 +128,10 @@ class GuidedDenoiser:
             x_all, sigma_all = x, sigma
         t = torch.tensor([self.diffusion.sigma_to_t(s) for s in sigma_all.float().cpu().numpy()],
                          dtype=torch.long, device=x.device)
-        c_in = (1.0 / (sigma_all ** 2 + 1) ** 0.5).to(x.dtype)[:, None, None]
+        c_in = (1.0 / (sigma_all ** 2 + 1) ** 0.5).to(x.dtype).view((-1,) + (1,) * (x.dim() - 1))
         x_in = x_all * c_in
         model_out = self.model(x_in, t, **self._cond_doubled)
-        x0 = self.diffusion.predict_xstart(x_in, t, model_out[:, :c], clip=self.clip_denoised)
+        x0 = self.diffusion.x0_from_output(x_in, t, model_out[:, :c], clip=self.clip_denoised)
         if self.guided:
             cond_x0, uncond_x0 = x0[:b], x0[b:]
             denoised = uncond_x0 + self.guidance_scale * (cond_x0 - uncond_x0)
@@ -137,6 +141,8 @@ class GuidedDenoiser:
         if self.trace is not None:
             self.trace.append(DenoiserCall(x.detach().clone(), sigma.detach().clone(), t.detach(),
                                            model_out.detach().clone(), denoised.detach().clone()))
+        if self.on_call is not None:
+            self.on_call(self.calls)
         return denoised
 
 
@@ -183,8 +189,11 @@ def sample_stage(denoiser: Callable, shape: tuple, noise: NoiseSource, steps: in
                  sigma_min: float, sigma_max: float, rho: float = 7.0, s_churn: float = 0.0,
                  s_tmin: float = 0.0, s_tmax: float = math.inf, s_noise: float = 1.0,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Karras Heun sampling; returns the **last denoised** x0 ``shape`` in model space.
+                 progress: Callable[[int, int], None] | None = None,
+                 return_final_x: bool = False) -> torch.Tensor:
+    """Karras Heun sampling; returns the **last denoised** x0 ``shape`` in model space (Point-E),
+    or with ``return_final_x`` the final x of the loop (Shap-E; the last step, to sigma = 0,
+    is an Euler step, so it equals the last D up to rounding).
 
     Draws x_T (``shape``) then one eps per step from ``noise``. ``progress(i + 1, steps)`` is
     called after each step (it may raise to stop).
@@ -201,4 +210,4 @@ def sample_stage(denoiser: Callable, shape: tuple, noise: NoiseSource, steps: in
         denoised = step.denoised_2 if step.denoised_2 is not None else step.denoised_1
         if progress is not None:
             progress(i + 1, steps)
-    return denoised
+    return x if return_final_x else denoised
