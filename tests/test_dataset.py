@@ -229,3 +229,21 @@ def test_cli_bad_input_exits_2_with_a_message(tmp_path, capsys):
     assert status == 2 and "at least 3 images" in err
     assert status_video == 2 and "v.mp4" in err
     assert not (tmp_path / "out" / "scene.json").exists()
+
+
+def test_scene_save_records_views_already_written_and_refuses_missing_ones(tmp_path, sample_scene):
+    """prepare writes COLMAP's PNGs once: Scene.save(image_files=...) records them without encoding again."""
+    from core.data.scene import SceneError
+    from core.data.sfm import write_colmap_images
+
+    scene = sample_scene.subset([0, 1, 2])
+    files = write_colmap_images(tmp_path / "images", scene.images, ["a b.jpg", "a b.png", "c.jpg"])
+    assert files == ["a_b.png", "a_b_1.png", "c.png"]
+    before = {f: (tmp_path / "images" / f).stat().st_mtime_ns for f in files}
+    scene.save(tmp_path, image_files=files)
+    assert {f: (tmp_path / "images" / f).stat().st_mtime_ns for f in files} == before  # not rewritten
+    loaded = Scene.load(tmp_path)
+    for got, expected in zip(loaded.images, scene.images):
+        np.testing.assert_array_equal(got, expected)
+    with pytest.raises(SceneError, match="one existing file per view"):
+        scene.save(tmp_path / "other", image_files=["a_b.png", "missing.png", "c.png"])

@@ -11,7 +11,13 @@ view:
    square window; the cost of a plane is the mean of the best ``top_k`` sources (robust to
    occlusion); the best plane per pixel is refined with a parabola through its neighbours and
    then by a finer per-pixel sweep around it;
-3. filtering: pixels with a low ZNCC or a flat window are dropped.
+3. coarse to fine (``fine_scale`` > 0): the sweep's inverse depth is interpolated to the finer
+   resolution and swept again per pixel there (+-1/2 coarse plane step), then a parabola;
+4. filtering: pixels with a low ZNCC or a flat window are dropped.
+
+With a ``region`` (the object's crop box), each view matches only the pixels of the box's image
+rectangle over the box's depth range, and the fused cloud is cut to the box: the work goes where
+the object is. :func:`options_for_setting` maps the dense settings fast / balanced / best to options.
 
 Then every depth map is checked against its neighbours (geometric consistency: the point
 projected into a neighbour, lifted with the neighbour's depth and projected back must land
@@ -22,7 +28,7 @@ thinned on a voxel grid.
 
 Conventions: images ``uint8 HxWx3``; intrinsics 3x3 in pixels of the full-size images,
 integer pixel coordinates at pixel centres; ``cam_from_world`` 4x4 world -> camera (OpenCV);
-depths are z-depths in world units (0 = invalid), at ``scale`` times the image size.
+depths are z-depths in world units (0 = invalid), at ``map_scale`` times the image size.
 """
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ Modules, in the order the work flows:
 - :mod:`.frames`: decoding and checking images, sampling video frames, the preview strip;
 - :mod:`.pipeline`: :func:`~.pipeline.prepare` (SfM -> dense stereo -> object crop -> scene folder);
 - :mod:`.crop`: the object's crop box, proposed from the cameras and the points, and applied;
-- :mod:`.cli`: the ``prepare`` sub-command; :mod:`.bench`: ``python -m core bench sfm``.
+- :mod:`.cli`: the ``prepare`` sub-command; :mod:`.bench`: ``python -m core bench sfm`` (``--against-plain``)
+  and ``python -m core bench dense``.
 
 The pipeline writes ``<out>/`` (a folder :meth:`core.data.scene.Scene.load` reads)::
 
