@@ -140,6 +140,21 @@ def test_pointe_denoiser_calls_match_their_flop_model(attention):
             lambda: up_model(torch.rand(batch, 6, 30), t, grid, torch.rand(batch, 6, 20)))
 
 
+def test_lmnet_inference_matches_its_flop_model():
+    from core.models.lmnet.config import LMNetConfig, tiny_config
+    from core.models.lmnet.flops import lmnet_flops
+    from core.models.lmnet.modeling import LMNet
+
+    for config in (tiny_config(), tiny_config(probabilistic=True)):
+        torch.manual_seed(0)
+        model = LMNet(config).eval()
+        for batch in (1, 3):
+            flops = counted(lambda: model(torch.rand(batch, 3, config.image_size, config.image_size)))
+            assert lmnet_flops(config, batch)["total"] == flops
+    with pytest.raises(ValueError, match="conv only"):
+        lmnet_flops(LMNetConfig(image_encoder="dinov2"))
+
+
 def test_every_learned_multi_view_method_has_a_flop_model():
     """The roofline bench and the scaling study need one; methods without (Point-E, LRM, LMNet,
     combined, shape) are single-view generators benchmarked per stage by their own benches."""

@@ -20,8 +20,9 @@ from those rows.
 Standard inputs were chosen from the FLOP models at ~250 GFLOP/s (the idle 2-core machine):
 about 2–25 s per stage, the whole report in ≈ 6–10 minutes including building the models.
 LRM is measured up to its triplanes (:mod:`core.models.lrm.flops`), Point-E per denoiser call
-(:mod:`core.models.pointe.flops`). Methods without a FLOP model (LMNet, the combined pipeline;
-the ``shape`` method when it lands) are not in the report yet: the hook is :data:`BUILDERS` (a builder returning the model and its :class:`Stage`
+(:mod:`core.models.pointe.flops`), 3D-LMNet per picture (:mod:`core.models.lmnet.flops`).
+Methods without a FLOP model (the combined pipeline; the ``shape`` method when it lands) are not
+in the report yet: the hook is :data:`BUILDERS` (a builder returning the model and its :class:`Stage`
 list, each with its analytic FLOPs) plus its inputs in :data:`STANDARD` and :data:`SMALL`.
 """
 from __future__ import annotations
@@ -245,6 +246,20 @@ def _pointe(size: str):
               lambda: models[1](x_up[:1], t[:1], grid[:1], low[:1]))]
 
 
+def _lmnet(size: str):
+    """3D-LMNet's inference on one picture (as the method runs it): conv encoder + FC decoder."""
+    from core.models.lmnet.config import LMNetConfig, tiny_config
+    from core.models.lmnet.flops import lmnet_flops
+    from core.models.lmnet.modeling import LMNet
+
+    config = tiny_config() if size == "small" else LMNetConfig()
+    torch.manual_seed(0)
+    model = LMNet(config).eval()
+    image = (_images(1, 3, config.image_size, config.image_size) + 1) / 2
+    return model, [Stage("inference", f"1 picture {config.image_size}x{config.image_size}",
+                         lmnet_flops(config), lambda: model(image), lambda: model(image))]
+
+
 BUILDERS: dict[str, Callable[[str], tuple]] = {
     "vggt": _vggt,
     "pi3": _pi3_family("pi3"),
@@ -255,6 +270,7 @@ BUILDERS: dict[str, Callable[[str], tuple]] = {
     "fast3r": _fast3r,
     "lrm": _lrm,
     "pointe": _pointe,
+    "lmnet": _lmnet,
 }
 """Method name -> builder of (model with random weights, its heavy stages)."""
 
