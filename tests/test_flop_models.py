@@ -156,8 +156,8 @@ def test_lmnet_inference_matches_its_flop_model():
 
 
 def test_every_learned_multi_view_method_has_a_flop_model():
-    """The roofline bench and the scaling study need one; methods without (Point-E, LRM, LMNet,
-    combined, shape) are single-view generators benchmarked per stage by their own benches."""
+    """The scaling study fits time against the ``flops`` hook of every multi-view method (the
+    single-view generators have per-stage models instead: LRM, Point-E and LMNet above)."""
     for name in ("vggt", "pi3", "pi3x", "da3-small", "da3-base", "dust3r", "fast3r"):
         method = registry.get(name)
         options = method.parse_options({"weights": "random-tiny"})
