@@ -18,9 +18,12 @@ st.divider()
 st.subheader("3D-LMNet on an uploaded image")
 st.caption("The shipped 3D-LMNet checkpoints were trained here on procedural ShapeNet-like shapes (chairs, tables, "
            "lamps, mugs, airplanes rendered on white); an object photographed on a plain background works best.")
-upload = st.file_uploader("Image (PNG/JPEG)", type=["png", "jpg", "jpeg"], key="lmnet.upload")
-variant = st.radio("Variant", ["original", "dgcnn"], horizontal=True, key="lmnet.variant")
-if upload is not None and st.button("Reconstruct", key="lmnet.go", disabled=not submit_allowed()):
+with st.container(border=True):
+    left, right = st.columns(2)
+    upload = left.file_uploader("Image (PNG/JPEG)", type=["png", "jpg", "jpeg"], key="lmnet.upload")
+    variant = right.radio("Variant", ["original", "dgcnn"], horizontal=True, key="lmnet.variant")
+    go = st.button("Reconstruct", key="lmnet.go", type="primary", disabled=upload is None or not submit_allowed())
+if upload is not None and go:
     from core.models.lmnet.method import run_on_image
 
     try:
