@@ -301,8 +301,8 @@ def estimate(method_name: str, options, n_views: int, scene, store=None, device:
         result.efficiency = efficiency
         network = overhead + float(flops) / (efficiency * rate.gflops * 1e9)
         result.parts["network"] = network
-        result.basis.insert(0, f"{flops / 1e12:.3g} TFLOP at {rate.gflops:.0f} GFLOP/s ({device} matmul, "
-                               f"measured here)")
+        source = f"{RATE_ENV}" if rate.measured_unix == 0 else "measured here"
+        result.basis.insert(0, f"{flops / 1e12:.3g} TFLOP at {rate.gflops:.0f} GFLOP/s ({device} matmul, {source})")
     else:
         if seen:
             intercept, slope = _fit_line([o.n_views for o in seen], [o.network_seconds for o in seen])
