@@ -125,6 +125,7 @@ def test_leaderboard_reads_every_run_through_scores(tmp_path):
         target.mkdir(parents=True)
         shutil.copy(path.parent / "meta.json", target / "meta.json")
         shutil.copy(path, target / "evaluation.json")
+        np.savez(target / "reconstruction.npz", points=np.zeros((1, 3), np.float32))  # a readable run folder
         raw[path.parts[-2]] = json.loads(path.read_text())
     failed_key, broken_key = "f" * 20, "b" * 20
     for key, evaluation in ((failed_key, {"error": "too few points"}), (broken_key, {"chamfer": 0.1})):
@@ -132,12 +133,13 @@ def test_leaderboard_reads_every_run_through_scores(tmp_path):
         target.mkdir(parents=True)
         (target / "meta.json").write_text(json.dumps({"method": "imported", "notes": ["a note"]}))
         (target / "evaluation.json").write_text(json.dumps(evaluation))
+        np.savez(target / "reconstruction.npz", points=np.zeros((1, 3), np.float32))
     rows = {row["key"]: row for row in leaderboard(store, "toy")}
     assert set(rows) == set(raw) | {failed_key, broken_key}
     for key, evaluation in raw.items():
         row = rows[key]
-        assert list(row) == ["method", "label", "views", "weights", "chamfer", "emd", "F@0.01", "accuracy", "completeness",
-                             "auc30", "seconds", "peak_memory_mb", "parameters_m", "device", "notes", "key"]
+        assert list(row) == ["method", "label", "views", "view_ids", "weights", "chamfer", "emd", "F@0.01", "accuracy", "completeness",
+                             "auc30", "seconds", "peak_memory_mb", "parameters_m", "device", "notes", "gt_version", "key"]
         assert (row["chamfer"], row["emd"], row["F@0.01"]) == (evaluation["chamfer"], evaluation["emd"],
                                                               evaluation["fscore"]["0.01"])
         assert (row["accuracy"], row["completeness"]) == (evaluation["accuracy"], evaluation["completeness"])
