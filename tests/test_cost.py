@@ -137,3 +137,15 @@ def test_several_missing_checkpoints_make_one_message_with_one_command():
     merged = registry.all_available(registry.Availability(True), a, b)
     assert not merged.ok and merged.details == ("a.bin", "b.bin")
     assert merged.fix_command == "python -m core weights fetch a b"
+
+
+def test_scaling_eta_starts_from_the_cost_model_then_follows_measured_times():
+    from core.studies import scaling
+
+    jobs = [(3, 0, "vggt"), (5, 0, "vggt"), (5, 0, "fast3r")]
+    prior = {("vggt", 3): 2.0, ("vggt", 5): 3.0, ("fast3r", 5): 7.0}
+    assert scaling._remaining({"vggt": [], "fast3r": []}, jobs, {}, prior) == pytest.approx(12.0)
+    assert scaling._remaining({"vggt": [], "fast3r": []}, jobs, {}, None) is None
+    # after a measured point, time proportional to views from it (4 s at 2 views -> 2 s per view)
+    left = scaling._remaining({"vggt": [(2, 4.0)], "fast3r": []}, jobs, {}, prior)
+    assert left == pytest.approx(2.0 * (3 + 5) + 7.0)
