@@ -193,3 +193,14 @@ def test_discriminative_page_runs_each_multi_view_method_random_tiny(isolated_ca
     assert len(at.get("plotly_chart")) >= 1
     if method == "dust3r" and views > 2:  # global alignment ran: its loss curve is shown
         assert any(c.value.startswith("Global alignment: 20 iterations") for c in at.caption)
+
+
+def test_a_run_over_the_confirmation_threshold_waits_for_run_anyway(isolated_cache, monkeypatch):
+    monkeypatch.setenv("RECONBENCH_CONFIRM_SECONDS", "0")        # every estimate is "long"
+    at = _page("pages/discriminative.py")
+    [confirm] = [c for c in at.checkbox if c.label.startswith("Run anyway")]
+    assert not confirm.value
+    at.button(key="discriminative.run").click()
+    at.run()
+    assert any("Tick “Run anyway”" in w.value for w in at.warning)
+    assert RunStore(isolated_cache).runs("toy") == []                # nothing ran, nothing stored
