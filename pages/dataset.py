@@ -175,12 +175,12 @@ with prepare_tab:
                 images, names, notes = load_images(batch.paths, resize=options.resize, names=batch.original_names)
                 for note in notes:
                     st.caption(note)
-                provenance["source"] = str(batch.folder)
+                provenance["source"] = shown_path(batch.folder)
             else:
                 _, images, indices, info = st.session_state["dataset.preview"]
                 names = [f"frame_{i:06d}.png" for i in indices]
                 is_video = True
-                provenance.update({"source": str(batch.folder), "frame_indices": indices, **info})
+                provenance.update({"source": shown_path(batch.folder), "frame_indices": indices, **info})
             result = prepare(images, names, out, scene_name=name, options=options, progress=bar.progress,
                                      is_video=is_video, provenance=provenance)
             bar.done("prepared")

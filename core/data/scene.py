@@ -330,12 +330,12 @@ class Scene:
         folder = Path(folder)
         meta_path = folder / "scene.json"
         if not meta_path.is_file():
-            raise SceneError(f"{folder} is not a scene folder (no scene.json)")
+            raise SceneError(f"{_shown(folder)} is not a scene folder (no scene.json)")
         try:
             meta = json.loads(meta_path.read_text())
             cameras = np.load(folder / "cameras.npz")
         except (OSError, ValueError, zipfile.BadZipFile) as error:  # unreadable file, bad JSON, not an npz
-            raise SceneError(f"cannot read scene {folder}: {error}") from None
+            raise SceneError(f"cannot read scene {_shown(folder)}: {str(error).replace(str(folder), folder.name)}") from None
         files = meta.get("image_files", meta["image_names"])
         images = [read_image(folder / "images" / name) for name in files]
         depths = masks = None
@@ -366,6 +366,13 @@ class Scene:
                    intrinsics=cameras["intrinsics"], cam_from_world=cameras["cam_from_world"],
                    depths=depths, masks=masks, provenance=meta.get("provenance", {}),
                    path=folder, **extra)
+
+
+def _shown(folder: Path) -> str:
+    """A scene folder as messages name it: the path, or on a hosted server only its name."""
+    from core.hosted import is_hosted
+
+    return folder.name if is_hosted() else str(folder)
 
 
 # Arrays a Reconstruction may carry, with their dtypes; everything else goes to meta.json.
