@@ -3,6 +3,7 @@ import streamlit as st
 
 from core.app import figures
 from core.app.widgets import current_scene, require_app_navigation, store
+from core.data.fingerprint import ground_truth_fingerprint
 
 require_app_navigation()
 
@@ -40,5 +41,5 @@ if scene is not None:
     st.plotly_chart(fig, width="stretch", key="home-scene")
     st.caption(caption + "; red frustums are the cameras, numbered by view.")
 
-    runs = store().runs(scene.name)
+    runs = store().runs(scene.name, ground_truth_fingerprint(scene))  # this ground truth's runs
     st.caption(f"{len(runs)} stored run(s) of this scene in the cache — see the Metrics page.")
