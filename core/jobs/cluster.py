@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -176,8 +177,21 @@ def address(root: Path | str | None = None, start: bool = True) -> str:
     return found
 
 
+_connect_lock = threading.Lock()
+
+
 def connect(root: Path | str | None = None, start: bool = True) -> str:
-    """Make this process a client of the cluster (:func:`address`); idempotent. Returns the address."""
+    """Make this process a client of the cluster (:func:`address`); idempotent and thread-safe
+    (the app server's sessions run in threads). Returns the address."""
+    import ray
+
+    if ray.is_initialized():
+        return os.environ.get(ADDRESS_ENV) or local_address(root) or ""
+    with _connect_lock:
+        return _connect(root, start)
+
+
+def _connect(root: Path | str | None, start: bool) -> str:
     import ray
 
     target = address(root, start)
