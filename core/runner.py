@@ -205,11 +205,19 @@ def evaluate_run(scene: Scene, store: RunStore, method: str, key: str,
     return evaluation
 
 
+def view_ids_text(view_ids: list[int], limit: int = 6) -> str:
+    """Scene view ids as short text: ``"0, 14, 28"``; past ``limit`` ids the first three, an
+    ellipsis and the last (``"0, 2, 4, …, 40"``)."""
+    ids = [str(int(v)) for v in view_ids]
+    return ", ".join(ids if len(ids) <= limit else ids[:3] + ["…", ids[-1]])
+
+
 def leaderboard(store: RunStore, scene: str | Scene, tau: float = 0.01) -> list[dict]:
     """One row per stored run of ``scene``: method, views, time, memory, size and its scores.
 
     Row keys: method, label (:func:`core.models.registry.run_label`: method label, distinguishing
-    options, weights kind; an imported run's file name), views, weights, chamfer, emd,
+    options, weights kind; an imported run's file name), views, view_ids (the scene views used,
+    as text: :func:`view_ids_text`), weights, chamfer, emd,
     ``F@{tau:g}``, accuracy, completeness, auc30 (normalised units / fractions; None when the run
     is not scored or lacks the measure), seconds,
     peak_memory_mb, parameters_m, device, notes (with why a run was not scored, or why its
@@ -246,6 +254,7 @@ def leaderboard(store: RunStore, scene: str | Scene, tau: float = 0.01) -> list[
             "method": record.method,
             "label": registry.run_label(record.method, meta),
             "views": len(meta.get("view_ids") or []) or None,
+            "view_ids": view_ids_text(meta.get("view_ids") or []) or None,
             "weights": meta.get("weights_kind"),
             "chamfer": scored and scored.chamfer,
             "emd": scored and scored.emd,

@@ -187,6 +187,11 @@ def test_leaderboard_hides_random_runs_by_default_and_labels_rows(stored, monkey
     labels = list(table["label"])
     assert len(labels) == 4 and not any("VGGT" in label for label in labels)
     assert "3D-LMNet · dgcnn · trained-here" in labels and "Imported · chair_scan.ply" in labels
+    views = list(zip(labels, table["view_ids"]))
+    assert ("3D-LMNet · dgcnn · trained-here", "10") in views
+    assert sorted(v for label, v in views if label.startswith("COLMAP")) == ["0, 14, 28", "0, 8, 16, 25, 33"]
+    missing = next(v for label, v in views if label.startswith("Imported"))
+    assert missing is None or missing != missing  # None (or NaN in the frame): shown as —
     assert list(table["chamfer"]) == sorted(table["chamfer"])  # best first
     config = json.loads(at.dataframe[0].proto.columns)
     assert config["chamfer"]["label"] == "Chamfer ↓" and config["seconds"]["type_config"]["format"] == "%.1f s"
@@ -229,6 +234,8 @@ def test_views_series_labels_refs_and_csv(stored):
     assert compare.parse_refs(text) == [stored.refs["colmap3"], stored.refs["colmap5"], "nope/1"]
     assert compare.resolve_refs(compare.parse_refs(text), runs) == (colmap, ["nope/1"])
     from core.models.registry import run_label
+    from core.runner import view_ids_text
+    assert view_ids_text(list(range(0, 42, 2))) == "0, 2, 4, …, 40" and view_ids_text([3]) == "3"
     assert run_label("imported", {"options": {"file": "a.ply"}}) == "Imported · a.ply"
     assert run_label("someone-else", {"weights_kind": "pretrained"}) == "someone-else · pretrained"
 
@@ -236,9 +243,9 @@ def test_views_series_labels_refs_and_csv(stored):
     rows = compare.leaderboard_view(leaderboard(stored.store, "toy"))
     parsed = list(csv.reader(io.StringIO(compare.leaderboard_csv(rows))))
     header, body = parsed[0], parsed[1:]
-    assert header[:3] == ["Run", "Views", "Chamfer ↓ (normalised units)"] and "Time (s)" in header
+    assert header[:4] == ["Run", "Views", "Input views", "Chamfer ↓ (normalised units)"] and "Time (s)" in header
     imported = next(r for r in body if r[0] == "Imported · chair_scan.ply")
-    assert imported[1] == "" and float(imported[2]) == next(r["chamfer"] for r in rows if r["method"] == "imported")
+    assert imported[1:3] == ["", ""] and imported[header.index("Time (s)")] == "" and float(imported[3]) == next(r["chamfer"] for r in rows if r["method"] == "imported")
 
 
 def test_depth_error_maps_against_a_direct_computation():

@@ -46,7 +46,7 @@ def camera_for(preset: str, up: np.ndarray) -> dict:
 
     ``front`` and ``side`` look horizontally along two perpendicular directions, ``top`` straight
     down (then the front direction is the screen's up), ``oblique`` from between front and side,
-    raised by about 25°. Unknown presets fall back to ``oblique``."""
+    raised by about 25°; close enough that the object fills most of its panel. Unknown presets fall back to ``oblique``."""
     up = np.asarray(up, np.float64) / np.linalg.norm(up)
     helper = np.array([1.0, 0.0, 0.0]) if abs(up[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
     front = np.cross(up, helper)
@@ -54,13 +54,13 @@ def camera_for(preset: str, up: np.ndarray) -> dict:
     side = np.cross(up, front)
     screen_up = up
     if preset == "front":
-        eye = 2.0 * front
+        eye = 1.6 * front
     elif preset == "side":
-        eye = 2.0 * side
+        eye = 1.6 * side
     elif preset == "top":
-        eye, screen_up = 2.2 * up, front
+        eye, screen_up = 1.8 * up, front
     else:
-        eye = 1.35 * front + 1.35 * side + 0.9 * up
+        eye = 1.05 * front + 1.05 * side + 0.7 * up
     as_dict = lambda v: {"x": float(v[0]), "y": float(v[1]), "z": float(v[2])}  # noqa: E731
     return {"eye": as_dict(eye), "up": as_dict(screen_up), "center": {"x": 0.0, "y": 0.0, "z": 0.0}}
 

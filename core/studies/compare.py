@@ -375,6 +375,7 @@ def leaderboard_columns(tau: float = TAU) -> tuple[Column, ...]:
         Column("label", "Run", "", "method · the options that tell its runs apart · weights kind "
                "(an imported run: its file)"),
         Column("views", "Views", "", "number of input views", "%d"),
+        Column("view_ids", "Input views", "", "the scene views the run used"),
         score("chamfer", "%.4f"), score("emd", "%.4f"),
         Column(f"F@{threshold_key(tau)}", f"F-score @ {threshold_key(tau)} ↑", "fraction",
                f"harmonic mean of precision and recall at distance {threshold_key(tau)} (fraction; ↑ higher is "
