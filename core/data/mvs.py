@@ -33,8 +33,10 @@ depths are z-depths in world units (0 = invalid), at ``map_scale`` times the ima
 from __future__ import annotations
 
 import logging
+import os
 import time
 import typing
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -72,6 +74,7 @@ class MvsOptions:
     voxel_size: float = 0.0          # fusion voxel (world units); 0 = voxel_fraction x extent
     voxel_fraction: float = 0.002    # of the region's (else the cloud's) largest extent
     max_points: int = 400_000        # fused cloud size cap (seeded subsample)
+    workers: int = 0                 # depth maps computed side by side (0 = one per CPU core)
 
     @property
     def map_scale(self) -> float:
@@ -492,8 +495,8 @@ def run_mvs(images: list[np.ndarray], intrinsics: np.ndarray, cam_from_world: np
     depths = np.zeros((n, h, w), np.float32)
     scores = np.full((n, h, w), -1.0, np.float32)
     started = time.perf_counter()
-    for count, i in enumerate(targets):
-        progress(count / max(len(targets), 1) * 0.85, f"depth map {count + 1}/{len(targets)} (view {i})")
+    jobs = []  # (view, window, depth range) of each depth map to compute
+    for i in targets:
         if not sources[i]:
             continue
         limits = depth_range(inside_sparse, intrinsics[i], cam_from_world[i], (full_h, full_w))
@@ -510,10 +513,24 @@ def run_mvs(images: list[np.ndarray], intrinsics: np.ndarray, cam_from_world: np
         if limits is None:
             log.warning("view %d sees fewer than 10 sparse points; no depth map", i)
             continue
-        depth, score = _depth_map(i, sources[i], levels, cam_from_world, window, *limits, options)
-        depth[score < options.min_ncc] = 0
-        x0, y0, x1, y1 = window
-        depths[i, y0:y1, x0:x1], scores[i, y0:y1, x0:x1] = depth, score
+        jobs.append((i, window, limits))
+
+    def compute(job):
+        i, window, limits = job
+        return _depth_map(i, sources[i], levels, cam_from_world, window, *limits, options)
+
+    # views side by side, one per core (OpenCV and NumPy release the GIL in the heavy calls); progress
+    # is reported from this thread, as each view finishes in order
+    progress(0.0, f"depth maps of {len(jobs)} views")
+    pool = ThreadPoolExecutor(max_workers=max(1, min(options.workers or (os.cpu_count() or 1), len(jobs) or 1)))
+    try:
+        for count, ((i, window, _), (depth, score)) in enumerate(zip(jobs, pool.map(compute, jobs))):
+            depth[score < options.min_ncc] = 0
+            x0, y0, x1, y1 = window
+            depths[i, y0:y1, x0:x1], scores[i, y0:y1, x0:x1] = depth, score
+            progress((count + 1) / len(jobs) * 0.85, f"depth map {count + 1}/{len(jobs)} (view {i})")
+    finally:  # stopped (progress raised) or failed: views not started yet are dropped
+        pool.shutdown(wait=True, cancel_futures=True)
     stage = {"depth_maps": time.perf_counter() - started}
     progress(0.85, "geometric consistency and fusion")
     started = time.perf_counter()

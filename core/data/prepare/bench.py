@@ -244,4 +244,5 @@ def bench_dense(argv: list[str]) -> list[dict]:
                      "fine_scale": round(mvs_options.fine_scale, 3),
                      **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()},
                      "load_average_before": load_before, "load_average_after": _load()})
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # each setting as soon as it is measured
     return rows
