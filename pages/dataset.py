@@ -10,7 +10,7 @@ from core.data.datasets import co3d
 from core.data.prepare import MIN_VIEWS, DatasetError
 from core.data.prepare.crop import apply_crop, load_crop, load_dense
 from core.data.prepare.frames import DEFAULT_FRAMES, load_images, preview_strip, sample_video_frames
-from core.data.prepare.pipeline import PrepareOptions, default_scene_dir, prepare
+from core.data.prepare.pipeline import PrepareOptions, prepare
 from core.data.prepare.uploads import VIDEO_SUFFIXES, store_uploads
 from core.app import figures
 from core.store.cache import REPO_ROOT
@@ -89,10 +89,11 @@ def co3d_browser() -> None:
     quality = cloud.get("quality_score")
     st.caption(caption + (f"; point-cloud quality score {quality:.3g}" if quality is not None else ""))
     name = f"co3d-{category}-{sequence}"
-    if st.button(f"Import as scene “{name}”", key="dataset.co3d.import"):
+    if st.button(f"Import as scene “{name}”", key="dataset.co3d.import", disabled=not submit_allowed()):
         try:
-            scene = co3d.import_sequence(root, category, sequence, default_scene_dir(name), name=name)
-            st.success(f"Scene “{scene.name}” written to `{scene.path}`; pick it in the sidebar.")
+            out, scene_name = scene_destination(name)  # hosted mode: the user's namespace
+            scene = co3d.import_sequence(root, category, sequence, out, name=scene_name)
+            st.success(f"Scene “{scene.name}” written to `{shown_path(scene.path)}`; pick it in the sidebar.")
         except UserError as error:
             st.error(f"Could not import: {error}")
 
