@@ -19,6 +19,7 @@ BENCHES: dict[str, str] = {
     "lrm": "core.models.lrm.bench:bench",
     "vggt": "core.models.vggt.bench:bench",
     "pointe": "core.models.pointe.bench:bench",
+    "shape": "core.models.shape.bench:bench",
     "combined": "core.models.combined.bench:bench",
     "sfm": "core.data.prepare.bench:bench",
     "dense": "core.data.prepare.bench:bench_dense",

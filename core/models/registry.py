@@ -42,6 +42,7 @@ METHOD_MODULES: dict[str, str] = {
     "lmnet": "core.models.lmnet.method",
     "lrm": "core.models.lrm.method",
     "pointe": "core.models.pointe.method",
+    "shape": "core.models.shape.method",
     "pi3": "core.models.pi3.method",
     "pi3x": "core.models.pi3.pi3x_method",
     "da3-small": "core.models.da3.small",

@@ -125,14 +125,13 @@ def load_pretrained(mode: str, latent_path: str | Path, decoder_path: str | Path
     if mode not in MODES:
         raise ValueError(f"unknown Shap-E mode {mode!r}")
     latent_path, decoder_path = Path(latent_path), Path(decoder_path)
-    model = empty_model(config or ShapEConfig(), mode)
-    latent_name = MODE_CHECKPOINT[mode].filename
-    _load_module(model.latent_model(mode), latent_path,
-                 SHA256[latent_name] if check_sha256 else None)
     transmitter = decoder_path.name == "transmitter.pt"
-    _load_module(model.decoder, decoder_path,
-                 SHA256[decoder_path.name if transmitter else DECODER.filename] if check_sha256 else None,
-                 strip_prefix="encoder." if transmitter else "")
+    if check_sha256:   # before building anything: a wrong file costs no memory
+        verify_sha256(latent_path, SHA256[MODE_CHECKPOINT[mode].filename])
+        verify_sha256(decoder_path, SHA256["transmitter.pt" if transmitter else DECODER.filename])
+    model = empty_model(config or ShapEConfig(), mode)
+    _load_module(model.latent_model(mode), latent_path, None)
+    _load_module(model.decoder, decoder_path, None, strip_prefix="encoder." if transmitter else "")
     clip_state = _clip_state(Path(clip_path)) if mode == "image" else _clip_text_state(Path(clip_path))
     tower = model.clip_vision if mode == "image" else model.clip_text
     tower.load_transformers_state_dict(clip_state, strict=True)
@@ -164,10 +163,12 @@ def random_tiny(mode: str, seed: int = 0, device: str | torch.device = "cpu") ->
     return build_random(ShapEConfig.tiny(), seed, modes=(mode,)).to(device)
 
 
-def random_full(mode: str, seed: int = 0, device: str | torch.device = "cpu") -> ShapE:
-    """The published sizes with seeded random weights (N(0, 0.02), norms 1, biases 0;
-    :func:`core.models.random_weights.fill_random_`), for benchmarks."""
-    model = empty_model(ShapEConfig(), mode)
+def random_full(mode: str, seed: int = 0, device: str | torch.device = "cpu",
+                config: ShapEConfig | None = None) -> ShapE:
+    """The published sizes (or ``config``) with seeded random weights (N(0, 0.02), norms 1,
+    biases 0; :func:`core.models.random_weights.fill_random_`), built without a default
+    initialisation first (meta device), for benchmarks."""
+    model = empty_model(config or ShapEConfig(), mode)
     fill_random_(model, seed, is_norm_weight=lambda name, p: (
         ("norm" in name or "ln_" in name or "layer_norm" in name or "layrnorm" in name
          or "clip_embed.0" in name) and name.endswith("weight")))
