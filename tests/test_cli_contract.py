@@ -88,7 +88,7 @@ def malformed_reconstruction(draw):
     """(file name, bytes, extra CLI arguments) of a reconstruction file that must be refused."""
     kind = draw(st.sampled_from(["object", "complex", "strings", "last_dim", "ndim", "truncated", "garbage",
                                  "nan", "empty", "views_range", "views_duplicate", "views_count", "points",
-                                 "suffix", "ply_header"]))
+                                 "suffix", "ply_header", "evaluation_option"]))
     arrays, name, extra = valid_arrays(), "predictions.npz", []
     s = arrays["world_points"].shape[0]
     if kind == "object":
@@ -115,6 +115,10 @@ def malformed_reconstruction(draw):
         extra = ["--views"] + [str(v) for v in range(draw(st.sampled_from([1, 3])))]
     elif kind == "points":
         extra = ["--points", draw(st.sampled_from(["0", "-1", "-100", "abc", "1.5", "", "1e12", "nan"]))]
+    elif kind == "evaluation_option":
+        extra = draw(st.sampled_from([["--alignment", "sideways"], ["--emd-points", "0"], ["--emd-points", "x"],
+                                      ["--seed", "-1"], ["--taus", "a,b"], ["--crop-margin", "-0.5"],
+                                      ["--min-points", "0"], ["--icp", "maybe"], ["--protocol", "nosuch"]]))
     data = npz(**arrays)
     if kind == "truncated":
         data = data[:draw(st.integers(0, len(data) - 1))]
