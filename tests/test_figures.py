@@ -187,5 +187,8 @@ def test_a_cloud_without_colours_is_coloured_by_height_and_framed_on_the_object(
     fig = figures.figure_3d([figures.cloud_trace(far)[0]], focus=points)
     camera = fig.layout.scene.camera
     eye = np.array([camera.eye.x, camera.eye.y, camera.eye.z]) - [camera.center.x, camera.center.y, camera.center.z]
-    assert np.allclose(eye, 1.25 * 1.4 * np.ptp(np.percentile(points, [1, 99], axis=0), axis=0).max() / 10,
+    assert np.allclose(eye, 1.25 * 1.4 * np.ptp(np.percentile(points, [2, 98], axis=0), axis=0).max() / 10,
                        rtol=1e-6)
+    box_centre, longest = np.zeros(3), 10.0        # the drawn box is the two far points' (-5..5)
+    centre = np.array([camera.center.x, camera.center.y, camera.center.z])
+    np.testing.assert_allclose(centre, (np.median(points, axis=0) - box_centre) / longest, rtol=1e-6)

@@ -162,11 +162,12 @@ def _object_camera(traces: list, focus: np.ndarray) -> dict | None:
         return None
     low, high = drawn.min(axis=0), drawn.max(axis=0)
     longest = float((high - low).max())
-    obj_low, obj_high = np.percentile(focus, 1, axis=0), np.percentile(focus, 99, axis=0)
+    # Robust to stray points (random weights, background): the median and the 2nd-98th percentiles.
+    obj_low, obj_high = np.percentile(focus, 2, axis=0), np.percentile(focus, 98, axis=0)
     obj_size = float((obj_high - obj_low).max())
     if longest <= 0 or obj_size <= 0:
         return None
-    center = ((obj_low + obj_high) / 2 - (low + high) / 2) / longest
+    center = (np.median(focus, axis=0) - (low + high) / 2) / longest
     ratio = min(1.0, 1.4 * obj_size / longest)       # a margin round the object
     eye = center + np.array([1.25, 1.25, 1.25]) * ratio
     return {"center": dict(zip("xyz", center.tolist())), "eye": dict(zip("xyz", eye.tolist()))}

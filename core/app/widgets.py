@@ -360,6 +360,7 @@ def method_workbench(family: str) -> None:
     from core.progress import Stopped
     from core.runner import is_random, run_method
     from core.app.exports import export_buttons
+    from core.app import jobs as app_jobs
 
     scene = current_scene()
     if scene is None:
@@ -395,6 +396,15 @@ def method_workbench(family: str) -> None:
     shown_key = f"{family}.shown"
     if submitted and not confirmed:
         st.warning("Tick “Run anyway” to start this long run.")
+    elif submitted and not app_jobs.inline():
+        # A job on Ray: it outlives this session; follow() below shows it and reattaches after a reload.
+        try:
+            from core.jobs.client import run_spec
+
+            app_jobs.submit(run_spec(scene, scene.path, method.name, view_ids, options, run_store,
+                                     score_random_weights=False), f"{family}.job")
+        except UserError as error:
+            st.error(f"{method.label} cannot run: {error}")
     elif submitted:
         bar = StreamlitProgress(f"Running {method.label} on {len(view_ids)} view(s)")
         try:
@@ -410,6 +420,10 @@ def method_workbench(family: str) -> None:
         except UserError as error:
             bar.clear()
             st.error(f"{method.label} cannot run: {error}")
+    if not app_jobs.inline():
+        final = app_jobs.follow(f"{family}.job")
+        if final is not None and app_jobs.show_outcome(final, method.label):
+            st.session_state[shown_key] = (scene.name, method.name, final["result"]["key"])
 
     runs = [r for r in run_store.runs(scene.name, ground_truth_fingerprint(scene))
             if r.method == method.name]  # this method's runs on this ground truth only
@@ -470,7 +484,8 @@ def method_workbench(family: str) -> None:
     if recon.depth_maps is not None:
         st.plotly_chart(figures.depth_figure(list(recon.depth_maps[:8]), [f"view {v}" for v in recon.view_ids[:8]]),
                         width="stretch", key=f"{family}.depth")
-        st.caption("Predicted depth maps (each with its own colour range).")
+        st.caption("Predicted depth maps on one colour scale (2nd–98th percentile of every view's depths, in "
+                   "the method's units; blank = no depth).")
     scores = Scores.from_json(record.evaluation) if record.evaluation else None
     if scores is not None and scores.scored:
         st.subheader("Scores against the ground truth")
