@@ -11,6 +11,8 @@ limit                  environment variable            what it bounds
 ``points``             RECONBENCH_MAX_POINTS            points (rows) of an .npz array or PLY vertices
 ``array_bytes``        RECONBENCH_MAX_ARRAY_BYTES       uncompressed bytes of all arrays of one .npz
 ``views``              RECONBENCH_MAX_VIEWS             views given to one method run
+``run_tflops``         RECONBENCH_MAX_RUN_TFLOPS        a run's declared cost (``Method.flops``): the views
+                                                        a method accepts, at the pictures' size
 =====================  ==============================  ==================================================
 
 Each refusal is a :class:`LimitError` (a :class:`core.errors.UserError`): one line naming the
@@ -69,7 +71,18 @@ VIDEO_FRAMES = Limit("video_frames", "RECONBENCH_MAX_VIDEO_FRAMES", 20_000, "fra
 POINTS = Limit("points", "RECONBENCH_MAX_POINTS", 50_000_000, "points")
 ARRAY_BYTES = Limit("array_bytes", "RECONBENCH_MAX_ARRAY_BYTES", 2 * 1024**3, "bytes")
 VIEWS = Limit("views", "RECONBENCH_MAX_VIEWS", 1_000, "views")
-ALL = (IMAGE_PIXELS, UPLOAD_PIXELS, VIDEO_FRAMES, POINTS, ARRAY_BYTES, VIEWS)
+# 10 PFLOP: about 100 s at 100 TFLOP/s; VGGT takes ~200 views of 480x640 under it, DUSt3R ~120
+RUN_TFLOPS = Limit("run_tflops", "RECONBENCH_MAX_RUN_TFLOPS", 10_000, "TFLOPs")
+ALL = (IMAGE_PIXELS, UPLOAD_PIXELS, VIDEO_FRAMES, POINTS, ARRAY_BYTES, VIEWS, RUN_TFLOPS)
+
+
+def check_run_cost(method, options, n_views: int, height: int, width: int) -> None:
+    """Refuse a run whose declared cost (``method.flops``: analytic FLOPs of one forward pass on
+    ``n_views`` pictures of ``height x width``) is over :data:`RUN_TFLOPS`; methods that declare no
+    cost are not bounded here (only by :data:`VIEWS`)."""
+    flops = method.flops(options, n_views, height, width)
+    if flops is not None:
+        RUN_TFLOPS.check(int(flops // 1e12), f"{method.label} on {n_views} views of {width}x{height}")
 
 
 def image_size(source: Path | bytes, name: str | None = None) -> tuple[int, int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from core import limits
 from core import options as opts
 from core.data.fingerprint import ground_truth_fingerprint
 from core.data.importers import read_reconstruction
@@ -67,6 +68,7 @@ def prepare_call(method: registry.Method, scene: Scene, view_ids, options):
     options = method.parse_options(options if options is not None else None)
     opts.refuse_paths_when_hosted(options)
     view_ids = method.check_views(view_ids, scene.num_views)
+    limits.check_run_cost(method, options, len(view_ids), *scene.image_size)
     return options, view_ids
 
 

@@ -141,5 +141,22 @@ def test_view_counts_are_bounded(monkeypatch):
 def test_describe_lists_every_limit_with_its_variable(monkeypatch):
     monkeypatch.setenv("RECONBENCH_MAX_POINTS", "7")
     rows = {row["limit"]: row for row in limits.describe()}
-    assert set(rows) == {"image_pixels", "upload_pixels", "video_frames", "points", "array_bytes", "views"}
+    assert set(rows) == {"image_pixels", "upload_pixels", "video_frames", "points", "array_bytes", "views",
+                         "run_tflops"}
     assert rows["points"] == {"limit": "points", "value": 7, "unit": "points", "env": "RECONBENCH_MAX_POINTS"}
+
+
+def test_a_run_is_bounded_by_its_method_s_declared_cost(monkeypatch, sample_scene):
+    from core.models import registry
+    from core.runner import prepare_call
+
+    method = registry.get("vggt")
+    options = method.parse_options({"weights": "random-full"})
+    h, w = sample_scene.image_size
+    tflops = int(method.flops(options, 3, h, w) // 1e12)            # what 3 views of the sample declare
+    assert prepare_call(method, sample_scene, [0, 1, 2], options)[1] == [0, 1, 2]
+    monkeypatch.setenv("RECONBENCH_MAX_RUN_TFLOPS", str(tflops - 1))
+    with pytest.raises(limits.LimitError, match=f"VGGT.* on 3 views of {w}x{h}: {tflops:,} TFLOPs is over the "
+                                                f"{tflops - 1:,} TFLOPs limit"):
+        prepare_call(method, sample_scene, [0, 1, 2], options)
+    assert prepare_call(method, sample_scene, [0], options)[1] == [0]   # fewer views fit
