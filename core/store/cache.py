@@ -180,6 +180,23 @@ class RunRecord:
         return Reconstruction.load(self.path)
 
 
+def latest_runs(records: Iterable[RunRecord], methods: Iterable[str]) -> dict[str, RunRecord]:
+    """The most recently written run of each of ``methods`` among ``records`` (by the
+    modification time of its ``meta.json``); methods without a run are absent."""
+    wanted = set(methods)
+    latest: dict[str, tuple[float, RunRecord]] = {}
+    for record in records:
+        if record.method not in wanted:
+            continue
+        try:
+            written = (record.path / "meta.json").stat().st_mtime
+        except OSError:
+            continue
+        if record.method not in latest or written > latest[record.method][0]:
+            latest[record.method] = (written, record)
+    return {method: record for method, (_, record) in latest.items()}
+
+
 class RunStore:
     """The run cache rooted at ``root`` (default :func:`cache_root`)."""
 

@@ -237,3 +237,33 @@ class ShapEMethod(Method):
 
 
 METHOD = ShapEMethod()
+
+
+def picture_scene(data: bytes, name: str = "upload") -> Scene:
+    """A one-view scene (no ground truth, no mask) from an uploaded picture's bytes (PNG/JPEG),
+    for Shap-E's image mode outside the scene's views. Raises ShapEInputError for bytes that
+    are no picture."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    except (UnidentifiedImageError, OSError) as error:
+        raise ShapEInputError(f"{name} is not a picture Shap-E can read: {error}") from None
+    h, w = image.shape[:2]
+    focal = float(max(h, w))
+    intrinsics = np.array([[[focal, 0, w / 2], [0, focal, h / 2], [0, 0, 1]]])
+    return Scene(name=name, images=[image], image_names=[name], intrinsics=intrinsics,
+                 cam_from_world=np.eye(4)[None])
+
+
+def run_on_picture(data: bytes, options: dict, progress: Progress | None = None,
+                   name: str = "upload") -> Reconstruction:
+    """Shap-E image mode on an uploaded picture (nothing stored: there is no ground truth to
+    score against). ``options``: Shap-E options; ``mode`` is forced to image and the object
+    mask off (an upload has none)."""
+    from core.runner import execute
+
+    scene = picture_scene(data, name)
+    return execute(METHOD, scene, [0], {**options, "mode": "image", "use_object_mask": False}, progress)
