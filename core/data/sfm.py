@@ -228,6 +228,7 @@ def write_colmap_images(folder: Path | str, images: list[np.ndarray], names: lis
             k += 1
         used.add(candidate.lower())
         files.append(candidate)
+
     def write(image: np.ndarray, file_name: str) -> None:
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="PNG", compress_level=1)  # lossless; speed first
