@@ -134,7 +134,8 @@ if scored:
                            key="compare.quality")
     st.plotly_chart(compare_figures.pareto_figure(chosen, quality), width="stretch", key="compare.pareto")
     st.caption("Ringed and joined: the Pareto front, runs that no other run beats on both cost and quality. "
-               "Costs on log axes; time excludes model loading.")
+               "Costs on log axes; time excludes model loading. Imported files have no time or memory of a method "
+               "and are left out here.")
 
     series = compare.views_series(candidates, quality)
     if series:

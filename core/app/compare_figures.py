@@ -4,7 +4,8 @@ quality against the number of views.
 
 Colours: one colour per run (:func:`run_colours`, same order in every chart); distances on the
 ``Turbo`` scale through one shared ``coloraxis`` (one colour bar per figure); the ground truth
-in :data:`GT_COLOUR`, a magenta that the Turbo scale does not contain.
+in :data:`GT_COLOUR`, a magenta that the Turbo scale does not contain. The Plotly tool bar stands
+upright at the right edge so that it never covers a title.
 
 Linking the 3-D views: the clouds are subplots of one figure (``scene``, ``scene2``, ...) with
 equal axis ranges and equal starting cameras; :func:`linked_html` writes the figure as a
@@ -110,6 +111,7 @@ def linked_clouds_figure(panels: list[tuple[str, ErrorCloud]], ground_truth: np.
     figure.update_annotations(font_size=12)
     figure.update_layout(
         height=height, margin={"l": 0, "r": 0, "t": 60, "b": 0}, legend={"orientation": "h", "y": 0.0},
+        modebar={"orientation": "v"},
         coloraxis={"colorscale": DISTANCE_SCALE, "cmin": 0.0, "cmax": float(scale),
                    "colorbar": {"title": {"text": "distance to ground truth (normalised)", "side": "right"},
                                 "thickness": 14, "len": 0.8, "y": 0.45}},
@@ -172,7 +174,7 @@ def depth_error_figure(rows: list[tuple[str, list[tuple[int, np.ndarray]]]], sca
     figure.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor="x")
     figure.update_xaxes(showticklabels=False, constrain="domain")
     figure.update_annotations(font_size=11)
-    figure.update_layout(height=220 * len(rows) + 40, margin={"l": 10, "r": 0, "t": 30, "b": 0},
+    figure.update_layout(height=220 * len(rows) + 40, margin={"l": 10, "r": 0, "t": 30, "b": 0}, modebar={"orientation": "v"},
                          coloraxis={"colorscale": "Viridis", "cmin": 0.0, "cmax": float(scale),
                                     "colorbar": {"title": {"text": "|d − d*| / d*", "side": "right"}, "thickness": 14}})
     return figure
@@ -195,7 +197,7 @@ def score_bars_figure(runs: list[ComparedRun], columns: int = 4) -> go.Figure:
                              row=index // columns + 1, col=index % columns + 1)
     figure.update_xaxes(showticklabels=False)
     figure.update_annotations(font_size=12)
-    figure.update_layout(height=260 * rows + 60, barmode="group", margin={"t": 40, "b": 10},
+    figure.update_layout(height=260 * rows + 60, barmode="group", margin={"t": 40, "b": 10}, modebar={"orientation": "v"},
                          legend={"orientation": "h", "y": -0.05})
     return figure
 
@@ -228,7 +230,8 @@ def pareto_figure(runs: list[ComparedRun], quality: str = "chamfer") -> go.Figur
                 hoverinfo="skip"), row=1, col=column)
         figure.update_xaxes(type="log", title_text=f"{cost.title} ({cost.unit}, log)", row=1, col=column)
         figure.update_yaxes(title_text=f"{spec.title} ({spec.unit}) {spec.arrow}", row=1, col=column)
-    figure.update_layout(height=380, margin={"t": 40}, legend={"orientation": "h", "y": -0.25})
+    figure.update_layout(height=380, margin={"t": 40}, legend={"orientation": "h", "y": -0.25},
+                         modebar={"orientation": "v"})
     return figure
 
 
