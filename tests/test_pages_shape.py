@@ -1,5 +1,5 @@
-"""AppTest: Shap-E on the Generative page (text prompt and image mode in the workbench, the
-Point-E / Shap-E side by side section, an uploaded picture)."""
+"""AppTest: Shap-E on the Generative page (a text prompt in the workbench, the Point-E / Shap-E
+side by side section, image mode on an uploaded picture)."""
 from streamlit.testing.v1 import AppTest
 
 from core.store.cache import RunStore
@@ -41,16 +41,15 @@ def test_shape_text_and_image_runs_side_by_side_with_pointe_and_an_upload(isolat
     assert "a striped teapot" in stored.format_func(stored.value)     # the prompt labels the run
     assert any("random weights" in w.value for w in at.warning)
     assert {m.label: m.value for m in at.metric}["Points"] == "300"
-    at = _run(at, {**options, "shape.options.mode": "image"})
-    runs = RunStore(isolated_cache).runs("toy")
-    assert sorted(r.meta["options"]["mode"] for r in runs) == ["image", "text"]
-    assert all(r.meta["weights_kind"] == "random-tiny" and r.evaluation is None for r in runs)
+    [run] = RunStore(isolated_cache).runs("toy")
+    assert run.meta["options"]["prompt"] == "a striped teapot" and run.meta["weights_kind"] == "random-tiny"
+    assert run.evaluation is None            # random weights: not scored on the page
     # Point-E on the same scene: the side-by-side section shows the latest run of each
     at.selectbox(key="generative.method").set_value("Point-E")
     at.run()
     at = _run(at, {"pointe.options.weights": "random-tiny", "pointe.options.karras_steps": 1, "pointe.count": 1})
     labels = [m.value for m in at.markdown]
-    assert any(v.startswith("**Point-E") for v in labels) and any(v.startswith("**Shap-E · image") for v in labels)
+    assert any(v.startswith("**Point-E") for v in labels) and any(v.startswith("**Shap-E · text · a striped teapot") for v in labels)
     # an uploaded picture in image mode (nothing stored)
     data = (ROOT / "sample_data" / "toy" / "images" / "view_000.jpg").read_bytes()
     at.file_uploader(key="shape.upload").set_value(("toy.jpg", data, "image/jpeg"))
@@ -61,7 +60,7 @@ def test_shape_text_and_image_runs_side_by_side_with_pointe_and_an_upload(isolat
     at.button(key="shape.upload.go").click()
     at.run()
     assert not at.exception and not at.error
-    assert len(RunStore(isolated_cache).runs("toy")) == 3
+    assert len(RunStore(isolated_cache).runs("toy")) == 2   # the upload stored nothing
     at.file_uploader(key="shape.upload").set_value(("notes.png", b"no picture", "image/png"))
     at.run()
     at.button(key="shape.upload.go").click()
