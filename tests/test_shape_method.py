@@ -206,3 +206,29 @@ def test_tiny_benchmark():
     assert sampling["measured_model_calls"] == 1 and sampling["full_model_calls"] == 127
     assert sampling["seconds_full_steps"] == pytest.approx(sampling["seconds_per_model_call"] * 127)
     assert all(r["gflops_per_s"] > 0 for r in rows if "gflop" in r)
+
+
+@pytest.mark.parametrize("mode", ["text", "image"])
+def test_load_pretrained_reads_the_published_file_layout(tmp_path, mode):
+    """Checkpoint files laid out as published (``wrapped.*`` latent model, decoder names, a
+    transformers CLIP ``model.safetensors`` holding both towers) load strictly and reproduce the
+    model they were saved from."""
+    from safetensors.torch import save_file
+    from core.models.shape.config import ShapEConfig
+    from core.models.shape.modeling_shape import build_random
+    config = ShapEConfig.tiny()
+    source = build_random(config, seed=4)
+    torch.save(source.latent_model(mode).state_dict(), tmp_path / "latent.pt")
+    torch.save(source.decoder.state_dict(), tmp_path / "vector_decoder.pt")
+    clip = {**{k: v.contiguous() for k, v in source.clip_vision.model.state_dict().items()},
+            **{k: v.contiguous() for k, v in source.clip_text.model.state_dict().items()}}
+    save_file({k: v for k, v in clip.items() if not k.endswith("position_ids")}, str(tmp_path / "model.safetensors"))
+    loaded = checkpoints.load_pretrained(mode, tmp_path / "latent.pt", tmp_path / "vector_decoder.pt",
+                                         tmp_path / "model.safetensors", config=config, check_sha256=False)
+    for name, tensor in source.state_dict().items():
+        if name.startswith(("text_model", "clip_text") if mode == "text" else ("image_model", "clip_vision")) \
+                or name.startswith("decoder"):
+            assert torch.equal(loaded.state_dict()[name], tensor), name
+    with pytest.raises(weights.BadCheckpoint, match="SHA-256"):
+        checkpoints.load_pretrained(mode, tmp_path / "latent.pt", tmp_path / "vector_decoder.pt",
+                                    tmp_path / "model.safetensors", config=config)
