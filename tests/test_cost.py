@@ -149,3 +149,19 @@ def test_scaling_eta_starts_from_the_cost_model_then_follows_measured_times():
     # after a measured point, time proportional to views from it (4 s at 2 views -> 2 s per view)
     left = scaling._remaining({"vggt": [(2, 4.0)], "fast3r": []}, jobs, {}, prior)
     assert left == pytest.approx(2.0 * (3 + 5) + 7.0)
+
+
+def test_two_stored_alignments_give_both_alignment_rates(toy, tmp_path):
+    method = registry.get("dust3r")
+    h, w = toy.images[0].shape[:2]
+    store = RunStore(tmp_path)
+    per_iteration, per_unit = 0.02, 3e-8          # the truth the stored runs were made with
+    for n, iterations in ((3, 100), (4, 50)):
+        options = {"weights": "random-tiny", "ga_iterations": iterations}
+        its, units = method.alignment_work(method.parse_options(options), n, h, w)
+        _store_run(store, toy, "dust3r", options, n, 9.0, 1e8,
+                   {"network_seconds": 1.0, "alignment_seconds": per_iteration * its + per_unit * units})
+    options = method.parse_options({"weights": "random-tiny", "ga_iterations": 200})
+    its, units = method.alignment_work(options, 6, h, w)
+    found = cost.estimate("dust3r", options, 6, toy, store, device="cpu", rate=RATE)
+    assert found.parts["alignment"] == pytest.approx(per_iteration * its + per_unit * units, rel=1e-6)

@@ -15,8 +15,9 @@ The time model of one run (the runner's ``seconds``: the method's ``predict``, m
   (:data:`REFERENCE_EFFICIENCY`), else :data:`DEFAULT_EFFICIENCY`;
 - ``alignment``: iterative work after the network (DUSt3R's global alignment,
   :meth:`Method.alignment_work`): ``iterations x per-iteration overhead + units x seconds per
-  unit`` (units = iterations x edges x pixels), the defaults :data:`ALIGNMENT_DEFAULTS` scaled by
-  the stored runs' measured ``alignment_seconds`` against what the defaults predict for them.
+  unit`` (units = iterations x edges x pixels): both rates fitted (non-negative least squares) to
+  the stored runs' ``alignment_seconds`` when two or more runs tell them apart, else the defaults
+  :data:`ALIGNMENT_DEFAULTS` scaled by one stored run against what they predict for it.
 
 A method without a FLOP model is estimated from a fit of its stored runs' seconds against the
 view count (linear; proportional with one stored count). Peak memory (bytes, the process's peak
@@ -314,7 +315,15 @@ def estimate(method_name: str, options, n_views: int, scene, store=None, device:
         per_iteration, per_unit = ALIGNMENT_DEFAULTS
         timed = [o for o in seen if o.alignment_iterations > 0 and o.alignment_seconds > 0]
         scale = 1.0
-        if timed:
+        design = np.array([[o.alignment_iterations, o.alignment_units] for o in timed], dtype=np.float64)
+        if len(timed) >= 2 and np.linalg.matrix_rank(design / np.maximum(design.max(axis=0), 1e-30)) == 2:
+            # both rates from the stored runs (non-negative least squares over the two terms)
+            from scipy.optimize import nnls
+
+            fitted, _ = nnls(design, np.array([o.alignment_seconds for o in timed]))
+            per_iteration, per_unit = float(fitted[0]), float(fitted[1])
+            result.basis.append(f"alignment rates fitted to {len(timed)} stored runs")
+        elif timed:
             scale = float(np.median([o.alignment_seconds / (per_iteration * o.alignment_iterations
                                                             + per_unit * o.alignment_units) for o in timed]))
             result.basis.append(f"alignment rate scaled by {scale:.2f} from {len(timed)} stored run(s)")
