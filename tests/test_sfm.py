@@ -138,7 +138,7 @@ def test_sfm_options_are_declared_once_with_help_choices_and_ranges():
 
     specs = {s.name: s for s in opts.specs(sfm.SfmOptions)}
     assert set(specs) == {"camera_model", "shared_camera", "matcher", "max_features", "max_image_size",
-                          "sequential_overlap", "num_threads", "seed"}
+                          "sequential_overlap", "num_threads", "seed", "first_octave"}
     assert all(s.help for s in specs.values())
     assert specs["camera_model"].choices == sfm.CAMERA_MODELS and "OPENCV" in sfm.CAMERA_MODELS
     assert specs["matcher"].choices == sfm.MATCHERS == ("auto", "exhaustive", "sequential")
