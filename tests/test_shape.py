@@ -395,3 +395,15 @@ def test_another_configuration_samples_decodes_and_renders():
     assert nerf.channels.shape == (2, 6, 6, 3) and nerf.raw_density.shape == (2, 6, 6, 12)
     assert ((nerf.transmittance >= 0) & (nerf.transmittance <= 1)).all()
     assert decode_mesh(model.decoder, first).fields.shape == (14, 14, 14)
+
+
+def test_full_size_pipeline_parameter_counts():
+    """The published sizes on the meta device: the manifests' counts, and CLIP ViT-L/14's towers as
+    the README gives them (text 123,650,305 with logit_scale, which the text tower alone lacks)."""
+    with torch.device("meta"):
+        model = ShapE(ShapEConfig())
+    counts = model.parameter_counts()
+    assert counts["text300M"] == _manifest("text300M")["num_parameters"]
+    assert counts["image300M"] == _manifest("image300M")["num_parameters"]
+    assert counts["decoder"] == _manifest("decoder")["num_parameters"]
+    assert counts["clip_vision"] == 303_966_208 and counts["clip_text"] == 123_650_305 - 1
