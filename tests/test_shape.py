@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
 from core.models.pointe.clip_conditioning import openai_clip_to_transformers

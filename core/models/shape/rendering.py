@@ -192,7 +192,6 @@ def render_nerf(decoder: ShapEDecoder, meta: list[torch.Tensor], cameras: Camera
     ``[R, Nf]``, the positions in the chosen bins ``[1, R, Nf, 1]`` (the reference's order).
     ``ray_batch``: rays per batch (default all rays in one batch, as the fixture).
     """
-    config = decoder.config
     origins, dirs = cameras.rays()
     device = meta[0].device
     origins, dirs = origins.to(device), dirs.to(device)
