@@ -12,6 +12,8 @@ from core.app.compare_widgets import leaderboard_table
 from core.app.widgets import (StreamlitProgress, current_scene, damaged_runs_notice, option_widgets,
                               parse_view_ids, require_app_navigation, score_cards, show_notes, store)
 from core.errors import UserError
+from core.app import jobs as app_jobs
+from core.jobs.client import evaluate_spec
 
 require_app_navigation()
 
@@ -41,8 +43,16 @@ with st.expander("Options"):
     with right:
         max_points = st.number_input("Points drawn in 3D (cap)", 1_000, 400_000, 40_000, step=10_000)
 
-if st.button("Evaluate", type="primary", disabled=not submit_allowed() or upload is None,
-             key="metrics.evaluate"):
+evaluate_clicked = st.button("Evaluate", type="primary", disabled=not submit_allowed() or upload is None,
+                             key="metrics.evaluate")
+if evaluate_clicked and not app_jobs.inline():   # scored as a job on Ray; followed below
+    try:
+        app_jobs.submit(evaluate_spec(scene, scene.path, upload.getvalue(), upload.name,
+                                      parse_view_ids(views_text) or None, evaluation_options, run_store),
+                        "metrics.job")
+    except UserError as error:
+        st.error(f"Could not evaluate {upload.name}: {error}")
+elif evaluate_clicked:
     bar = None
     try:
         views = parse_view_ids(views_text) or None
@@ -57,6 +67,10 @@ if st.button("Evaluate", type="primary", disabled=not submit_allowed() or upload
         if bar is not None:
             bar.clear()      # no empty progress bar left above the message
         st.error(f"Could not evaluate {upload.name}: {error}")
+if not app_jobs.inline():
+    finished = app_jobs.follow("metrics.job")
+    if finished is not None and app_jobs.show_outcome(finished, "Scoring"):
+        st.session_state["metrics.inspect"] = (scene.name, "imported", finished["result"]["key"])
 
 rows = leaderboard(run_store, scene)  # this ground truth's runs (and those of unknown ground truth)
 st.subheader(f"Leaderboard — {scene.name}")

@@ -105,11 +105,12 @@ def run_job(payload: dict, progress: Progress, store: RunStore, scratch: Path) -
 
 def evaluate_job(payload: dict, progress: Progress, store: RunStore, scratch: Path) -> dict:
     """Score and store an imported reconstruction file (:func:`core.runner.import_file`)."""
+    from core import options as opts
     from core.eval import metrics
     from core.runner import import_file
 
     scene = _scene(payload, scratch)
-    options = metrics.EvaluationOptions(**payload["options"]) if payload.get("options") else None
+    options = opts.parse(metrics.EvaluationOptions, payload["options"]) if payload.get("options") else None
     result, _ = import_file(scene, payload["data"], payload["file_name"], payload.get("views"),
                             store=store, options=options, progress=progress)
     return {"method": "imported", "scene": scene.name, "key": result.key, "evaluation": result.evaluation,
