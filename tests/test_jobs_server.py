@@ -1,5 +1,6 @@
 """The app server and jobs on Ray together, on loopback: a job outlives a killed server, and a load
-test (20 browsing sessions while 8 runners submit, 5 of them the same run).
+test (a hosted class server: 20 visiting sessions browse while 8 runners submit for the teacher,
+5 of them the same run).
 
 One local Ray (2 CPUs) and the app (`streamlit run app.py` on 127.0.0.1) for the module; sessions are
 websocket clients (tests/streamlit_session.py). Random-tiny VGGT on two views of the sample.
@@ -57,12 +58,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server() -> tuple[subprocess.Popen, int]:
-    """The app on 127.0.0.1 (the module's cache and Ray through the environment); waits until healthy."""
+def start_server(**env) -> tuple[subprocess.Popen, int]:
+    """The app on 127.0.0.1 (the module's cache and Ray through the environment, plus ``env``); waits
+    until healthy."""
     port = free_port()
     server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "streamlit"), "run", "app.py", "--server.address",
                                "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
-                               "--browser.gatherUsageStats", "false"], cwd=ROOT, env=os.environ.copy(),
+                               "--browser.gatherUsageStats", "false"], cwd=ROOT, env={**os.environ, **env},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -115,16 +117,19 @@ def test_job_finishes_when_the_server_is_killed_and_shows_after_restart(ray_cach
         stop(server)
 
 
-def test_load_twenty_sessions_while_eight_runners_submit(ray_cache, scene):
+def test_load_twenty_sessions_while_eight_runners_submit(ray_cache, scene, tmp_path):
     import psutil
 
     from core.jobs import client, cluster
 
-    shared = client.run_spec(scene, SAMPLE, "vggt", [5, 13], TINY, owner="runner")
-    distinct = [client.run_spec(scene, SAMPLE, "vggt", views, TINY, owner=f"runner-{i}")
+    teacher = "teacher@school.edu"     # the runners submit on the teacher's behalf; sessions are visitors
+    shared = client.run_spec(scene, SAMPLE, "vggt", [5, 13], TINY, owner=teacher)
+    distinct = [client.run_spec(scene, SAMPLE, "vggt", views, TINY, owner=teacher)
                 for i, views in enumerate(([1, 9], [2, 10], [3, 11]))]
     before = stored_runs(ray_cache)
-    server, port = start_server()
+    roles = tmp_path / "roles.toml"
+    roles.write_text(f'profile = "class"\ndefault_role = "viewer"\n[users]\n"{teacher}" = "runner"\n')
+    server, port = start_server(RECONBENCH_MODE="hosted", RECONBENCH_ROLES=str(roles))   # a class
     peak, sampling = [0], threading.Event()
     ray_folder = str(cluster.temp_dir(ray_cache))
 
@@ -174,9 +179,8 @@ def test_load_twenty_sessions_while_eight_runners_submit(ray_cache, scene):
     assert len({a["result"]["key"] for a in jobs.values()}) == 4
     assert stored_runs(ray_cache) == before + 4
     assert all(random_runs_shown(seen) == before + 4 for seen in after_metrics)
-    ids = {a["id"] for a in answers}
-    for seen in after_jobs:
-        states = {row["id"]: row["state"] for row in seen.frames[0]}
-        assert all(states.get(job_id) == "done" for job_id in ids)
+    assert all(client.get(job_id)["state"] == "done" for job_id in jobs)
+    for seen in after_jobs:          # a visitor sees no one else's jobs (admins see every job)
+        assert not seen.frames and "No jobs yet" in seen.all_text()
     print(f"peak RSS of the server and the Ray processes: {peak[0] / 2**30:.2f} GiB")
     assert 0 < peak[0] < RSS_BOUND_BYTES
