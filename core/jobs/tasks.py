@@ -50,13 +50,13 @@ class GatedStore(RunStore):
                 raise Stopped("cancelled before storing")
             self._open = True
 
-    def save(self, scene, key, recon, evaluation=None):
+    def save(self, *args, **kwargs):
         self._check()
-        return super().save(scene, key, recon, evaluation)
+        return super().save(*args, **kwargs)
 
-    def save_evaluation(self, scene, method, key, evaluation):
+    def save_evaluation(self, *args, **kwargs):
         self._check()
-        return super().save_evaluation(scene, method, key, evaluation)
+        return super().save_evaluation(*args, **kwargs)
 
 
 def read_folder(folder: Path) -> dict[str, bytes]:
