@@ -68,7 +68,10 @@ def prepare_call(method: registry.Method, scene: Scene, view_ids, options):
     options = method.parse_options(options if options is not None else None)
     opts.refuse_paths_when_hosted(options)
     view_ids = method.check_views(view_ids, scene.num_views)
-    limits.check_run_cost(method, options, len(view_ids), *scene.image_size)
+    # The largest chosen picture bounds the cost (a method that needs equal sizes says so itself).
+    height = max((scene.images[v].shape[0] for v in view_ids), default=0)
+    width = max((scene.images[v].shape[1] for v in view_ids), default=0)
+    limits.check_run_cost(method, options, len(view_ids), height, width)
     return options, view_ids
 
 
