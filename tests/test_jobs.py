@@ -165,10 +165,50 @@ def test_job_table_survives_a_manager_restart(ray_cache, scene):
     assert after == before and "done" in after.values()
 
 
+def test_cli_evaluate_as_a_job_scores_like_inline(ray_cache, scene, tmp_path, capsys):
+    from core.__main__ import main
+    from tests.conftest import ply_bytes
+
+    ply = tmp_path / "gt.ply"
+    ply.write_bytes(ply_bytes(scene.gt_points[::50] + 0.001))
+    flags = ["--sample-points", "2000", "--emd-points", "128"]
+    assert main(["evaluate", "--scene", str(SAMPLE), "--reconstruction", str(ply), *flags]) == 0
+    as_job = json.loads(capsys.readouterr().out)
+    assert list((ray_cache / "runs" / "toy" / "imported").glob("*/meta.json"))
+    assert main(["--cache", str(tmp_path / "inline"), "evaluate", "--scene", str(SAMPLE), "--reconstruction",
+                 str(ply), *flags, "--inline"]) == 0
+    inline = json.loads(capsys.readouterr().out)
+    assert as_job["chamfer"] == pytest.approx(inline["chamfer"], rel=1e-6) and as_job["chamfer"] < 0.05
+
+
 def test_unknown_job_is_a_user_error(ray_cache):
     from core.__main__ import main
 
     assert main(["jobs", "show", "no-such-job"]) == 2
+
+
+def test_method_page_submits_a_job_follows_it_and_shows_the_run(ray_cache):
+    from streamlit.testing.v1 import AppTest
+
+    from core.jobs import client
+
+    page = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    page.run()
+    page.switch_page("pages/discriminative.py")
+    page.run()
+    page.slider(key="discriminative.vggt.count").set_value(2)
+    page.run()
+    page.button(key="discriminative.run").click()
+    page.run()
+    assert not page.exception and not page.error
+    job_id = page.session_state["discriminative.job"]
+    assert page.query_params["job"] == job_id             # a reload of this URL finds the job again
+    job = client.wait(job_id, timeout=180)
+    assert job["owner"] == "local" and job["result"]["views"] == [0, 21]
+    page.run()                                              # the follower sees the end and shows the run
+    assert not page.exception and any("finished" in s.value for s in page.success)
+    assert page.session_state["discriminative.shown"][2] == job["result"]["key"]
+    assert "discriminative.job" not in page.session_state
 
 
 def test_jobs_page_lists_every_job_with_owner_and_state(ray_cache):
