@@ -154,7 +154,7 @@ def test_csv_and_latex_exports_read_back():
 @pytest.mark.parametrize("text, message", [
     ('name = "x"\nprotocol = "co3d-pose"\nroot = "co3d"\nmethods = ["vggt"]\nviews = [3]', "lacks items"),
     ('name = "x"\nprotocol = "eth3d"\nroot = "a"\nitems = ["a/b"]\nmethods = ["vggt"]\nviews = [3]',
-     r"unknown protocol 'eth3d' \(choices: co3d-pose, dtu\)"),
+     r"unknown protocol 'eth3d' \(choices: co3d-pose, dtu, reconbench\)"),
     ('name = "x"\nprotocol = "dtu"\nroot = "dtu"\nitems = ["7"]\nmethods = ["nerf"]\nviews = [3]',
      "unknown method"),
     ('name = "x"\nprotocol = "dtu"\nroot = "dtu"\nitems = ["scan7"]\nmethods = ["vggt"]\nviews = [3]',

@@ -102,9 +102,15 @@ def test_cli_process_and_in_process_submit_attach(ray_cache, scene):
     printed = json.loads(done.stdout)
     job_id, attached = client.submit(spec)
     assert printed["key"] == spec["key"]
-    assert (job_id, attached) == (printed["job"], True)
-    job = client.wait(job_id, timeout=120)
-    assert job["owner"] == "cli" and job["result"]["cached"] is False
+    first = client.wait(printed["job"], timeout=120)
+    assert first["owner"] == "cli" and first["result"]["cached"] is False
+    # One computation either way: the second request attaches to the CLI's job while it runs, or,
+    # when that job has already ended (a warm worker runs it in about a second), is answered
+    # from the store.
+    if attached:
+        assert job_id == printed["job"]
+    else:
+        assert client.wait(job_id, timeout=120)["result"]["cached"] is True
 
 
 def test_cancel_stores_nothing(ray_cache, scene):

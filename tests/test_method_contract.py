@@ -29,6 +29,8 @@ CHEAPEST: dict[str, tuple[list[int], dict]] = {
     "lrm": ([0], {"weights": "random-tiny", "grid_size": 16, "render_resolution": 16, "orbit_views": 1,
                   "num_points": 500}),
     "pointe": ([0], {"weights": "random-tiny", "karras_steps": 2}),
+    "shape": ([0], {"weights": "random-tiny", "karras_steps": 2, "grid_size": 16, "render_size": 16,
+                    "render_views": 1, "num_points": 500}),
     "pi3": ([0, 10], {"weights": "random-tiny"}),
     "pi3x": ([0, 10], {"weights": "random-tiny", "condition_on": "intrinsics+cameras"}),
     "da3-small": ([0, 10], {"weights": "random-tiny", "process_res": 70}),

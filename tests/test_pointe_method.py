@@ -155,7 +155,8 @@ def test_pretrained_missing_weights(tmp_path, monkeypatch):
     availability = METHOD.availability(METHOD.parse_options({}))
     assert not availability.ok
     assert "base_40m.pt" in availability.missing
-    assert availability.fix_command == "python -m core weights fetch pointe-base40M"
+    assert availability.fix_command == ("python -m core weights fetch pointe-base40M pointe-upsample "
+                                         "clip-vit-large-patch14")  # every missing file, one command
     with pytest.raises(CannotRun, match="base_40m.pt"):
         execute(METHOD, _scene(1), [0], {"device": "cpu"})
     with pytest.raises(CannotRun, match="x.pt does not exist"):
