@@ -76,9 +76,14 @@ def authors_model(path: str, ours: torch.nn.Module, tiny: bool = False) -> torch
         from vggt.models.vggt import VGGT as AuthorsVGGT
     finally:
         sys.path.remove(str(path))
-    with torch.no_grad():
-        theirs = AuthorsVGGT(tiny=True) if tiny else AuthorsVGGT()
     state = ours.state_dict()
+    # The released constructor builds the track head by default; ours is built without it here.
+    kwargs = {} if any(name.startswith("track_head.") for name in state) else {"enable_track": False}
+    with torch.no_grad():
+        try:
+            theirs = AuthorsVGGT(tiny=True, **kwargs) if tiny else AuthorsVGGT(**kwargs)
+        except TypeError:  # a checkout whose constructor has no enable_track
+            theirs = AuthorsVGGT(tiny=True) if tiny else AuthorsVGGT()
     missing = sorted(set(theirs.state_dict()) - set(state))
     extra = sorted(set(state) - set(theirs.state_dict()))
     if missing or extra:
