@@ -60,11 +60,11 @@ DEFAULT_EFFICIENCY = 0.5
 REFERENCE_MEMORY: dict[str, tuple[float, float]] = {
     "vggt": (6.19 * GIB, 0.070 * GIB), "pi3": (4.53 * GIB, 0.103 * GIB), "pi3x": (4.60 * GIB, 0.303 * GIB),
     "da3-small": (1.00 * GIB, 0.235 * GIB), "da3-base": (1.44 * GIB, 0.378 * GIB)}
-# DUSt3R's global alignment on this 2-core CPU, one thread, loaded machine: (seconds per
-# iteration, seconds per iteration x edge x network pixel), solved from two measured runs
-# (random-tiny 3 views at 64 px: 3.0 s; random-full 4 views at 224 px: 38.3 s; 300 iterations
-# each; `python -m core bench cost --method dust3r ...`). Stored runs rescale both.
-ALIGNMENT_DEFAULTS = (0.005, 5.7e-7)
+# DUSt3R's global alignment on this 2-core CPU, idle, 2 threads: (seconds per iteration, seconds
+# per iteration x edge x network pixel), solved from two measured runs of different sizes
+# (random-tiny 4 views at 64x48, 300 iterations: 1.97 s; random-full 5 views at 512x384, 100
+# iterations: 20.78 s; `python -m core bench cost|dust3r`, 2026-11-29). Stored runs rescale both.
+ALIGNMENT_DEFAULTS = (0.0047, 1.03e-7)
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,14 @@ class DUSt3RMethod(CroCoNetworkMethod):
         return dust3r_flops(len({i for pair in pairs for i in pair}), len(pairs), h, w,
                             self.network_config(options))["total"]
 
+    def load(self, options, device: str) -> torch.nn.Module:
+        """The network (:meth:`CroCoNetworkMethod.load`), with Adam warmed up for the alignment."""
+        from core.models.dust3r.global_alignment.optimiser import warm_up_adam
+
+        model = super().load(options, device)
+        warm_up_adam()
+        return model
+
     def alignment_work(self, options: DUSt3ROptions, n_views: int, height: int, width: int) -> tuple[float, float]:
         """Global alignment's work for the cost estimate: ``(iterations, iterations x edges
         (unordered pairs) x network pixels per view)``; none for 1 or 2 views."""

@@ -54,6 +54,16 @@ def _poses_from_params(params: torch.Tensor) -> torch.Tensor:
     return as_4x4(torch.cat([R, t[:, :, None]], dim=2))
 
 
+def warm_up_adam() -> None:
+    """Build and step a throw-away Adam once: its first use in a process imports ``torch._dynamo``
+    (seconds), which would otherwise land in the first alignment's time (and in every cost
+    estimate fitted to it). Called when the model is loaded, whose time is reported apart."""
+    weight = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.Adam([weight], lr=1e-3)
+    weight.sum().backward()
+    optimizer.step()
+
+
 class PointCloudOptimizer(torch.nn.Module):
     """Global aligner over N views and E directed edges (see module docstring).
 
