@@ -135,7 +135,8 @@ def test_checkpoint_of_another_model_is_rejected_naming_tensors():
 def test_cli_run_and_bad_option(tmp_path):
     base = [sys.executable, "-m", "core", "--cache", str(tmp_path / "cache"), "run", "pi3",
             "--scene", "sample_data/toy", "--views", "0", "10"]
-    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    # in-process run (the suite does not start Ray); a fresh environment otherwise, so nothing else leaks in
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "RECONBENCH_EXECUTOR": "inline"}
     ok = subprocess.run(base + ["--weights", "random-tiny"], cwd=ROOT, capture_output=True, text=True,
                         env=env, timeout=300)
     assert ok.returncode == 0, ok.stderr
