@@ -10,7 +10,7 @@ import torch
 
 from core import options as opts
 from core.data.scene import Scene
-from core.errors import UserError
+from core.errors import OptionError, UserError
 from core.models import registry, weights
 from core.models.shape import checkpoints
 from core.models.shape.method import METHOD, ShapEInputError, ShapEOptions
@@ -102,7 +102,7 @@ def test_image_mode_end_to_end():
 
 
 @pytest.mark.parametrize("values, error, message", [
-    ({"prompt": "  "}, PromptError, "empty"),
+    ({"prompt": "  "}, OptionError, "empty"),  # refused with the options, before queueing or loading
     ({"prompt": "ab " * 40}, PromptError, "80 character tokens"),
     ({"mode": "image"}, ShapEInputError, "empty object mask"),
 ])

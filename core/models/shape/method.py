@@ -86,6 +86,14 @@ class ShapEMethod(Method):
     min_views = 1
     max_views = 1
     label_options = ("mode", "prompt")
+
+    def check_options(self, options) -> None:
+        """An empty prompt in text mode is refused before anything is queued or loaded (its
+        length in CLIP tokens is checked once the tokenizer is at hand)."""
+        from core.errors import OptionError
+
+        if options.mode == "text" and not options.prompt.strip():
+            raise OptionError("the prompt is empty: type what to generate, e.g. 'a plush toy rabbit'")
     description = ("OpenAI Shap-E (2023): CLIP ViT-L/14 (text embedding or image grid) conditions "
                    "a latent diffusion transformer (1024 x 1024 latent, Karras Heun sampling with "
                    "classifier-free guidance); the latent becomes the weights of an implicit "
