@@ -26,6 +26,23 @@ def sample_scene():
 
 
 @pytest.fixture(scope="module")
+def ray_cache(request, tmp_path_factory):
+    """A cache root with its own local Ray instance, jobs (not inline) for the requesting module;
+    the module's ``RAY_CPUS`` (default 1) sizes the instance. Stopped when the module ends."""
+    from core.jobs import cluster
+
+    root = tmp_path_factory.mktemp("jobs") / "cache"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RECONBENCH_CACHE", str(root))
+        patch.setenv("RECONBENCH_EXECUTOR", "ray")
+        patch.delenv("RECONBENCH_RAY_ADDRESS", raising=False)
+        cluster.start_local(root, num_cpus=getattr(request.module, "RAY_CPUS", 1))
+        cluster.connect(root)
+        yield root
+        cluster.stop_local(root)
+
+
+@pytest.fixture(scope="module")
 def one_thread():
     """One intra-op torch thread for the module, restored afterwards. Tiny models and problems run
     far faster single-threaded on a shared 2-core machine (two OpenMP threads can be 10x slower).

@@ -20,22 +20,6 @@ TINY = {"weights": "random-tiny"}
 
 
 @pytest.fixture(scope="module")
-def ray_cache(tmp_path_factory):
-    """A cache root with its own local Ray instance; jobs (not inline) for the module."""
-    from core.jobs import cluster
-
-    root = tmp_path_factory.mktemp("jobs") / "cache"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RECONBENCH_CACHE", str(root))
-        patch.setenv("RECONBENCH_EXECUTOR", "ray")
-        patch.delenv("RECONBENCH_RAY_ADDRESS", raising=False)
-        cluster.start_local(root, num_cpus=1)
-        cluster.connect(root)
-        yield root
-        cluster.stop_local(root)
-
-
-@pytest.fixture(scope="module")
 def scene():
     from core.data.scene import Scene
 

@@ -30,19 +30,7 @@ SESSIONS = 20
 RSS_BOUND_BYTES = 4 * 2**30    # server + Ray (2 workers with torch, manager, GCS, raylet): 2.6 GiB measured
 
 
-@pytest.fixture(scope="module")
-def ray_cache(tmp_path_factory):
-    from core.jobs import cluster
-
-    root = tmp_path_factory.mktemp("server") / "cache"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RECONBENCH_CACHE", str(root))
-        patch.setenv("RECONBENCH_EXECUTOR", "ray")
-        patch.delenv("RECONBENCH_RAY_ADDRESS", raising=False)
-        cluster.start_local(root, num_cpus=2)
-        cluster.connect(root)
-        yield root
-        cluster.stop_local(root)
+RAY_CPUS = 2    # the server's load test runs two workers side by side (tests/conftest.py: ray_cache)
 
 
 @pytest.fixture(scope="module")
