@@ -19,6 +19,8 @@ from core.data.scene import Scene
 from core.app.access import (my_scenes_panel, scene_destination, shown_path, submit_allowed,
                              upload_destination)
 from core.app.widgets import StreamlitProgress, option_widgets, require_app_navigation
+from core.app import jobs as app_jobs
+from core.jobs.client import prepare_spec
 from core.errors import UserError
 
 require_app_navigation()
@@ -164,7 +166,8 @@ with prepare_tab:
 
     ready = source == "Bundled sample" or batch is not None
     if st.button("Prepare scene", type="primary", disabled=not ready or not submit_allowed(), key="dataset.prepare"):
-        bar = StreamlitProgress("Preparing")
+        # On Ray the preparation is a job (it outlives this session; followed below); inline it runs here.
+        bar = StreamlitProgress("Preparing") if app_jobs.inline() else None
         try:
             out, name = scene_destination(name)
             provenance, is_video = {}, False
@@ -182,20 +185,33 @@ with prepare_tab:
                 names = [f"frame_{i:06d}.png" for i in indices]
                 is_video = True
                 provenance.update({"source": shown_path(batch.folder), "frame_indices": indices, **info})
-            result = prepare(images, names, out, scene_name=name, options=options, progress=bar.progress,
-                                     is_video=is_video, provenance=provenance)
-            bar.done("prepared")
-            st.session_state["dataset.result"] = str(result.folder)
-            st.session_state["dataset.log"] = result.log
-            st.success(f"Scene “{result.scene.name}” written to `{shown_path(result.folder)}`; pick it in the sidebar.")
+            if bar is None:
+                app_jobs.submit(prepare_spec(images, names, out, scene_name=name, options=options, is_video=is_video,
+                                             provenance=provenance), "dataset.job")
+            else:
+                result = prepare(images, names, out, scene_name=name, options=options, progress=bar.progress,
+                                 is_video=is_video, provenance=provenance)
+                bar.done("prepared")
+                st.session_state["dataset.result"] = str(result.folder)
+                st.success(f"Scene “{result.scene.name}” written to `{shown_path(result.folder)}`; pick it in the "
+                           "sidebar.")
         except UserError as error:
-            bar.clear()
+            if bar is not None:
+                bar.clear()
             st.error(f"Could not prepare the scene: {error}")
             if batch is not None:
                 st.info(f"Your uploads are kept in `{shown_path(batch.folder)}`; fix the input and try again.")
         except Stopped:
             bar.clear()
             st.warning("Stopped; nothing was kept.")
+    if not app_jobs.inline():
+        final = app_jobs.follow("dataset.job")
+        if final is not None and app_jobs.show_outcome(final, "Preparation"):
+            # the sidebar lists scene folders afresh on every run; the new folder is selectable now
+            st.session_state["dataset.result"] = final["result"]["scene"]
+            st.caption(f"Scene written to `{shown_path(Path(final['result']['scene']))}`; pick it in the sidebar.")
+        elif final is not None and final["state"] == "failed" and batch is not None:
+            st.info(f"Your uploads are kept in `{shown_path(batch.folder)}`; fix the input and try again.")
 
     # --------------------------------------------------------------------------- result
     folder = st.session_state.get("dataset.result")

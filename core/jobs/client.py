@@ -3,11 +3,15 @@
 Every function joins the cluster (:func:`core.jobs.cluster.connect`) and talks to the one job
 manager (:class:`core.jobs.manager.JobManager`), creating it on first use. A spec is a dict::
 
-    {"kind": "run" | "evaluate", "key": str, "label": str, "owner": str,
-     "store": str (the store root), "shared_disk": bool, "resources": {"num_cpus", "num_gpus",
-     "memory"}, "staging_dirs": [folders relative to the store], "payload": {...}}
+    {"kind": "run" | "evaluate" | "scaling" | "score" | "lmnet-train" | ..., "key": str,
+     "label": str, "owner": str, "store": str (the store root), "shared_disk": bool,
+     "resources": {"num_cpus", "num_gpus", "memory"}, "staging_dirs": [folders relative to the
+     store], "staging_keys": [keys whose ``.tmp-<key>*`` staging a failure removes; default: the
+     job's key], "payload": {...}}
 
-:func:`run_spec` and :func:`evaluate_spec` build them (the key is the run key, so a second
+:func:`run_spec`, :func:`evaluate_spec`, :func:`scaling_spec`, :func:`score_spec`,
+:func:`lmnet_train_spec` and :func:`prepare_spec` (its ``replace_folders``: the returned scene
+folder replaces an earlier one) build them (the key is the run key, so a second
 request for a running key attaches to it); :func:`submit` returns ``(job id, attached)``;
 :func:`wait` follows a job until it ends.
 """
@@ -119,6 +123,152 @@ def evaluate_spec(scene, scene_path: Path | str, data: bytes, file_name: str, vi
             "payload": {"scene": str(Path(scene_path).resolve()), "data": data, "file_name": file_name,
                         "views": views, "options": option_values,
                         "scene_files": None if shared else read_folder(Path(scene_path))}}
+
+
+def scaling_spec(scene, scene_path: Path | str, methods: dict, view_counts: list[int], repeats: int = 1,
+                 seed: int = 0, store=None, owner: str | None = None, shared_disk: bool | None = None) -> dict:
+    """The spec of a view-count scaling study (:func:`core.studies.scaling.run_studies`), validated
+    here (:func:`core.studies.scaling.check_study`). Its key hashes the scene name and the run keys
+    of every planned run (which cover methods, options, views, pixels and ground truth) with the
+    view counts, repeats and seed: the same study asked twice is one job. It asks for the most
+    any of its methods asks for (its runs go one after another in one worker)."""
+    from core import options as opts
+    from core.jobs.tasks import read_folder
+    from core.models import registry
+    from core.store.cache import RunStore, safe_name
+    from core.studies import scaling
+
+    store = store or RunStore()
+    parsed, counts = scaling.check_study(scene, methods, view_counts)
+    repeats = max(1, int(repeats))
+    runs = scaling.planned_runs(scene, parsed, counts, repeats, seed)
+    shared = cluster.shared_disk() if shared_disk is None else shared_disk
+    gpus = gpus_in_cluster()
+    wanted = [registry.get(name).resources(options, gpus) for name, options in parsed.items()]
+    memory = [w["memory"] for w in wanted if w.get("memory")]
+    resources = {"num_cpus": max(w.get("num_cpus") or 1 for w in wanted),
+                 "num_gpus": max(w.get("num_gpus") or 0 for w in wanted), "memory": max(memory) if memory else None}
+    digest = hashlib.sha256(json.dumps(["scaling", scene.name, [key for *_, key in runs], counts, repeats, int(seed)])
+                            .encode()).hexdigest()[:20]
+    return {"kind": "scaling", "key": digest,
+            "label": f"scaling study: {', '.join(parsed)} on {scene.name} ({len(runs)} runs)",
+            "owner": owner or default_owner(), "store": str(Path(store.root).resolve()), "shared_disk": shared,
+            "resources": resources,
+            "staging_dirs": [f"runs/{safe_name(scene.name)}/{safe_name(name)}" for name in parsed],
+            "staging_keys": sorted({key for *_, key in runs}),
+            "payload": {"scene": str(Path(scene_path).resolve()), "view_counts": counts, "repeats": repeats,
+                        "seed": int(seed), "methods": {name: opts.as_dict(o) for name, o in parsed.items()},
+                        "scene_files": None if shared else read_folder(Path(scene_path))}}
+
+
+def score_spec(scene, scene_path: Path | str, method: str, key: str, options=None, store=None,
+               owner: str | None = None, shared_disk: bool | None = None) -> dict:
+    """The spec of scoring a stored run (:func:`core.runner.evaluate_run`); key: the run key and
+    the evaluation options (None = the defaults), so two requests to score one run the same way
+    are one job."""
+    from core.jobs.tasks import read_folder
+    from core.runner import evaluation_options_dict
+    from core.store.cache import RunStore
+
+    store = store or RunStore()
+    if not store.has(scene.name, method, key):
+        raise UserError(f"no stored run {method}/{key} of scene {scene.name}")
+    shared = cluster.shared_disk() if shared_disk is None else shared_disk
+    option_values = evaluation_options_dict(options)
+    digest = hashlib.sha256(json.dumps(["score", scene.name, method, key, option_values], sort_keys=True,
+                                       default=str).encode()).hexdigest()[:20]
+    return {"kind": "score", "key": digest, "label": f"score {method} run {key[:8]} on {scene.name}",
+            "owner": owner or default_owner(), "store": str(Path(store.root).resolve()), "shared_disk": shared,
+            "resources": {"num_cpus": 1}, "staging_dirs": [],
+            "payload": {"scene": str(Path(scene_path).resolve()), "method": method, "key": key,
+                        "options": option_values,
+                        "scene_files": None if shared else read_folder(Path(scene_path)),
+                        "run_files": None if shared else read_folder(store.run_dir(scene.name, method, key))}}
+
+
+def lmnet_train_spec(options, restart: bool = False, owner: str | None = None,
+                     shared_disk: bool | None = None) -> dict:
+    """The spec of a 3D-LMNet training (``options``: :class:`core.models.lmnet.train.TrainOptions`),
+    checked here (model configuration, data layout). Its key hashes the options (data and run
+    folders as absolute paths), ``restart`` and the data's ``splits.json``: the same training asked
+    twice is one job. The worker writes the run folder itself, so it must share this disk."""
+    import dataclasses
+
+    from core.models.lmnet import data as lm_data
+    from core.store.cache import RunStore
+
+    shared = cluster.shared_disk() if shared_disk is None else shared_disk
+    if not shared:
+        raise UserError("training as a job writes its run folder on this disk, and the workers do not share it "
+                        "(RECONBENCH_RAY_SHARED_DISK=0); train with --inline or on a worker that shares the disk")
+    out, data = Path(options.out).resolve(), Path(options.data).resolve()
+    options = dataclasses.replace(options, out=str(out), data=str(data))
+    try:
+        options.model_config()
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    lm_data.list_models(data, "train")           # a bad data folder fails here, before queueing
+    values = dataclasses.asdict(options)
+    digest = hashlib.sha256(json.dumps(["lmnet-train", values, bool(restart)], sort_keys=True, default=list).encode())
+    splits = data / "splits.json"
+    if splits.is_file():
+        digest.update(splits.read_bytes())
+    total = options.ae_steps + options.latent_steps
+    return {"kind": "lmnet-train", "key": digest.hexdigest()[:20],
+            "label": f"3D-LMNet {options.variant} training → {out.name} ({total} steps)",
+            "owner": owner or default_owner(), "store": str(Path(RunStore().root).resolve()), "shared_disk": True,
+            "resources": {"num_cpus": max(1, int(options.threads))}, "staging_dirs": [],
+            "payload": {"options": values, "restart": bool(restart),
+                        "created_folder": not out.is_dir() or not any(out.iterdir())}}
+
+
+def prepare_spec(images: list, names: list[str], out: Path | str, scene_name: str | None = None, options=None,
+                 is_video: bool = False, provenance: dict | None = None, owner: str | None = None,
+                 shared_disk: bool | None = None) -> dict:
+    """The spec of preparing a scene (:func:`core.data.prepare.pipeline.prepare`) from decoded
+    ``images`` (N ``uint8 HxWx3`` of one size, already checked against the limits by
+    :func:`core.data.prepare.frames.load_images` or the video sampler) into the folder ``out``.
+
+    Checked here, before anything is queued: at least 3 images of one size, and ``out`` absent,
+    empty or an earlier preparation. The key hashes the images' pixels (with their shapes), the
+    names, the options, the scene name, the destination folder, ``is_video`` and the provenance,
+    so two identical requests attach to one job. The job's ``store`` is ``out``'s parent folder
+    and its result folder ``out.name`` (its staging ``.tmp-<key>-*`` lives there too); without a
+    shared disk the scene comes back as bytes and replaces ``out`` (``replace_folders``). The
+    images travel in the payload (through Ray's object store: about H*W*3 bytes per view).
+    """
+    import numpy as np
+
+    from core import options as opts
+    from core.data.prepare import MIN_VIEWS, DatasetError
+    from core.data.prepare.pipeline import PrepareOptions, check_destination
+
+    out = Path(out).resolve()
+    parsed = opts.parse(PrepareOptions, options)
+    if len(images) < MIN_VIEWS:
+        raise DatasetError(f"at least {MIN_VIEWS} images are needed; got {len(images)}")
+    if len({np.shape(image) for image in images}) != 1:
+        raise DatasetError("all images must have one size (see load_images(resize=True))")
+    if len(names) != len(images):
+        raise ValueError(f"{len(images)} images but {len(names)} names")
+    check_destination(out)
+    name = scene_name or out.name
+    digest = hashlib.sha256()
+    for image in images:
+        image = np.ascontiguousarray(image)
+        digest.update(f"{image.shape}{image.dtype}".encode())
+        digest.update(image.tobytes())
+    digest.update(json.dumps([list(names), opts.as_dict(parsed), name, str(out), bool(is_video), provenance or {}],
+                             sort_keys=True, default=str).encode())
+    key = digest.hexdigest()[:20]
+    shared = cluster.shared_disk() if shared_disk is None else shared_disk
+    return {"kind": "prepare", "key": key, "label": f"prepare {name} ({len(images)} images)",
+            "owner": owner or default_owner(), "store": str(out.parent), "shared_disk": shared,
+            "resources": {"num_cpus": max(1, parsed.num_threads)}, "staging_dirs": ["."],
+            "replace_folders": True,
+            "payload": {"images": list(images), "names": list(names), "out": str(out), "folder": out.name,
+                        "scene_name": name, "options": opts.as_dict(parsed), "is_video": bool(is_video),
+                        "provenance": provenance or {}, "key": key}}
 
 
 def submit(spec: dict) -> tuple[str, bool]:

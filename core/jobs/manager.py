@@ -49,13 +49,16 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(staging, path)
 
 
-def write_folders(store_root: Path | str, folders: dict[str, dict[str, bytes]]) -> list[str]:
+def write_folders(store_root: Path | str, folders: dict[str, dict[str, bytes]], replace: bool = False) -> list[str]:
     """Store result folders returned by a worker that does not share the store's disk.
 
-    ``folders`` maps a folder path relative to ``store_root`` (``runs/<scene>/<method>/<key>``)
-    to ``{file name: bytes}``. Each folder is written under a staging name beside its final
-    place and renamed into place, so it appears whole or not at all; a folder already complete
-    (its ``meta.json`` or ``scene.json`` present) is kept as it is. Returns the folders written.
+    ``folders`` maps a folder path relative to ``store_root`` (``runs/<scene>/<method>/<key>``,
+    or a prepared scene's folder name beside its siblings) to ``{file name: bytes}``. Each folder
+    is written under a staging name beside its final place and renamed into place, so it appears
+    whole or not at all; a folder already complete (its ``meta.json`` or ``scene.json`` present)
+    is kept as it is, unless ``replace`` (a new preparation of a scene): then the old folder is
+    renamed aside, the new one renamed in, and the old one removed (put back if the second rename
+    fails). Returns the folders written.
     """
     root = Path(store_root).resolve()
     written = []
@@ -63,7 +66,7 @@ def write_folders(store_root: Path | str, folders: dict[str, dict[str, bytes]]) 
         final = (root / relative).resolve()
         if root not in final.parents:
             raise ValueError(f"result folder {relative!r} leaves the store")
-        if final.is_dir() and any((final / marker).is_file() for marker in ("meta.json", "scene.json")):
+        if not replace and final.is_dir() and any((final / marker).is_file() for marker in ("meta.json", "scene.json")):
             continue
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
@@ -74,14 +77,44 @@ def write_folders(store_root: Path | str, folders: dict[str, dict[str, bytes]]) 
                     raise ValueError(f"result file {name!r} leaves its folder")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
+            aside = final.parent / f".tmp-old-{final.name}-{uuid.uuid4().hex[:8]}" if replace and final.exists() else None
+            if aside is not None:
+                os.rename(final, aside)
             try:
                 os.rename(staging, final)
                 written.append(relative)
             except OSError:
+                if aside is not None:
+                    os.rename(aside, final)
+                    raise
                 if not final.is_dir():
                     raise
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+    return written
+
+
+def write_files(store_root: Path | str, files: dict[str, bytes]) -> list[str]:
+    """Store single files returned by a worker that does not share the store's disk (an
+    evaluation added to a run folder that is already stored): ``{path relative to the store:
+    bytes}``, each written atomically, only inside an existing complete run folder (its
+    ``meta.json`` present). Returns the files written."""
+    from core.data.scene import atomic_write_bytes
+
+    root = Path(store_root).resolve()
+    written = []
+    for relative, data in files.items():
+        target = (root / relative).resolve()
+        if root not in target.parents:
+            raise ValueError(f"result file {relative!r} leaves the store")
+        run = target.parent.parent if target.parent.name == "evaluations" else target.parent
+        if not (run / "meta.json").is_file():
+            raise ValueError(f"result file {relative!r} is not in a stored run")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target, data)
+        written.append(relative)
     return written
 
 
@@ -202,6 +235,13 @@ class JobManager:
                 self._save(job)
             return job_id in self.cancel_asked
 
+    def stop_asked(self, job_id: str) -> bool:
+        """Whether a running task must stop (a cancel was asked): what a job that stores one
+        result per step (a study) asks before each write, without taking the commit."""
+        with self.lock:
+            job = self.jobs[job_id]
+            return job_id in self.cancel_asked or job["state"] != "running"
+
     def commit(self, job_id: str) -> bool:
         """The task is about to store its result: True lets it (and refuses later cancels),
         False means the job was cancelled and must store nothing."""
@@ -237,9 +277,10 @@ class JobManager:
         except ray.exceptions.RayError as error:         # the worker died: killed, out of memory...
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             outcome = {"state": "failed", "error": f"the worker running this job died ({type(error).__name__}: {first})"}
-        if outcome.get("state") == "done" and outcome.get("folders"):
+        if outcome.get("state") == "done" and (outcome.get("folders") or outcome.get("files")):
             try:
-                write_folders(spec["store"], outcome.pop("folders"))
+                write_folders(spec["store"], outcome.pop("folders", None) or {}, replace=spec.get("replace_folders", False))
+                write_files(spec["store"], outcome.pop("files", None) or {})
             except (OSError, ValueError) as error:
                 outcome = {"state": "failed", "error": f"could not store the result: {error}"}
         if outcome.get("state") != "done":
@@ -253,8 +294,13 @@ class JobManager:
     def _clean_staging(spec: dict) -> None:
         """Remove the staging folders a failed job's task may have left (``.tmp-<key>-*`` in its
         ``staging_dirs``, relative to its store)."""
+        from core.jobs.tasks import CLEANERS
+
         root = Path(spec.get("store") or ".")
         for folder in spec.get("staging_dirs") or []:
             parent = root / folder
-            for leftover in parent.glob(f".tmp-{spec['key']}*"):
-                shutil.rmtree(leftover, ignore_errors=True)
+            for key in spec.get("staging_keys") or [spec["key"]]:
+                for leftover in parent.glob(f".tmp-{key}*"):
+                    shutil.rmtree(leftover, ignore_errors=True)
+        if spec["kind"] in CLEANERS:
+            CLEANERS[spec["kind"]](spec)

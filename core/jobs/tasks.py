@@ -36,19 +36,21 @@ REPORT_EVERY_S = 0.5
 
 
 class GatedStore(RunStore):
-    """A run store that asks ``gate()`` before every write; ``gate`` returning False raises
-    :class:`Stopped` (the job was cancelled: nothing is written)."""
+    """A run store that asks ``gate()`` before its first write (``every_write``: before each
+    write); ``gate`` returning False raises :class:`Stopped` (the job was cancelled: nothing
+    (further) is written)."""
 
-    def __init__(self, root, gate) -> None:
+    def __init__(self, root, gate, every_write: bool = False) -> None:
         super().__init__(root)
         self._gate = gate
         self._open = False
+        self._every_write = every_write
 
     def _check(self) -> None:
         if not self._open:
             if not self._gate():
                 raise Stopped("cancelled before storing")
-            self._open = True
+            self._open = not self._every_write
 
     def save(self, *args, **kwargs):
         self._check()
@@ -57,6 +59,11 @@ class GatedStore(RunStore):
     def save_evaluation(self, *args, **kwargs):
         self._check()
         return super().save_evaluation(*args, **kwargs)
+
+    def begin_write(self) -> None:
+        """Ask for the commit now, for a handler that writes outside :meth:`save` (a prepared
+        scene's folder); raises :class:`Stopped` when the job was cancelled."""
+        self._check()
 
 
 def read_folder(folder: Path) -> dict[str, bytes]:
@@ -117,7 +124,106 @@ def evaluate_job(payload: dict, progress: Progress, store: RunStore, scratch: Pa
             "run_dir": str(store.run_dir(scene.name, "imported", result.key).relative_to(store.root))}
 
 
-HANDLERS = {"run": run_job, "evaluate": evaluate_job}
+def scaling_job(payload: dict, progress: Progress, store: RunStore, scratch: Path) -> dict:
+    """The view-count scaling study (:func:`core.studies.scaling.run_studies`) in one worker, its
+    runs back to back as on one machine (so their times compare). The result is what the page
+    and the CLI render (:func:`core.studies.scaling.results_to_json`) plus the stored run
+    folders (``run_dirs``). A cancel stops before the next run is stored; the finished runs stay
+    in the store (a rerun of the study takes them from there)."""
+    from core.studies import scaling
+
+    scene = _scene(payload, scratch)
+    results = scaling.run_studies(scene, payload["methods"], payload["view_counts"], payload["repeats"],
+                                  progress, store, seed=payload["seed"])
+    if any(result.stopped for result in results.values()):
+        raise Stopped("study cancelled")
+    run_dirs = sorted({str(store.run_dir(scene.name, point.method, point.key).relative_to(store.root))
+                       for result in results.values() for point in result.points})
+    return {"scene": scene.name, "methods": payload["methods"], "results": scaling.results_to_json(results),
+            "run_dirs": run_dirs}
+
+
+def score_job(payload: dict, progress: Progress, store: RunStore, scratch: Path) -> dict:
+    """Score a stored run (:func:`core.runner.evaluate_run`) and store its evaluation beside it.
+    Without a shared disk the run folder travels in ``run_files`` and the evaluation file comes
+    back in ``files``."""
+    from core import options as opts
+    from core.eval import metrics
+    from core.runner import evaluate_run, evaluation_options_dict
+    from core.store.cache import evaluation_variant
+
+    scene = _scene(payload, scratch)
+    method, key = payload["method"], payload["key"]
+    folder = store.run_dir(scene.name, method, key)
+    if payload.get("run_files"):
+        unpack_folder(payload["run_files"], folder)
+    if not store.has(scene.name, method, key):
+        raise UserError(f"run {method}/{key} of {scene.name} is not stored (deleted meanwhile?)")
+    options = opts.parse(metrics.EvaluationOptions, payload["options"]) if payload.get("options") else None
+    progress(0.0, f"scoring {method} run {key[:8]}")
+    evaluation = evaluate_run(scene, store, method, key, options)
+    progress(1.0, "scored")
+    variant = evaluation_variant(evaluation_options_dict(options))
+    written = folder / "evaluation.json" if variant is None else folder / "evaluations" / f"{variant}.json"
+    return {"scene": scene.name, "method": method, "key": key, "evaluation": evaluation.scores,
+            "files": [str(written.relative_to(store.root))]}
+
+
+def lmnet_train_job(payload: dict, progress: Progress, store: RunStore, scratch: Path) -> dict:
+    """3D-LMNet training (:func:`core.models.lmnet.train.train`), resumed from the run folder's
+    ``last.pt`` unless ``payload["restart"]``. Progress is steps over the total; a cancel stops
+    at the next step with the last complete checkpoint (``last.pt``) kept, so a resubmit resumes
+    from it. The run folder must be on a disk the worker shares."""
+    from core.models.lmnet.train import TrainOptions, train
+
+    options = TrainOptions(**payload["options"])
+    try:
+        return train(options, resume=not payload.get("restart", False), progress=progress)
+    except ValueError as error:      # a bad size or configuration (DataError is a UserError already)
+        raise UserError(str(error)) from None
+
+
+def clean_training(spec: dict) -> None:
+    """After a training job failed or was cancelled: remove half-written files (``*.tmp``) of its run
+    folder, and the folder itself when the job created it and it holds no complete checkpoint
+    (``last.pt``). A folder holding a checkpoint (this job's or an earlier one) is never removed."""
+    out = Path(spec["payload"]["options"]["out"])
+    if not out.is_dir():
+        return
+    for leftover in out.glob("*.tmp"):
+        leftover.unlink(missing_ok=True)
+    if spec["payload"].get("created_folder") and not (out / "last.pt").is_file():
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def prepare_job(payload: dict, progress: Progress, store: RunStore, scratch: Path) -> dict:
+    """Prepare a scene (:func:`core.data.prepare.pipeline.prepare`) from the decoded images of the
+    payload into ``<store root>/<payload["folder"]>``: a prepare job's store is the scene's parent
+    folder (without a shared disk, a private one, whose scene folder goes back as ``run_dir`` and
+    is swapped into place by the manager, ``spec["replace_folders"]``). The staging folder is
+    named ``.tmp-<key>-…`` (the manager removes it when the worker dies); the commit is asked right
+    before the finished scene replaces the folder, so a cancelled job writes nothing. The result
+    is the ``prepare`` CLI's JSON report (``scene``: the scene folder; no crop box)."""
+    import json
+
+    from core import options as opts
+    from core.data.prepare.pipeline import PrepareOptions, prepare
+    from core.data.scene import to_json
+
+    result = prepare(payload["images"], payload["names"], Path(store.root) / payload["folder"],
+                     scene_name=payload["scene_name"], options=opts.parse(PrepareOptions, payload["options"]),
+                     progress=progress, is_video=payload["is_video"], provenance=payload["provenance"],
+                     staging_prefix=f".tmp-{payload['key']}-", before_swap=store.begin_write)
+    report = json.loads(to_json({k: v for k, v in result.report.items() if k != "crop"}))
+    return {"scene": payload["out"], **report, "run_dir": payload["folder"]}
+
+
+HANDLERS = {"run": run_job, "evaluate": evaluate_job, "scaling": scaling_job, "score": score_job,
+            "lmnet-train": lmnet_train_job, "prepare": prepare_job}
+# Kinds that store one result per step, each asking whether the job was cancelled meanwhile.
+GATE_EVERY_WRITE = {"scaling"}
+# What the manager does, besides removing ``.tmp-<key>*`` staging, after a kind's job failed.
+CLEANERS = {"lmnet-train": clean_training}
 
 
 def _reporter(manager, job_id: str) -> Progress:
@@ -147,7 +253,10 @@ def execute(spec: dict, job_id: str, manager) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix="rb-job-"))
     try:
         root = Path(spec["store"]) if shared else scratch / "store"
-        store = GatedStore(root, lambda: ray.get(manager.commit.remote(job_id)))
+        if spec["kind"] in GATE_EVERY_WRITE:
+            store = GatedStore(root, lambda: not ray.get(manager.stop_asked.remote(job_id)), every_write=True)
+        else:
+            store = GatedStore(root, lambda: ray.get(manager.commit.remote(job_id)))
         progress = _reporter(manager, job_id)
         try:
             result = HANDLERS[spec["kind"]](spec["payload"], progress, store, scratch)
@@ -157,8 +266,11 @@ def execute(spec: dict, job_id: str, manager) -> dict:
             return {"state": "failed", "error": str(error)}
         result["worker"] = worker
         outcome = {"state": "done", "result": result}
-        if not shared and result.get("run_dir") and (root / result["run_dir"]).is_dir():
-            outcome["folders"] = {result["run_dir"]: read_folder(root / result["run_dir"])}
+        if not shared:
+            folders = [result["run_dir"]] if result.get("run_dir") else []
+            folders += result.get("run_dirs") or []
+            outcome["folders"] = {d: read_folder(root / d) for d in folders if (root / d).is_dir()}
+            outcome["files"] = {f: (root / f).read_bytes() for f in result.get("files") or []}
         return outcome
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

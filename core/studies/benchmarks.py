@@ -15,7 +15,8 @@ A plan is a TOML file (``benchmarks/co3d.toml``, ``benchmarks/dtu.toml``)::
 
 Protocol ``reconbench`` (no data-set ``root``): ``items`` are scene folders relative to the
 plan file, each run at ``views`` uniform views with every method and scored with ReconBench's
-evaluation (``score = false`` only times them); the grid is submitted as jobs on Ray at once.
+evaluation (``score = false`` only times them). For every protocol the grid's runs are submitted
+as jobs on Ray at once (``--inline`` / ``RECONBENCH_EXECUTOR=inline``: run here, in turn).
 
 :func:`run_plan` imports each item once (into the store's ``benchmarks/scenes/``), runs every
 method at every view count through the run cache (so a rerun computes only what is missing),
@@ -212,45 +213,73 @@ class BenchmarkResult:
         return json.dumps(asdict(self), indent=1, default=str)
 
 
-def run_plan(plan: Plan, store=None, progress: Callable | None = None) -> BenchmarkResult:
+def run_plan(plan: Plan, store=None, progress: Callable | None = None, inline: bool | None = None
+             ) -> BenchmarkResult:
     """Run every item x method x view count through the run cache and score it (module docstring).
 
-    A run that fails with a :class:`UserError` (no cameras, too few views...) becomes a row with an
-    ``error``; anything else is a bug and propagates.
+    Each item is imported once, here. On Ray (the default executor) every run of the grid is then
+    submitted as a job at once (the cluster runs what fits in parallel and attaches to runs
+    already computing); each finished job's run is read back from the store and scored with the
+    protocol here. ``inline`` (default: ``RECONBENCH_EXECUTOR=inline``) runs them in this process,
+    one after the other. A run that fails with a :class:`UserError` (no cameras, too few views, a
+    failed job...) becomes a row with an ``error``; anything else is a bug and propagates.
     """
-    from core.runner import run_method
+    from core.jobs import client
     from core.store.cache import RunStore
 
     store = store or RunStore()
     report = progress or (lambda fraction, message="": None)
+    inline = not client.use_ray() if inline is None else inline
     if plan.protocol == "reconbench":
-        return _run_scene_grid(plan, store, report)
+        return _run_scene_grid(plan, store, report, inline)
     started = time.perf_counter()
-    jobs = [(item, method, count) for item in plan.items for method in plan.methods for count in plan.views]
-    rows = []
-    for index, (item, method, count) in enumerate(jobs):
-        report(index / len(jobs), f"{item}: {method} on {count} views")
-        scene, folder = _scene_for(plan, item, store.root)
+    scenes = {item: _scene_for(plan, item, store.root) for item in plan.items}   # each item imported once
+    grid = [(item, method, count) for item in plan.items for method in plan.methods for count in plan.views]
+    rows, pending = [], []
+    for index, (item, method, count) in enumerate(grid):
+        scene, folder = scenes[item]
         row = {"item": item, GROUP[plan.protocol]: item.split("/")[0] if plan.protocol == "co3d-pose"
                else f"scan{int(item)}", "method": method, "views": count}
+        rows.append(row)
         try:
             views = _views(plan, scene, count)
-            result = run_method(scene, method, views, plan.options.get(method), store=store, evaluate=False)
-            scores = _score(plan, scene, folder, result.recon, views, count)
-            row.update({"weights": result.recon.weights_kind, "key": result.key, "cached": result.cached,
-                        "seconds": result.recon.seconds})
-            if plan.protocol == "co3d-pose":
-                row.update({"rre_deg": scores["rre_deg"], "rte_deg": scores["rte_deg"],
-                            **{m: scores[m] for m in METRICS[plan.protocol]}})
+            if inline:
+                from core.runner import run_method
+
+                report(index / len(grid), f"{item}: {method} on {count} views")
+                result = run_method(scene, method, views, plan.options.get(method), store=store, evaluate=False)
+                row.update({"weights": result.recon.weights_kind, "key": result.key, "cached": result.cached,
+                            "seconds": result.recon.seconds})
+                row.update(_protocol_scores(plan, scene, folder, result.recon, views, count))
             else:
-                row.update({m: scores[m] for m in METRICS[plan.protocol]})
-                row["alignment"] = scores["alignment"]["mode"]
+                spec = client.run_spec(scene, folder, method, views, plan.options.get(method), store, evaluate=False)
+                pending.append((row, scene, folder, views, count, client.submit(spec)[0]))
         except UserError as error:
             row["error"] = str(error)
-        rows.append(row)
+    for index, (row, scene, folder, views, count, job_id) in enumerate(pending):
+        report(index / len(pending), f"waiting for {row['method']} on {row['item']} ({count} views)")
+        row["job"] = job_id
+        try:
+            done = client.wait(job_id)["result"]
+            row.update({"weights": done["weights_kind"], "key": done["key"], "cached": done["cached"],
+                        "seconds": done["seconds"]})
+            recon = store.load(scene.name, row["method"], done["key"])
+            row.update(_protocol_scores(plan, scene, folder, recon, views, count))
+        except UserError as error:
+            row["error"] = str(error)
     report(1.0, "plan complete")
     return BenchmarkResult(plan=asdict(plan), rows=rows, table=paper_table(plan, rows),
                            seconds=time.perf_counter() - started, created=time.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def _protocol_scores(plan: Plan, scene, folder: Path, recon, views: list[int], count: int) -> dict:
+    """A co3d-pose or dtu row's measured fields: the protocol's metrics, plus the per-pair errors
+    (CO3D, degrees) or the alignment used (DTU)."""
+    scores = _score(plan, scene, folder, recon, views, count)
+    if plan.protocol == "co3d-pose":
+        return {"rre_deg": scores["rre_deg"], "rte_deg": scores["rte_deg"],
+                **{m: scores[m] for m in METRICS[plan.protocol]}}
+    return {**{m: scores[m] for m in METRICS[plan.protocol]}, "alignment": scores["alignment"]["mode"]}
 
 
 def scene_folders(plan: Plan) -> list[Path]:
@@ -263,11 +292,11 @@ def scene_folders(plan: Plan) -> list[Path]:
     return folders
 
 
-def _run_scene_grid(plan: Plan, store, report: Callable) -> BenchmarkResult:
+def _run_scene_grid(plan: Plan, store, report: Callable, inline: bool) -> BenchmarkResult:
     """The ``reconbench`` protocol: every scene folder x method x view count (uniform views) run
     and scored with ReconBench's evaluation. On Ray (the default executor) the whole grid is
     submitted first, so the cluster runs what fits in parallel (and attaches to runs already
-    computing); ``RECONBENCH_EXECUTOR=inline`` runs it here, one after the other."""
+    computing); ``inline`` runs it here, one after the other."""
     from core.data.scene import Scene
     from core.jobs import client
 
@@ -283,7 +312,7 @@ def _run_scene_grid(plan: Plan, store, report: Callable) -> BenchmarkResult:
             views = scene.uniform_views(count) if count <= scene.num_views else None
             if views is None:
                 raise PlanError(f"{scene.name} has {scene.num_views} views; the plan asks for {count}")
-            if client.use_ray():
+            if not inline:
                 spec = client.run_spec(scene, folder, method, views, plan.options.get(method), store,
                                        evaluate=plan.score, score_random_weights=plan.score)
                 pending.append((row, client.submit(spec)[0]))
@@ -512,6 +541,9 @@ def register(subparsers) -> None:
     parser.add_argument("plan", help="plan file (TOML), e.g. benchmarks/co3d.toml")
     parser.add_argument("--csv", help="also write the table as CSV to this file")
     parser.add_argument("--latex", help="also write the table as LaTeX to this file")
+    parser.add_argument("--inline", action="store_true", default=None,
+                        help="run every run in this process, one after the other, without Ray "
+                             "(also RECONBENCH_EXECUTOR=inline); default: each run is a job")
     parser.set_defaults(func=_cli)
 
 
@@ -521,7 +553,7 @@ def _cli(args) -> int:
 
     plan = load_plan(args.plan)
     store = RunStore(args.cache) if args.cache else RunStore()
-    result = run_plan(plan, store, to_stderr())
+    result = run_plan(plan, store, to_stderr(), inline=args.inline)
     save_result(result, store.root)
     for row in result.rows:
         print(json.dumps({"kind": "row", **{k: v for k, v in row.items() if k not in ("rre_deg", "rte_deg")}},

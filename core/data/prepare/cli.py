@@ -1,7 +1,12 @@
 """``python -m core prepare``: photos, a video or a bundled sample -> a scene folder (stdout: the report as JSON).
 
-Bad input raises a :class:`core.errors.UserError` (``DatasetError``, ``SfmError``, ``MvsError``,
-``SceneError``), which ``core.__main__`` prints as one ``error:`` line with exit status 2.
+The images are decoded and checked here (limits, sizes, the destination folder); then the
+preparation is submitted as a job on Ray and followed (``--wait``, the default: progress on
+stderr, the report on stdout), or submitted only (``--detach``: ``{"job", "attached", "key"}``),
+or computed in this process (``--inline`` or ``RECONBENCH_EXECUTOR=inline``). Bad input raises a
+:class:`core.errors.UserError` (``DatasetError``, ``SfmError``, ``MvsError``, ``SceneError``,
+``LimitError``) before anything is queued, which ``core.__main__`` prints as one ``error:`` line
+with exit status 2.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from core.data.prepare.frames import DEFAULT_FRAMES, list_image_files, load_imag
 from core.data.prepare.pipeline import PrepareOptions, default_scene_dir, prepare
 from core.data.scene import Scene, to_json
 from core.options import add_arguments, from_namespace
+from core.jobs.cli import add_job_flags, inline, submit_and_follow
 
 
 def cmd_prepare(args) -> int:
@@ -55,14 +61,26 @@ def cmd_prepare(args) -> int:
         provenance.update({"source": str(path), "frame_indices": indices, **info})
     decode = time.perf_counter() - started
     out = Path(args.out) if args.out else default_scene_dir(args.name or "scene")
-    try:
-        result = prepare(images, names, out, scene_name=args.name or out.name, options=options,
-                         progress=progress, is_video=is_video, provenance=provenance)
-    except Stopped:
-        raise CliError("stopped") from None
-    report = {k: v for k, v in result.report.items() if k != "crop"}
+    if not inline(args):
+        from core.jobs.client import prepare_spec
+
+        spec = prepare_spec(images, names, out, scene_name=args.name or out.name, options=options,
+                            is_video=is_video, provenance=provenance, owner=args.owner)
+        done = submit_and_follow(spec, args)
+        if done is None:      # --detach: the job's id is printed
+            return 0
+        report = {k: v for k, v in done.items() if k not in ("run_dir", "worker", "scene")}
+        folder = done["scene"]
+    else:
+        try:
+            result = prepare(images, names, out, scene_name=args.name or out.name, options=options,
+                             progress=progress, is_video=is_video, provenance=provenance)
+        except Stopped:
+            raise CliError("stopped") from None
+        report = {k: v for k, v in result.report.items() if k != "crop"}
+        folder = str(result.folder)
     report["stage_seconds"] = {"startup": round(startup, 2), "decode": round(decode, 2), **report["stage_seconds"]}
-    print(to_json({"scene": str(result.folder), **report}))
+    print(to_json({"scene": folder, **report}))
     return 0
 
 
@@ -82,4 +100,5 @@ def register(subparsers) -> None:
                    help="same as --shared-camera false: one camera per image")
     p.add_argument("--threads", dest="opt__num_threads", metavar="INT", help="same as --num-threads")
     add_arguments(p, PrepareOptions, "preparation options (SfM, dense stereo, images)")
+    add_job_flags(p)
     p.set_defaults(func=cmd_prepare)

@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -92,6 +93,14 @@ def _is_earlier_preparation(out: Path) -> bool:
     return (out / "scene.json").exists() or (out / "sparse").exists() or (out / "prepare.json").exists()
 
 
+def check_destination(out: Path | str) -> None:
+    """Raise :class:`DatasetError` unless ``out`` is absent, an empty folder or an earlier
+    preparation (what :func:`prepare` may replace); nothing is touched."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_earlier_preparation(out))):
+        raise DatasetError(f"{out.name} exists and is not a scene folder; choose another output folder")
+
+
 def _swap_into_place(staging: Path, out: Path) -> None:
     """Put the finished ``staging`` folder at ``out``: the earlier scene there (if any) is renamed
     aside, the new one renamed in, then the earlier one removed; a failure in between puts the
@@ -112,7 +121,8 @@ def _swap_into_place(staging: Path, out: Path) -> None:
 
 def prepare(images: list[np.ndarray], names: list[str], out: Path | str, scene_name: str | None = None,
             options: PrepareOptions | None = None, progress: Progress | None = None, is_video: bool = False,
-            provenance: dict | None = None) -> PrepareResult:
+            provenance: dict | None = None, staging_prefix: str = STAGING_PREFIX,
+            before_swap: Callable[[], None] | None = None) -> PrepareResult:
     """Images -> COLMAP sparse -> dense (CUDA COLMAP or CPU stereo) -> object crop -> Scene folder ``out``.
 
     The work happens in a staging folder beside ``out`` (``.tmp-prepare-*``); only a finished
@@ -127,19 +137,25 @@ def prepare(images: list[np.ndarray], names: list[str], out: Path | str, scene_n
         scene_name: name shown in the picker (default: the folder's name).
         is_video: frames are consecutive (sequential matching for long videos).
         provenance: recorded in scene.json (source, frame indices...).
+        staging_prefix: name prefix of the staging folder (a job passes ``.tmp-<job key>-`` so that
+            the job manager finds and removes it when the job's worker dies).
+        before_swap: called once the staging folder is complete, right before it replaces ``out``;
+            it may raise ``Stopped`` (a job asking its manager for the commit: a cancelled job
+            writes nothing).
     Raises:
         DatasetError / SfmError / MvsError with a one-line message; ``core.progress.Stopped`` when stopped.
     """
     out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_earlier_preparation(out))):
-        raise DatasetError(f"{out.name} exists and is not a scene folder; choose another output folder")
+    check_destination(out)
     if len(images) < MIN_VIEWS:
         raise DatasetError(f"at least {MIN_VIEWS} images are needed; got {len(images)}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f"{STAGING_PREFIX}{out.name}-{uuid.uuid4().hex[:8]}"
+    staging = out.parent / f"{staging_prefix}{out.name}-{uuid.uuid4().hex[:8]}"
     try:
         result = _prepare_into(images, names, staging, safe_name(scene_name or out.name), options, progress,
                                is_video, provenance)
+        if before_swap is not None:
+            before_swap()
         _swap_into_place(staging, out)
     finally:
         if staging.exists():
