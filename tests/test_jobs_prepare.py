@@ -196,3 +196,39 @@ def test_co3d_plan_as_jobs_gives_the_inline_table(ray_cache, tmp_path, monkeypat
     assert len(as_jobs.table) == len(inline.table)
     for job_row, inline_row in zip(as_jobs.table, inline.table):
         assert job_row == pytest.approx(inline_row, abs=1e-6)
+
+
+def test_dataset_page_submits_the_preparation_and_shows_the_scene(ray_cache):
+    from streamlit.testing.v1 import AppTest
+
+    from core.data.scene import Scene
+    from core.jobs import client
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/dataset.py")
+    at.run()
+    at.radio(key="dataset.source").set_value("Upload images").run()
+    at.text_input(key="dataset.name").set_value("paged")
+    at.toggle(key="dataset.advanced").set_value(True).run()
+    at.checkbox(key="dataset.options.dense").set_value(False)
+    at.number_input(key="dataset.options.num_threads").set_value(1)
+    at.number_input(key="dataset.options.max_features").set_value(256)
+    at.number_input(key="dataset.options.max_image_size").set_value(320)
+    at.file_uploader(key="dataset.images").set_value(
+        [(f"v{v}.jpg", (SAMPLE / "images" / f"view_{v:03d}.jpg").read_bytes(), "image/jpeg") for v in range(30, 34)])
+    at.run()
+    at.button(key="dataset.prepare").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    job_id = at.session_state["dataset.job"]
+    assert at.query_params["job"] == job_id            # a reload of this URL follows the same job
+    job = client.wait(job_id, timeout=180)
+    assert job["kind"] == "prepare" and job["owner"] == "local"
+    at.run()                                             # the follower sees the end and shows the scene
+    assert not at.exception and any("Preparation" in s.value for s in at.success)
+    assert {m.label: m.value for m in at.metric}["Registered views"] == "4/4"
+    folder = ray_cache / "scenes" / "paged"
+    assert Scene.load(folder).image_names == [f"v{v}.jpg" for v in range(30, 34)]
+    from core.app.widgets import available_scenes
+
+    assert available_scenes()["paged"] == folder
