@@ -30,7 +30,7 @@ from core.data.scene import to_json
 # its parser(s) with set_defaults(func=...); a func returns the exit status and raises core.cli.CliError.
 COMMAND_MODULES: list[str] = [
     "core.data.prepare.cli",
-    "core.studies.scaling",
+    "core.studies.scaling_cli",
     "core.models.lmnet.cli",
     "core.data.datasets.cli",
     "core.studies.benchmarks",

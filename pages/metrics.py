@@ -13,7 +13,7 @@ from core.app.widgets import (StreamlitProgress, current_scene, damaged_runs_not
                               parse_view_ids, require_app_navigation, score_cards, show_notes, store)
 from core.errors import UserError
 from core.app import jobs as app_jobs
-from core.jobs.client import evaluate_spec
+from core.jobs.client import evaluate_spec, score_spec
 
 require_app_navigation()
 
@@ -69,8 +69,8 @@ elif evaluate_clicked:
         st.error(f"Could not evaluate {upload.name}: {error}")
 if not app_jobs.inline():
     finished = app_jobs.follow("metrics.job")
-    if finished is not None and app_jobs.show_outcome(finished, "Scoring"):
-        st.session_state["metrics.inspect"] = (scene.name, "imported", finished["result"]["key"])
+    if finished is not None and app_jobs.show_outcome(finished, "Scoring"):   # an import or "Score this run"
+        st.session_state["metrics.inspect"] = (scene.name, finished["result"]["method"], finished["result"]["key"])
 
 rows = leaderboard(run_store, scene)  # this ground truth's runs (and those of unknown ground truth)
 st.subheader(f"Leaderboard — {scene.name}")
@@ -100,7 +100,10 @@ if stored is None or not stored.scored:
         st.warning(f"This run could not be scored: {stored.error}")
     if st.button("Score this run", key="metrics.score", disabled=not submit_allowed()):
         try:
-            evaluate_run(scene, run_store, method, key)
+            if app_jobs.inline():
+                evaluate_run(scene, run_store, method, key)
+            else:        # a job on Ray, followed above like an import's scoring
+                app_jobs.submit(score_spec(scene, scene.path, method, key, None, run_store), "metrics.job")
             st.rerun()
         except UserError as error:
             st.error(f"Could not score this run: {error}")

@@ -7,6 +7,8 @@ from core.app import figures
 from core.app.widgets import (StreamlitProgress, current_scene, option_widgets, require_app_navigation, store,
                               weights_defaults, weights_notice)
 from core.errors import UserError
+from core.app import jobs as app_jobs
+from core.jobs.client import scaling_spec
 from core.models import registry
 from core.studies import cost, scaling
 
@@ -127,7 +129,14 @@ def show(results: dict, used: dict) -> None:
                                "and memory are shown; scores of random weights would be meaningless.")
 
 
-if submitted and confirmed and ready and chosen and counts:
+if submitted and confirmed and ready and chosen and counts and not app_jobs.inline():
+    # One job on Ray runs the whole study (its runs back to back); follow() shows it, also after a reload.
+    try:
+        app_jobs.submit(scaling_spec(scene, scene.path, options, sorted(counts), int(repeats), int(seed), store()),
+                        "scaling.job")
+    except UserError as error:
+        st.error(f"The study cannot run: {error}")
+elif submitted and confirmed and ready and chosen and counts:
     bar = StreamlitProgress("Scaling study")
     try:
         results = scaling.run_studies(scene, options, sorted(counts), int(repeats), bar.progress, store(),
@@ -137,5 +146,11 @@ if submitted and confirmed and ready and chosen and counts:
     except UserError as error:
         bar.clear()
         st.error(f"The study cannot run: {error}")
+if not app_jobs.inline():
+    finished = app_jobs.follow("scaling.job")
+    if finished is not None and app_jobs.show_outcome(finished, "Scaling study"):
+        done = finished["result"]
+        used = {name: registry.get(name).parse_options(values) for name, values in done["methods"].items()}
+        st.session_state["scaling.result"] = (scaling.results_from_json(done["results"]), used)
 if "scaling.result" in st.session_state:
     show(*st.session_state["scaling.result"])

@@ -14,6 +14,13 @@ Time and memory are fitted per method with three models (least squares):
 - ``flops``: a·F(n) + b with F the analytic FLOP count of the architecture (when the method
   offers one: :meth:`core.models.registry.Method.flops`).
 The best model is the one with the lowest BIC (residual error penalised by parameter count).
+
+A study runs as one job on Ray (``scaling`` kind: :func:`core.jobs.client.scaling_spec`,
+:func:`core.jobs.tasks.scaling_job`): its runs go back to back in one worker, as they must for
+their times to compare (separate run jobs would run side by side and share the CPUs); the job's
+result is :func:`results_to_json` of what :func:`run_studies` returns, and the same study asked
+again attaches to it or, once done, is answered from the cached runs. The command line is
+:mod:`core.studies.scaling_cli`.
 """
 from __future__ import annotations
 
@@ -308,6 +315,38 @@ def run_study(scene, method_name: str, view_counts: list[int], repeats: int, opt
                        on_point)[method_name]
 
 
+def planned_runs(scene, parsed: dict, counts: list[int], repeats: int, seed: int = 0) -> list[tuple[str, list[int], str]]:
+    """``(method, view ids, run key)`` of every run of the study, in the order
+    :func:`run_studies` makes them (``parsed``/``counts``: as :func:`check_study` returns)."""
+    from core.models import registry
+    from core.runner import key_for
+
+    out = []
+    for n in counts:
+        for r in range(max(1, int(repeats))):
+            views = study_views(scene.num_views, n, r, seed)
+            for name, options in parsed.items():
+                out.append((name, views, key_for(scene, registry.get(name), views, options)))
+    return out
+
+
+def results_to_json(results: dict[str, ScalingResult]) -> dict:
+    """``{method: ScalingResult}`` as JSON-able dicts (a job's result); :func:`results_from_json`
+    reads them back."""
+    from dataclasses import asdict
+
+    return {name: asdict(result) for name, result in results.items()}
+
+
+def results_from_json(data: dict) -> dict[str, ScalingResult]:
+    """The inverse of :func:`results_to_json`."""
+    out = {}
+    for name, result in data.items():
+        points = [ScalingPoint(**point) for point in result["points"]]
+        out[name] = ScalingResult(**{**result, "points": points})
+    return out
+
+
 QUANTITIES = {"seconds": "Time (s)", "peak_memory_mb": "Peak memory (MB)"}
 
 
@@ -373,67 +412,6 @@ def summary_table(result: ScalingResult) -> list[dict]:
     return rows
 
 
-def _cli_methods(args: list[str] | None) -> list[str]:
-    """The ``--method`` values among a sub-command's argument strings (before parsing)."""
-    names, items = [], list(args or [])
-    for i, item in enumerate(items):
-        if item == "--method" and i + 1 < len(items):
-            names.append(items[i + 1])
-        elif item.startswith("--method="):
-            names.append(item.partition("=")[2])
-    return names
-
-
-OWN_FLAGS = {"scene", "views", "repeats", "seed", "method", "option"}
-
-
-def register(subparsers) -> None:
-    """``python -m core scaling``: the study from the command line, one JSON line per point, then
-    each method's fits and summary.
-
-    With a single ``--method`` (vggt by default) its options also have one flag each; options
-    go as ``--option key=value`` (every chosen method) or ``--option METHOD.key=value`` (one)."""
-    from core.models.registry import METHOD_MODULES
-
-    parser = subparsers.add_parser(
-        "scaling", help="time/memory/quality of multi-view methods against the number of views",
-        description="View-count scaling: the chosen multi-view methods run back to back at each view count "
-                    "(JSON lines: kind=point per run, kind=fit per method, quantity and model, kind=summary per "
-                    "method). `python -m core scaling --method M --help` lists M's option flags.")
-    parser.add_argument("--scene", required=True)
-    parser.add_argument("--views", type=int, nargs="+", default=list(DEFAULT_VIEW_COUNTS))
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--method", action="append", metavar="METHOD",
-                        help="a multi-view method (repeat for an overlay study; default vggt): a registered "
-                             "discriminative method taking more than one view, e.g. vggt, fast3r, dust3r")
-    parser.add_argument("--option", action="append", metavar="[METHOD.]KEY=VALUE",
-                        help="an option of every chosen method (key=value) or of one (METHOD.key=value), e.g. "
-                             "weights=random-tiny (or weights=random-full: the full model's real cost, timing only)")
-    from core.options import add_arguments
-
-    base = type(parser)
-
-    class MethodFlags(base):
-        """Adds the option flags of the single chosen method when the sub-command is parsed."""
-
-        def parse_known_args(self, args=None, namespace=None):
-            chosen = _cli_methods(args) or ["vggt"]
-            if len(chosen) == 1 and chosen[0] in METHOD_MODULES and not getattr(self, "_option_flags_added", False):
-                from core.models import registry
-                from core.options import specs
-
-                self._option_flags_added = True
-                method = registry.get(chosen[0])
-                # a method whose option shares a name with the study's own flags keeps --option only
-                if method.family == "discriminative" and not {s.name for s in specs(method.options_type)} & OWN_FLAGS:
-                    add_arguments(self, method.options_type, f"{chosen[0]} options (also as --option key=value)")
-            return super().parse_known_args(args, namespace)
-
-    parser.__class__ = MethodFlags
-    parser.set_defaults(func=_cli)
-
-
 def cli_options(method_names: list[str], assignments: list[str] | None, args=None) -> dict:
     """``{method: options}`` from ``--option [METHOD.]key=value`` strings (a prefixed value wins
     over an unprefixed one) and, for a single method, its per-option flags in ``args``; each
@@ -467,44 +445,3 @@ def cli_options(method_names: list[str], assignments: list[str] | None, args=Non
             raise OptionError(f"{name}: {error}") from None
         out[name] = options
     return out
-
-
-def _cli(args) -> int:
-    import json
-    from dataclasses import asdict
-
-    from core.cli import CliError, load_scene
-    from core.models import registry
-    from core.progress import to_stderr
-    from core.store.cache import RunStore
-
-    scene = load_scene(args.scene)
-    names = list(dict.fromkeys(args.method or ["vggt"]))
-    known = multi_view_methods()
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise CliError(f"{', '.join(unknown)}: not a multi-view method; choose from {', '.join(known)}")
-    methods = cli_options(names, args.option, args)
-    for name, options in methods.items():
-        ready = registry.get(name).availability(options)
-        if not ready.ok:
-            prefix = f"{name}." if len(names) > 1 else ""
-            raise CliError(f"{registry.get(name).label} cannot run: {ready.message()} (or pass --option "
-                           f"{prefix}weights=random-full, or random-tiny, for timing only)")
-    store = RunStore(args.cache) if args.cache else RunStore()
-
-    def emit(point: ScalingPoint) -> None:
-        print(json.dumps({"kind": "point", **asdict(point)}, default=str), flush=True)
-
-    results = run_studies(scene, methods, args.views, args.repeats, to_stderr(), store, args.seed, emit)
-    for name, result in results.items():
-        for quantity, curve in curves(result, flops_model(name, methods[name], scene)).items():
-            for fit in curve.fits:
-                print(json.dumps({"kind": "fit", "method": name, "quantity": quantity, "model": fit.formula,
-                                  "coefficients": fit.coefficients, "rmse": fit.rmse, "bic": fit.bic,
-                                  "residuals": fit.residuals, "best": fit is curve.best}), flush=True)
-    for name, result in results.items():
-        print(json.dumps({"kind": "summary", "method": name, "quality_available": result.quality_available,
-                          "quality_note": result.quality_note, "stopped": result.stopped,
-                          "rows": summary_table(result)}), flush=True)
-    return 0

@@ -2,6 +2,7 @@
 
     python -m core lmnet data --out DIR --per-category 40
     python -m core lmnet train --data DIR --out RUN --variant original --ae-steps 400 --latent-steps 600
+        (a job on Ray: --wait by default, --detach returns the job id, --inline trains in this process)
     python -m core lmnet evaluate --data DIR --run checkpoints/lmnet/original --run checkpoints/lmnet/dgcnn
     python -m core lmnet export --run RUN --out checkpoints/lmnet/original
 """
@@ -46,6 +47,17 @@ def cmd_train(args) -> int:
                            seed=args.seed, log_every=args.log_every, val_every=args.val_every,
                            checkpoint_every=args.checkpoint_every, threads=args.threads,
                            stop_after=args.stop_after)
+    from core.jobs import cli as jobs_cli
+
+    if not jobs_cli.inline(args):   # a job on Ray (core.jobs.tasks.lmnet_train_job); --detach returns its id
+        from core.jobs.client import lmnet_train_spec
+
+        result = jobs_cli.submit_and_follow(lmnet_train_spec(options, restart=args.restart, owner=args.owner), args)
+        if result is not None:
+            for key in ("worker", "job"):
+                result.pop(key, None)
+            print(json.dumps(result))
+        return 0
     try:
         result = train(options, resume=not args.restart)
     except (DataError, ValueError) as error:
@@ -139,6 +151,9 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--stop-after", type=int, default=0, help="stop at this global step (resume later)")
     p.add_argument("--restart", action="store_true", help="ignore an existing last.pt")
+    from core.jobs.cli import add_job_flags
+
+    add_job_flags(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="Chamfer / EMD / F-score on a split (3D-LMNet protocol)")
