@@ -118,7 +118,7 @@ def test_a_cancelled_study_stores_nothing_further(ray_cache, scene):
     from core.models import registry
     from core.studies import scaling
 
-    counts = [3, 4, 5, 6, 7, 8]
+    counts = list(range(3, 13))
     spec = client.scaling_spec(scene, SAMPLE, {"vggt": TINY}, counts, repeats=1)
     job_id, _ = client.submit(spec)
     wait_for(job_id, lambda j: j["state"] != "queued")
@@ -182,7 +182,9 @@ def test_training_as_a_job_writes_the_inline_checkpoint_and_cancel_keeps_the_las
                                                    log_every=1_000_000))
     assert longer["key"] != spec["key"] and not longer["payload"]["created_folder"]
     job_id, _ = client.submit(longer)
-    wait_for(job_id, lambda j: j["state"] != "running" or "step" in j["message"])
+    running = wait_for(job_id, lambda j: j["state"] in ("done", "failed", "cancelled")
+                       or (j["state"] == "running" and "step" in j["message"]))
+    assert running["state"] == "running", running
     client.cancel(job_id)
     with pytest.raises(client.JobError, match="cancelled"):
         client.wait(job_id, timeout=120)
@@ -247,6 +249,34 @@ def test_score_job_stores_the_evaluation(ray_cache, scene, shared):
     assert saved["scores"]["chamfer"] == pytest.approx(job["result"]["evaluation"]["chamfer"], rel=1e-12)
     assert saved["scores"]["chamfer"] > 0
     assert not list(stored.parent.glob(".*.tmp"))
+
+
+def test_scaling_page_submits_the_study_follows_it_and_shows_its_table(ray_cache):
+    from streamlit.testing.v1 import AppTest
+
+    from core.jobs import client
+    from core.studies import scaling
+
+    page = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    page.run()
+    page.switch_page("pages/scaling.py")
+    page.run()
+    page.selectbox(key="scaling.vggt.options.weights").set_value("random-tiny")
+    page.multiselect(key="scaling.counts").set_value(COUNTS)
+    page.run()
+    page.button(key="scaling.run").click()
+    page.run()
+    assert not page.exception and not page.error
+    job_id = page.session_state["scaling.job"]
+    assert page.query_params["job"] == job_id             # a reload of this URL follows the same job
+    job = client.wait(job_id, timeout=180)
+    assert job["kind"] == "scaling" and job["owner"] == "local"
+    page.run()                                              # the follower sees the end and shows the study
+    assert not page.exception and any("finished" in s.value for s in page.success)
+    results, used = page.session_state["scaling.result"]
+    assert [p.views for p in results["vggt"].points] == COUNTS and used["vggt"].weights == "random-tiny"
+    shown = page.dataframe[0].value
+    assert list(shown["views"]) == [row["views"] for row in scaling.summary_table(results["vggt"])]
 
 
 def test_metrics_page_score_this_run_submits_a_score_job(ray_cache):
