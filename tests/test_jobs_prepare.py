@@ -153,6 +153,13 @@ def test_cli_detach_then_jobs_wait_and_bad_input_queues_nothing(ray_cache, tmp_p
     waited = json.loads(capsys.readouterr().out)
     assert waited["state"] == "done" and waited["owner"] == "h9" and waited["key"] == printed["key"]
     assert Scene.load(out).name == "cli" and Scene.load(out).image_names == [f"p{v}.jpg" for v in range(4)]
+    # the default (--wait) prints the report the inline command prints, after the job's progress
+    assert main(["prepare", "--images", str(photos), "--out", str(out), "--name", "cli", *CLI_FLAGS]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["scene"] == str(out.resolve()) and report["registered"] == 4 and "crop" not in report
+    assert {"startup", "decode", "write_images"} <= set(report["stage_seconds"]) and "%]" in captured.err
+    assert report["job"] != printed["job"]     # the first job had ended: a new preparation, not an attach
 
     known = len(client.list_jobs())
     (photos / "p3.jpg").write_bytes(b"not an image")
