@@ -4,13 +4,17 @@
 with a :class:`~core.progress.Progress` wired to the manager (throttled, cancel-aware) and a
 store whose writes first ask the manager for the commit (so a cancelled job stores nothing),
 and returns an outcome dict ``{"state": "done" | "failed" | "cancelled", "error", "result",
-"folders"}``. A :class:`~core.errors.UserError` fails the job with its one-line message; any
+"folders", "files"}``. A kind that stores one result per step (``GATE_EVERY_WRITE``: the scaling
+study) asks before each write whether it was cancelled instead, so a cancel stores nothing
+further and the steps already stored stay. A :class:`~core.errors.UserError` fails the job with its one-line message; any
 other exception is a bug and propagates (the manager records it).
 
 Where the worker does not share the store's disk (spec ``shared_disk`` false), the handler
 computes into a private temporary store and returns the written folders as bytes
-(``folders``: ``{path relative to the store: {file: bytes}}``); the manager writes them into
-the real store (:func:`core.jobs.manager.write_folders`). The scene travels the same way
+(``folders``: ``{path relative to the store: {file: bytes}}``, from the result's ``run_dir`` /
+``run_dirs``; single files added to a stored run, from its ``files``, in ``files``: ``{path:
+bytes}``); the manager writes them into the real store (:func:`core.jobs.manager.write_folders`,
+:func:`core.jobs.manager.write_files`). The scene travels the same way
 (``scene_files``).
 
 Models stay warm per worker: Ray reuses worker processes, and the runner's model cache
