@@ -19,7 +19,9 @@ reports progress (throttled to 2 per second; each report returns whether a cance
 and asks :meth:`JobManager.commit` before it writes anything to the store: a cancel that comes
 earlier wins (nothing is stored), one that comes later is refused ("already storing"). A task
 whose worker dies (killed, out of memory) leaves its job ``failed`` with Ray's reason and its
-staging folders (``.tmp-*`` of its run) removed. Tasks run with ``max_retries=0``: a retry is a
+staging folders (``.tmp-*`` of its run(s)) removed, plus what the kind's cleaner removes
+(:data:`core.jobs.tasks.CLEANERS`: a training's run folder that it created and that holds no
+checkpoint). Tasks run with ``max_retries=0``: a retry is a
 new submit.
 """
 from __future__ import annotations
