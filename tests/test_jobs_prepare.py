@@ -104,6 +104,11 @@ def test_two_identical_prepare_requests_are_one_job(prepared, views, tmp_path):
     assert prepared["job"]["attached"] == 1
     # the key covers the destination: the same images into another folder are another job
     assert spec_for(views, 0, tmp_path / "elsewhere")["key"] != prepared["spec"]["key"]
+    # a preparation asks Ray for its COLMAP threads, at most the cluster's CPUs
+    from core.jobs import client
+
+    many = client.prepare_spec(views[0][:4], views[1][:4], tmp_path / "many", options={**OPTIONS, "num_threads": 64})
+    assert prepared["spec"]["resources"] == {"num_cpus": 1} and many["resources"] == {"num_cpus": RAY_CPUS}
 
 
 def test_cancel_mid_run_leaves_the_existing_scene_byte_identical(prepared, views):

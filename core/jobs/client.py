@@ -222,6 +222,17 @@ def lmnet_train_spec(options, restart: bool = False, owner: str | None = None,
                         "created_folder": not out.is_dir() or not any(out.iterdir())}}
 
 
+def _preparation_cpus(threads: int) -> int:
+    """CPUs a preparation asks Ray for: its COLMAP threads (-1, all cores: one), at most the
+    cluster's CPUs (more could never be scheduled)."""
+    import ray
+
+    if threads <= 1:
+        return 1
+    cluster.connect()
+    return int(max(1, min(threads, ray.cluster_resources().get("CPU", 1))))
+
+
 def prepare_spec(images: list, names: list[str], out: Path | str, scene_name: str | None = None, options=None,
                  is_video: bool = False, provenance: dict | None = None, owner: str | None = None,
                  shared_disk: bool | None = None) -> dict:
@@ -264,7 +275,7 @@ def prepare_spec(images: list, names: list[str], out: Path | str, scene_name: st
     shared = cluster.shared_disk() if shared_disk is None else shared_disk
     return {"kind": "prepare", "key": key, "label": f"prepare {name} ({len(images)} images)",
             "owner": owner or default_owner(), "store": str(out.parent), "shared_disk": shared,
-            "resources": {"num_cpus": max(1, parsed.num_threads)}, "staging_dirs": ["."],
+            "resources": {"num_cpus": _preparation_cpus(parsed.num_threads)}, "staging_dirs": ["."],
             "replace_folders": True,
             "payload": {"images": list(images), "names": list(names), "out": str(out), "folder": out.name,
                         "scene_name": name, "options": opts.as_dict(parsed), "is_video": bool(is_video),
@@ -313,7 +324,7 @@ def wait(job_id: str, progress: Callable[[float, str], None] | None = None, time
         if job["state"] == "failed":
             raise JobError(f"job {job_id} failed: {job['error']}")
         if job["state"] == "cancelled":
-            raise JobError(f"job {job_id} was cancelled; nothing was stored")
+            raise JobError(f"job {job_id} was {job['message']}")
         if timeout is not None and time.monotonic() - started > timeout:
             raise TimeoutError(f"job {job_id} still {job['state']} after {timeout:g} s")
         time.sleep(poll_s)
