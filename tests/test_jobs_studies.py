@@ -123,7 +123,7 @@ def test_a_cancelled_study_stores_nothing_further(ray_cache, scene):
     job_id, _ = client.submit(spec)
     wait_for(job_id, lambda j: j["state"] != "queued")
     record = client.cancel(job_id)
-    with pytest.raises(client.JobError, match="cancelled"):
+    with pytest.raises(client.JobError, match="cancelled; nothing further was stored"):
         client.wait(job_id, timeout=120)
     assert record["state"] in ("running", "cancelled")
     stored = set(run_folders(ray_cache))

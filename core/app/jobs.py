@@ -113,7 +113,7 @@ def show_outcome(job: dict, what: str) -> bool:
         st.success(f"{what}: {'cached result' if cached else 'finished'}")
         return True
     if job["state"] == "cancelled":
-        st.warning("Cancelled: nothing was stored.")
+        st.warning(f"{what}: {job['message']}.")
     else:
         st.error(f"{what} failed: {job['error']}")
     return False

@@ -261,7 +261,10 @@ class JobManager:
         if state == "done":
             job.update(progress=1.0, message="done", result=result)
         elif state == "cancelled":
-            job["message"] = "cancelled; nothing was stored"
+            from core.jobs.tasks import GATE_EVERY_WRITE
+
+            job["message"] = ("cancelled; nothing further was stored (the steps finished before stay)"
+                              if job["kind"] in GATE_EVERY_WRITE else "cancelled; nothing was stored")
         else:
             job["message"] = "failed"
         self.refs.pop(job["id"], None)
