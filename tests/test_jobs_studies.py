@@ -209,12 +209,26 @@ def test_failed_training_removes_only_a_folder_it_created_without_checkpoint(tmp
     (kept / "last.pt").write_bytes(b"complete")
     (kept / "model.safetensors.tmp").write_bytes(b"half")
     clean_training(spec(kept, True))
-    assert sorted(p.name for p in kept.iterdir()) == ["last.pt"]
+    assert sorted(p.name for p in kept.iterdir()) == [".train.lock", "last.pt"]   # the half-written file went
     earlier = tmp_path / "earlier"
     earlier.mkdir()
     (earlier / "notes.txt").write_text("the user's")
     clean_training(spec(earlier, False))      # not created by the job: left as it was
     assert (earlier / "notes.txt").read_text() == "the user's"
+
+
+def test_one_training_at_a_time_per_run_folder(lmnet_data, tmp_path):
+    from core.jobs.tasks import clean_training
+    from core.models.lmnet.train import RunFolderBusy, exclusive, train
+
+    out = tmp_path / "busy"
+    with exclusive(out):      # another training (a job, a process) writes this folder
+        (out / "run.json").write_text("{}")
+        with pytest.raises(RunFolderBusy, match="another training is writing"):
+            train(train_options(lmnet_data, out))
+        # the refused job's failure must not remove the folder the other one is writing
+        clean_training({"kind": "lmnet-train", "payload": {"options": {"out": str(out)}, "created_folder": True}})
+        assert (out / "run.json").is_file() and not (out / "last.pt").exists()
 
 
 def test_lmnet_training_without_a_shared_disk_is_refused_before_queueing(lmnet_data, tmp_path):

@@ -190,13 +190,21 @@ def lmnet_train_job(payload: dict, progress: Progress, store: RunStore, scratch:
 def clean_training(spec: dict) -> None:
     """After a training job failed or was cancelled: remove half-written files (``*.tmp``) of its run
     folder, and the folder itself when the job created it and it holds no complete checkpoint
-    (``last.pt``). A folder holding a checkpoint (this job's or an earlier one) is never removed."""
+    (``last.pt``). A folder holding a checkpoint (this job's or an earlier one), or that another
+    training holds (:func:`core.models.lmnet.train.exclusive`), is never removed."""
+    from core.models.lmnet.train import RunFolderBusy, exclusive
+
     out = Path(spec["payload"]["options"]["out"])
     if not out.is_dir():
         return
-    for leftover in out.glob("*.tmp"):
-        leftover.unlink(missing_ok=True)
-    if spec["payload"].get("created_folder") and not (out / "last.pt").is_file():
+    try:
+        with exclusive(out):        # another training writing the folder keeps it as it is
+            for leftover in out.glob("*.tmp"):
+                leftover.unlink(missing_ok=True)
+            remove = spec["payload"].get("created_folder") and not (out / "last.pt").is_file()
+    except RunFolderBusy:
+        return
+    if remove:
         shutil.rmtree(out, ignore_errors=True)
 
 

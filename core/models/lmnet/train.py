@@ -8,6 +8,7 @@ A run folder holds::
     model.safetensors  the weights after the last step (exported at the end and at checkpoints)
     train_log.csv      stage, step, loss, val_loss, val_chamfer, lr, seconds
     tb/                TensorBoard event files
+    .train.lock        held (flock) by the training writing the folder: one at a time
 
 Every random choice of step ``s`` (the batch, the encoder's point subset, the crop jitter, the
 latent noise) is drawn from generators seeded by ``(seed, s)``, so a run resumed from
@@ -15,6 +16,7 @@ latent noise) is drawn from generators seeded by ``(seed, s)``, so a run resumed
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -27,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from core.errors import UserError
 
 from . import data as lm_data
 from .config import LMNetConfig, shipped_config, tiny_config
@@ -349,6 +353,36 @@ class Trainer:
                 "seconds": time.perf_counter() - t0, "out": str(self.out)}
 
 
+class RunFolderBusy(UserError):
+    """Another training (a job or a process) is writing the same run folder."""
+
+
+LOCK_NAME = ".train.lock"
+
+
+@contextlib.contextmanager
+def exclusive(out: Path):
+    """Hold the run folder ``out`` (created if missing) for one training at a time: an exclusive
+    ``flock`` on ``out/.train.lock``, released when the block ends or the process dies. Raises
+    :class:`RunFolderBusy` when another holds it (two trainings into one folder would mix their
+    checkpoints)."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_NAME, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunFolderBusy(f"another training is writing {out}; wait for it (python -m core jobs list) "
+                                "or choose another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def train(options: TrainOptions, resume: bool = True, progress=None) -> dict:
-    """Train (or resume) a run; returns ``{step, total_steps, loss, seconds, out}``."""
-    return Trainer(options, progress).run(resume=resume)
+    """Train (or resume) a run, holding its folder (:func:`exclusive`); returns ``{step,
+    total_steps, loss, seconds, out}``."""
+    with exclusive(Path(options.out)):
+        return Trainer(options, progress).run(resume=resume)
