@@ -19,7 +19,9 @@ reports progress (throttled to 2 per second; each report returns whether a cance
 and asks :meth:`JobManager.commit` before it writes anything to the store: a cancel that comes
 earlier wins (nothing is stored), one that comes later is refused ("already storing"). A task
 whose worker dies (killed, out of memory) leaves its job ``failed`` with Ray's reason and its
-staging folders (``.tmp-*`` of its run(s)) removed, plus what the kind's cleaner removes
+staging folders (``.tmp-*`` of its run(s)) removed and a swap it interrupted finished (a scene
+renamed aside whose replacement never got in is put back, :mod:`core.store.swap`), plus what the
+kind's cleaner removes
 (:data:`core.jobs.tasks.CLEANERS`: a training's run folder that it created and that holds no
 checkpoint). Tasks run with ``max_retries=0``: a retry is a
 new submit.
@@ -36,6 +38,8 @@ import uuid
 from pathlib import Path
 
 import ray
+
+from core.store.swap import recover_swaps, swap_into_place
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +64,8 @@ def write_folders(store_root: Path | str, folders: dict[str, dict[str, bytes]], 
     whole or not at all; a folder already complete (its ``meta.json`` or ``scene.json`` present)
     is kept as it is, unless ``replace`` (a new preparation of a scene): then the old folder is
     renamed aside, the new one renamed in, and the old one removed (put back if the second rename
-    fails). Returns the folders written.
+    fails, by :func:`core.store.swap.recover_swaps` after a crash between the renames). Returns
+    the folders written.
     """
     root = Path(store_root).resolve()
     written = []
@@ -79,20 +84,16 @@ def write_folders(store_root: Path | str, folders: dict[str, dict[str, bytes]], 
                     raise ValueError(f"result file {name!r} leaves its folder")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
-            aside = final.parent / f".tmp-old-{final.name}-{uuid.uuid4().hex[:8]}" if replace and final.exists() else None
-            if aside is not None:
-                os.rename(final, aside)
-            try:
-                os.rename(staging, final)
+            if replace:
+                swap_into_place(staging, final)
                 written.append(relative)
-            except OSError:
-                if aside is not None:
-                    os.rename(aside, final)
-                    raise
-                if not final.is_dir():
-                    raise
-            if aside is not None:
-                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                try:
+                    os.rename(staging, final)
+                    written.append(relative)
+                except OSError:
+                    if not final.is_dir():
+                        raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return written
@@ -298,7 +299,9 @@ class JobManager:
     @staticmethod
     def _clean_staging(spec: dict) -> None:
         """Remove the staging folders a failed job's task may have left (``.tmp-<key>-*`` in its
-        ``staging_dirs``, relative to its store)."""
+        ``staging_dirs``, relative to its store) and finish the swaps it may have interrupted there
+        (:func:`core.store.swap.recover_swaps`: a folder renamed aside whose replacement never got
+        in is put back)."""
         from core.jobs.tasks import CLEANERS
 
         root = Path(spec.get("store") or ".")
@@ -307,5 +310,6 @@ class JobManager:
             for key in spec.get("staging_keys") or [spec["key"]]:
                 for leftover in parent.glob(f".tmp-{key}*"):
                     shutil.rmtree(leftover, ignore_errors=True)
+            recover_swaps(parent)
         if spec["kind"] in CLEANERS:
             CLEANERS[spec["kind"]](spec)

@@ -41,6 +41,7 @@ import numpy as np
 
 from core.data.scene import Reconstruction, atomic_write_bytes, infer_weights_kind, to_json
 from core.errors import ReconBenchError
+from core.store.swap import aside_target, recover_swaps
 
 log = logging.getLogger(__name__)
 
@@ -356,14 +357,20 @@ class RunStore:
     def clean_staging(self, max_age_s: float = STAGING_MAX_AGE_S, now: float | None = None) -> list[Path]:
         """Remove staging leftovers (``.tmp-*`` folders and ``.*.tmp`` files of atomic writes) under
         the store older than ``max_age_s`` seconds (younger ones may belong to a live write).
-        Returns what was removed."""
+
+        First, at any age, the swaps a crash interrupted are finished
+        (:func:`core.store.swap.recover_swaps`): a scene or run folder renamed aside
+        (``.tmp-old-*``) whose replacement never got in is put back, one whose replacement is
+        complete is removed; an aside is never removed by age. Returns what was removed (the
+        asides put back are logged)."""
         if not self.root.is_dir():
             return []
         now = time.time() if now is None else now
-        removed = []
+        recoveries = recover_swaps(self.root, recursive=True)
+        removed = [item.aside for item in recoveries if item.action == "removed"]
         for path in list(self.root.rglob(f"{STAGING_PREFIX}*")) + list(self.root.rglob(".*.tmp")):
             try:
-                if now - path.lstat().st_mtime < max_age_s:
+                if aside_target(path) is not None or now - path.lstat().st_mtime < max_age_s:
                     continue
                 if path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path, ignore_errors=True)

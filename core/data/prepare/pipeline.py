@@ -7,7 +7,6 @@ prepares views of a scene that has an exact ground truth and scores the result a
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import uuid
 import time
@@ -27,6 +26,7 @@ from core.data.sfm import SfmError, SfmOptions, SfmResult
 from core.options import option
 from core.progress import Progress, silent
 from core.store.cache import cache_root, safe_name
+from core.store.swap import swap_into_place
 
 log = logging.getLogger(__name__)
 
@@ -101,24 +101,6 @@ def check_destination(out: Path | str) -> None:
         raise DatasetError(f"{out.name} exists and is not a scene folder; choose another output folder")
 
 
-def _swap_into_place(staging: Path, out: Path) -> None:
-    """Put the finished ``staging`` folder at ``out``: the earlier scene there (if any) is renamed
-    aside, the new one renamed in, then the earlier one removed; a failure in between puts the
-    earlier scene back. Both renames stay on one file system (same parent folder)."""
-    aside = None
-    if out.exists():
-        aside = out.parent / f"{STAGING_PREFIX}old-{out.name}-{uuid.uuid4().hex[:8]}"
-        os.rename(out, aside)
-    try:
-        os.rename(staging, out)
-    except OSError:
-        if aside is not None:
-            os.rename(aside, out)
-        raise
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
-
-
 def prepare(images: list[np.ndarray], names: list[str], out: Path | str, scene_name: str | None = None,
             options: PrepareOptions | None = None, progress: Progress | None = None, is_video: bool = False,
             provenance: dict | None = None, staging_prefix: str = STAGING_PREFIX,
@@ -126,9 +108,11 @@ def prepare(images: list[np.ndarray], names: list[str], out: Path | str, scene_n
     """Images -> COLMAP sparse -> dense (CUDA COLMAP or CPU stereo) -> object crop -> Scene folder ``out``.
 
     The work happens in a staging folder beside ``out`` (``.tmp-prepare-*``); only a finished
-    preparation replaces ``out``, by renames. A failed or stopped preparation leaves an existing
-    scene at ``out`` byte-identical and removes its staging folder. ``out`` must be absent, empty
-    or an earlier preparation: any other folder is refused (nothing of it is touched).
+    preparation replaces ``out``, by renames (:func:`core.store.swap.swap_into_place`; a crash
+    between them is undone by :func:`core.store.swap.recover_swaps`). A failed or stopped
+    preparation leaves an existing scene at ``out`` byte-identical and removes its staging folder.
+    ``out`` must be absent, empty or an earlier preparation: any other folder is refused (nothing
+    of it is touched).
 
     Args:
         images: N ``uint8 HxWx3`` of one size (see :func:`core.data.prepare.frames.load_images`).
@@ -156,7 +140,7 @@ def prepare(images: list[np.ndarray], names: list[str], out: Path | str, scene_n
                                is_video, provenance)
         if before_swap is not None:
             before_swap()
-        _swap_into_place(staging, out)
+        swap_into_place(staging, out)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
