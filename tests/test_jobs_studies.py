@@ -243,8 +243,19 @@ def test_lmnet_training_without_a_shared_disk_is_refused_before_queueing(lmnet_d
 
 
 # --------------------------------------------------------------------------- Score this run
+@pytest.fixture(scope="module")
+def unscored_run(ray_cache, scene):
+    """The key of a stored, unscored random-tiny VGGT run (the 2-view run of the study above, so
+    usually already there)."""
+    from core.progress import Progress
+    from core.runner import run_method
+    from core.store.cache import RunStore
+
+    return run_method(scene, "vggt", [0, 21], TINY, Progress(), RunStore(ray_cache), score_random_weights=False).key
+
+
 @pytest.mark.parametrize("shared", [True, False], ids=["shared-disk", "returned-to-store"])
-def test_score_job_stores_the_evaluation(ray_cache, scene, shared):
+def test_score_job_stores_the_evaluation(ray_cache, scene, unscored_run, shared):
     from core import options as opts
     from core.eval import metrics
     from core.jobs import client
@@ -252,7 +263,7 @@ def test_score_job_stores_the_evaluation(ray_cache, scene, shared):
     from core.store.cache import RunStore, evaluation_variant
 
     store = RunStore(ray_cache)
-    key = next(r.key for r in store.runs("toy") if r.method == "vggt")
+    key = unscored_run
     options = opts.parse(metrics.EvaluationOptions, {**CHEAP_SCORING, "seed": int(shared)})
     spec = client.score_spec(scene, SAMPLE, "vggt", key, options, store, shared_disk=shared)
     assert bool(spec["payload"]["run_files"]) is not shared
@@ -293,7 +304,7 @@ def test_scaling_page_submits_the_study_follows_it_and_shows_its_table(ray_cache
     assert list(shown["views"]) == [row["views"] for row in scaling.summary_table(results["vggt"])]
 
 
-def test_metrics_page_score_this_run_submits_a_score_job(ray_cache):
+def test_metrics_page_score_this_run_submits_a_score_job(ray_cache, unscored_run):
     from streamlit.testing.v1 import AppTest
 
     from core.jobs import client
