@@ -9,7 +9,8 @@ from core.data.datasets import DATASETS_ENV, datasets_root
 from core.data.datasets import co3d
 from core.data.prepare import MIN_VIEWS, DatasetError
 from core.data.prepare.crop import apply_crop, load_crop, load_dense
-from core.data.prepare.frames import DEFAULT_FRAMES, load_images, preview_strip, sample_video_frames
+from core.data.prepare.frames import (DEFAULT_FRAMES, load_image_files, preview_strip, sample_video_frames,
+                                      scene_image_files)
 from core.data.prepare.pipeline import PrepareOptions, prepare
 from core.data.prepare.uploads import VIDEO_SUFFIXES, store_uploads
 from core.app import figures
@@ -170,13 +171,14 @@ with prepare_tab:
         bar = StreamlitProgress("Preparing") if app_jobs.inline() else None
         try:
             out, name = scene_destination(name)
-            provenance, is_video = {}, False
+            provenance, is_video, files = {}, False, None
             if source == "Bundled sample":
                 sample = Scene.load(REPO_ROOT / "sample_data" / "toy")
-                images, names = sample.images, sample.image_names
+                images, names, files = sample.images, sample.image_names, scene_image_files(sample.path)
                 provenance["source"] = "sample_data/toy"
             elif source == "Upload images":
-                images, names, notes = load_images(batch.paths, resize=options.resize, names=batch.original_names)
+                images, names, notes, files = load_image_files(batch.paths, resize=options.resize,
+                                                               names=batch.original_names)
                 for note in notes:
                     st.caption(note)
                 provenance["source"] = shown_path(batch.folder)
@@ -187,7 +189,7 @@ with prepare_tab:
                 provenance.update({"source": shown_path(batch.folder), "frame_indices": indices, **info})
             if bar is None:
                 app_jobs.submit(prepare_spec(images, names, out, scene_name=name, options=options, is_video=is_video,
-                                             provenance=provenance), "dataset.job")
+                                             provenance=provenance, files=files), "dataset.job")
             else:
                 result = prepare(images, names, out, scene_name=name, options=options, progress=bar.progress,
                                  is_video=is_video, provenance=provenance)

@@ -92,6 +92,9 @@ def test_mixed_sizes_are_resized_on_request(isolated_cache):
     images, names, notes = frames.load_images(batch.paths, resize=True)
     assert {im.shape for im in images} == {(640, 480, 3)} and len(images) == 4
     assert any("resized 1 image" in n for n in notes)
+    # the files a job may send instead of the pixels: only those decoded as they are
+    *_, files = frames.load_image_files(batch.paths, resize=True)
+    assert files == [*batch.paths[:3], None]
 
 
 def test_duplicates_are_dropped_with_a_note(isolated_cache):

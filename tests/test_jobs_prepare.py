@@ -30,16 +30,18 @@ STABLE_FILES = ("cameras.npz", "gt_points.npz", "sparse/0/cameras.bin", "sparse/
 def views():
     from core.data.scene import Scene
 
+    from core.data.prepare.frames import scene_image_files
+
     scene = Scene.load(SAMPLE)
-    return scene.images, scene.image_names
+    return scene.images, scene.image_names, scene_image_files(SAMPLE)
 
 
 def spec_for(views, first: int, out: Path, **kwargs) -> dict:
     from core.jobs import client
 
-    images, names = views
+    images, names, files = views
     return client.prepare_spec(images[first:first + 4], names[first:first + 4], out, scene_name="jobbed",
-                               options=OPTIONS, **kwargs)
+                               options=OPTIONS, files=files[first:first + 4], **kwargs)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -75,7 +77,7 @@ def prepared(ray_cache, views, tmp_path_factory):
     first, attached_first = client.submit(spec)
     second, attached_second = client.submit(dict(spec))
     job = client.wait(first, timeout=180)
-    images, names = views
+    images, names, _ = views
     inline = prepare(images[:4], names[:4], root / "inline" / "scene", scene_name="jobbed",
                      options=PrepareOptions(**OPTIONS))
     return {"spec": spec, "ids": (first, second), "attached": (attached_first, attached_second), "job": job,
@@ -109,6 +111,34 @@ def test_two_identical_prepare_requests_are_one_job(prepared, views, tmp_path):
 
     many = client.prepare_spec(views[0][:4], views[1][:4], tmp_path / "many", options={**OPTIONS, "num_threads": 64})
     assert prepared["spec"]["resources"] == {"num_cpus": 1} and many["resources"] == {"num_cpus": RAY_CPUS}
+
+
+def test_the_payload_carries_the_compressed_files_and_the_worker_checks_their_pixels(views, tmp_path):
+    """No Ray: the spec of all 42 sample views sends the JPEG files (their bytes as they are), under
+    the key the pixels give; the worker's decode gives the pixels back and refuses a file that
+    decodes to other pixels."""
+    import hashlib
+    import pickle
+
+    from core.data.prepare import DatasetError
+    from core.jobs import client
+    from core.jobs.tasks import decode_views
+
+    images, names, files = views
+    as_files = client.prepare_spec(images, names, tmp_path / "s", options=OPTIONS, shared_disk=True, files=files)
+    as_pixels = client.prepare_spec(images, names, tmp_path / "s", options=OPTIONS, shared_disk=True)
+    assert as_files["key"] == as_pixels["key"]
+    assert as_files["payload"]["views"] == [f.read_bytes() for f in files]
+    pixel_bytes = sum(image.nbytes for image in images)
+    assert len(pickle.dumps(as_pixels["payload"], protocol=5)) > pixel_bytes
+    assert len(pickle.dumps(as_files["payload"], protocol=5)) < sum(f.stat().st_size for f in files) + pixel_bytes // 100
+    for payload in (as_files["payload"], as_pixels["payload"]):
+        decoded = decode_views(payload)
+        assert [hashlib.sha256(d.tobytes()).hexdigest() for d in decoded] == \
+               [hashlib.sha256(i.tobytes()).hexdigest() for i in images]
+    swapped = dict(as_files["payload"], views=[files[1].read_bytes(), *as_files["payload"]["views"][1:]])
+    with pytest.raises(DatasetError, match=f"^{names[0]} decodes to other pixels"):
+        decode_views(swapped)
 
 
 def test_cancel_mid_run_leaves_the_existing_scene_byte_identical(prepared, views):

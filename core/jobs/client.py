@@ -235,7 +235,7 @@ def _preparation_cpus(threads: int) -> int:
 
 def prepare_spec(images: list, names: list[str], out: Path | str, scene_name: str | None = None, options=None,
                  is_video: bool = False, provenance: dict | None = None, owner: str | None = None,
-                 shared_disk: bool | None = None) -> dict:
+                 shared_disk: bool | None = None, files: list | None = None) -> dict:
     """The spec of preparing a scene (:func:`core.data.prepare.pipeline.prepare`) from decoded
     ``images`` (N ``uint8 HxWx3`` of one size, already checked against the limits by
     :func:`core.data.prepare.frames.load_images` or the video sampler) into the folder ``out``.
@@ -245,8 +245,14 @@ def prepare_spec(images: list, names: list[str], out: Path | str, scene_name: st
     names, the options, the scene name, the destination folder, ``is_video`` and the provenance,
     so two identical requests attach to one job. The job's ``store`` is ``out``'s parent folder
     and its result folder ``out.name`` (its staging ``.tmp-<key>-*`` lives there too); without a
-    shared disk the scene comes back as bytes and replaces ``out`` (``replace_folders``). The
-    images travel in the payload (through Ray's object store: about H*W*3 bytes per view).
+    shared disk the scene comes back as bytes and replaces ``out`` (``replace_folders``).
+
+    The images travel in the payload (through Ray's object store) as their compressed files where
+    there are some: ``files[i]``, when given and not None, is the file ``images[i]`` was decoded
+    from as it is (:func:`core.data.prepare.frames.load_image_files`) and its bytes are sent; the
+    worker decodes them and checks each against the SHA-256 of the pixels sent along (the key is
+    built from the same pixels). Any other image (a video frame, a resized image) is sent as its
+    pixels (a lossless PNG would cost more time to encode than its smaller copy saves).
     """
     import numpy as np
 
@@ -264,11 +270,16 @@ def prepare_spec(images: list, names: list[str], out: Path | str, scene_name: st
         raise ValueError(f"{len(images)} images but {len(names)} names")
     check_destination(out)
     name = scene_name or out.name
+    if files is not None and len(files) != len(images):
+        raise ValueError(f"{len(images)} images but {len(files)} files")
     digest = hashlib.sha256()
-    for image in images:
+    views, pixels = [], []
+    for i, image in enumerate(images):
         image = np.ascontiguousarray(image)
         digest.update(f"{image.shape}{image.dtype}".encode())
         digest.update(image.tobytes())
+        pixels.append(hashlib.sha256(image.tobytes()).hexdigest())
+        views.append(Path(files[i]).read_bytes() if files is not None and files[i] is not None else image)
     digest.update(json.dumps([list(names), opts.as_dict(parsed), name, str(out), bool(is_video), provenance or {}],
                              sort_keys=True, default=str).encode())
     key = digest.hexdigest()[:20]
@@ -277,7 +288,8 @@ def prepare_spec(images: list, names: list[str], out: Path | str, scene_name: st
             "owner": owner or default_owner(), "store": str(out.parent), "shared_disk": shared,
             "resources": {"num_cpus": _preparation_cpus(parsed.num_threads)}, "staging_dirs": ["."],
             "replace_folders": True,
-            "payload": {"images": list(images), "names": list(names), "out": str(out), "folder": out.name,
+            "payload": {"views": views, "pixels": pixels, "shape": list(np.shape(images[0])),
+                        "names": list(names), "out": str(out), "folder": out.name,
                         "scene_name": name, "options": opts.as_dict(parsed), "is_video": bool(is_video),
                         "provenance": provenance or {}, "key": key}}
 

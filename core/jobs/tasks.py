@@ -209,12 +209,14 @@ def clean_training(spec: dict) -> None:
 
 
 def prepare_job(payload: dict, progress: Progress, store: RunStore, scratch: Path) -> dict:
-    """Prepare a scene (:func:`core.data.prepare.pipeline.prepare`) from the decoded images of the
-    payload into ``<store root>/<payload["folder"]>``: a prepare job's store is the scene's parent
-    folder (without a shared disk, a private one, whose scene folder goes back as ``run_dir`` and
-    is swapped into place by the manager, ``spec["replace_folders"]``). The staging folder is
-    named ``.tmp-<key>-…`` (the manager removes it when the worker dies); the commit is asked right
-    before the finished scene replaces the folder, so a cancelled job writes nothing. The result
+    """Prepare a scene (:func:`core.data.prepare.pipeline.prepare`) from the images of the payload
+    (compressed files decoded here and checked against the pixels' SHA-256 the key was made from,
+    or pixels: :func:`decode_views`) into ``<store root>/<payload["folder"]>``: a prepare job's
+    store is the scene's parent folder (without a shared disk, a private one, whose scene folder
+    goes back as ``run_dir`` and is swapped into place by the manager, ``spec["replace_folders"]``).
+    The staging folder is named ``.tmp-<key>-…`` (the manager removes it when the worker dies); the
+    commit is asked right before the finished scene replaces the folder, so a cancelled job writes
+    nothing. The result
     is the ``prepare`` CLI's JSON report (``scene``: the scene folder; no crop box)."""
     import json
 
@@ -222,12 +224,36 @@ def prepare_job(payload: dict, progress: Progress, store: RunStore, scratch: Pat
     from core.data.prepare.pipeline import PrepareOptions, prepare
     from core.data.scene import to_json
 
-    result = prepare(payload["images"], payload["names"], Path(store.root) / payload["folder"],
+    images = decode_views(payload)
+    result = prepare(images, payload["names"], Path(store.root) / payload["folder"],
                      scene_name=payload["scene_name"], options=opts.parse(PrepareOptions, payload["options"]),
                      progress=progress, is_video=payload["is_video"], provenance=payload["provenance"],
                      staging_prefix=f".tmp-{payload['key']}-", before_swap=store.begin_write)
     report = json.loads(to_json({k: v for k, v in result.report.items() if k != "crop"}))
     return {"scene": payload["out"], **report, "run_dir": payload["folder"]}
+
+
+def decode_views(payload: dict) -> list:
+    """The ``uint8 HxWx3`` views of a prepare payload: each of ``views`` that is a file's bytes
+    decoded (:func:`core.data.scene.read_image`) and checked against its ``pixels`` SHA-256 and
+    the payload's ``shape`` (the others are pixels already); raises DatasetError naming the first
+    view that decodes differently (another image library on this node)."""
+    import hashlib
+
+    from core.data.prepare import DatasetError
+    from core.data.scene import read_image
+
+    images = []
+    for data, expected, name in zip(payload["views"], payload["pixels"], payload["names"]):
+        if not isinstance(data, (bytes, bytearray)):
+            images.append(data)
+            continue
+        image = read_image(data)
+        if list(image.shape) != list(payload["shape"]) or hashlib.sha256(image.tobytes()).hexdigest() != expected:
+            raise DatasetError(f"{name} decodes to other pixels on this worker than where it was submitted "
+                               f"({image.shape[1]}x{image.shape[0]}): use the same Pillow version on both")
+        images.append(image)
+    return images
 
 
 HANDLERS = {"run": run_job, "evaluate": evaluate_job, "scaling": scaling_job, "score": score_job,

@@ -17,7 +17,8 @@ from pathlib import Path
 import psutil
 
 from core.data.prepare import DatasetError
-from core.data.prepare.frames import DEFAULT_FRAMES, list_image_files, load_images, sample_video_frames
+from core.data.prepare.frames import (DEFAULT_FRAMES, list_image_files, load_image_files, sample_video_frames,
+                                      scene_image_files)
 from core.data.prepare.pipeline import PrepareOptions, default_scene_dir, prepare
 from core.data.scene import Scene, to_json
 from core.options import add_arguments, from_namespace
@@ -36,18 +37,19 @@ def cmd_prepare(args) -> int:
     progress = to_stderr()
     is_video = False
     provenance: dict = {}
+    files = None       # the files the images decode from as they are (a job sends their bytes)
     if args.sample is not None:
         from core.store.cache import REPO_ROOT, safe_name
 
         if not args.sample or safe_name(args.sample) != args.sample:
             raise DatasetError(f"--sample takes the name of a bundled sample (e.g. toy); got {args.sample!r}")
         source = Scene.load(REPO_ROOT / "sample_data" / args.sample)
-        images, names = source.images, source.image_names
+        images, names, files = source.images, source.image_names, scene_image_files(source.path)
         provenance["source"] = f"sample_data/{args.sample}"
     elif args.images is not None:
         folder = Path(args.images)
-        files = list_image_files(folder)
-        images, names, notes = load_images([folder / f for f in files], resize=options.resize)
+        images, names, notes, files = load_image_files([folder / f for f in list_image_files(folder)],
+                                                       resize=options.resize)
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
         provenance["source"] = str(folder)
@@ -65,7 +67,7 @@ def cmd_prepare(args) -> int:
         from core.jobs.client import prepare_spec
 
         spec = prepare_spec(images, names, out, scene_name=args.name or out.name, options=options,
-                            is_video=is_video, provenance=provenance, owner=args.owner)
+                            is_video=is_video, provenance=provenance, owner=args.owner, files=files)
         done = submit_and_follow(spec, args)
         if done is None:      # --detach: the job's id is printed
             return 0

@@ -68,6 +68,15 @@ def load_images(paths: list[Path], resize: bool = False, names: list[str] | None
         DatasetError naming the corrupt file(s), the sizes when they differ (and ``resize`` is off),
         or saying that fewer than 3 distinct images remain.
     """
+    images, names, notes, _ = load_image_files(paths, resize, names)
+    return images, names, notes
+
+
+def load_image_files(paths: list[Path], resize: bool = False, names: list[str] | None = None
+                     ) -> tuple[list[np.ndarray], list[str], list[str], list[Path | None]]:
+    """:func:`load_images`, plus for each kept image the file it decodes from as it is (``None``
+    for an image that was resized): a preparation job sends these files' compressed bytes to its
+    worker instead of the pixels (:func:`core.jobs.client.prepare_spec`)."""
     names = list(names) if names is not None else [Path(p).name for p in paths]
     if len(paths) < MIN_VIEWS:
         raise DatasetError(f"at least {MIN_VIEWS} images are needed to reconstruct; got {len(paths)}")
@@ -98,6 +107,7 @@ def load_images(paths: list[Path], resize: bool = False, names: list[str] | None
                            f"COLMAP no parallax; at least {MIN_VIEWS} different views are needed")
     images = [images[i] for i in keep]
     names = [names[i] for i in keep]
+    files: list[Path | None] = [Path(paths[i]) for i in keep]
     sizes: dict[tuple[int, int], list[str]] = {}
     for image, name in zip(images, names):
         sizes.setdefault(image.shape[:2], []).append(name)
@@ -108,10 +118,21 @@ def load_images(paths: list[Path], resize: bool = False, names: list[str] | None
                                 for (h, w), v in sorted(sizes.items(), key=lambda kv: -len(kv[1])))
             raise DatasetError(f"the images have different sizes ({listing}); use images from one camera setting, "
                                f"or ask to resize them to the most common size ({common[1]}x{common[0]})")
+        files = [file if image.shape[:2] == common else None for image, file in zip(images, files)]
         images = [resize_to(image, common) for image in images]
         notes.append(f"resized {sum(len(v) for s, v in sizes.items() if s != common)} image(s) to "
                      f"{common[1]}x{common[0]}")
-    return images, names, notes
+    return images, names, notes, files
+
+
+def scene_image_files(scene_folder: Path | str) -> list[Path]:
+    """The image files of a scene folder, in view order (``images/<name>`` as its ``scene.json``
+    lists them): the files :meth:`core.data.scene.Scene.load` decodes its images from."""
+    import json
+
+    folder = Path(scene_folder)
+    meta = json.loads((folder / "scene.json").read_text())
+    return [folder / "images" / name for name in meta.get("image_files", meta["image_names"])]
 
 
 def sample_video_frames(path: Path | str, frames: int = DEFAULT_FRAMES) -> tuple[list[np.ndarray], list[int], dict]:
