@@ -304,6 +304,25 @@ def test_scaling_page_submits_the_study_follows_it_and_shows_its_table(ray_cache
     assert list(shown["views"]) == [row["views"] for row in scaling.summary_table(results["vggt"])]
 
 
+def test_a_study_whose_worker_dies_fails_and_its_runs_staging_is_removed(ray_cache, scene):
+    import os
+    import signal
+
+    from core.jobs import client
+
+    spec = client.scaling_spec(scene, SAMPLE, {"vggt": TINY}, list(range(13, 20)), repeats=1)
+    job_id, _ = client.submit(spec)
+    job = wait_for(job_id, lambda j: j["state"] != "queued")
+    assert job["state"] == "running", job
+    # what a worker killed while storing one of the study's runs leaves behind
+    leftover = ray_cache / "runs" / "toy" / "vggt" / f".tmp-{spec['staging_keys'][-1]}-deadbeef"
+    leftover.mkdir(parents=True)
+    os.kill(job["worker"]["pid"], signal.SIGKILL)
+    with pytest.raises(client.JobError, match="worker running this job died"):
+        client.wait(job_id, timeout=120)
+    assert not leftover.exists()
+
+
 def test_metrics_page_score_this_run_submits_a_score_job(ray_cache, unscored_run):
     from streamlit.testing.v1 import AppTest
 
