@@ -25,6 +25,8 @@ SAMPLE = ROOT / "sample_data" / "toy"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from streamlit_session import browse  # noqa: E402
 
+# Random-tiny runs are submitted as the pages and the CLI submit them: not scored (scoring random points
+# costs ~15 s of CPU per run and means nothing).
 TINY = {"weights": "random-tiny"}
 SESSIONS = 20
 RSS_BOUND_BYTES = 4 * 2**30    # server + Ray (2 workers with torch, manager, GCS, raylet): 2.6 GiB measured
@@ -88,7 +90,7 @@ def test_job_finishes_when_the_server_is_killed_and_shows_after_restart(ray_cach
     try:
         jobs_page = asyncio.run(browse(port, "jobs"))           # the server joins Ray as a driver
         assert jobs_page.finished and not jobs_page.exceptions
-        spec = client.run_spec(scene, SAMPLE, "vggt", [0, 8], TINY, owner="web")
+        spec = client.run_spec(scene, SAMPLE, "vggt", [0, 8], TINY, owner="web", score_random_weights=False)
         job_id, _ = client.submit(spec)
         while client.get(job_id)["state"] == "queued":
             time.sleep(0.05)
@@ -111,9 +113,9 @@ def test_load_twenty_sessions_while_eight_runners_submit(ray_cache, scene, tmp_p
     from core.jobs import client, cluster
 
     teacher = "teacher@school.edu"     # the runners submit on the teacher's behalf; sessions are visitors
-    shared = client.run_spec(scene, SAMPLE, "vggt", [5, 13], TINY, owner=teacher)
-    distinct = [client.run_spec(scene, SAMPLE, "vggt", views, TINY, owner=teacher)
-                for i, views in enumerate(([1, 9], [2, 10], [3, 11]))]
+    shared = client.run_spec(scene, SAMPLE, "vggt", [5, 13], TINY, owner=teacher, score_random_weights=False)
+    distinct = [client.run_spec(scene, SAMPLE, "vggt", views, TINY, owner=teacher, score_random_weights=False)
+                for views in ([1, 9], [2, 10], [3, 11])]
     before = stored_runs(ray_cache)
     roles = tmp_path / "roles.toml"
     roles.write_text(f'profile = "class"\ndefault_role = "viewer"\n[users]\n"{teacher}" = "runner"\n')
