@@ -142,7 +142,7 @@ def test_sfm_options_are_declared_once_with_help_choices_and_ranges():
     assert all(s.help for s in specs.values())
     assert specs["camera_model"].choices == sfm.CAMERA_MODELS and "OPENCV" in sfm.CAMERA_MODELS
     assert specs["matcher"].choices == sfm.MATCHERS == ("auto", "exhaustive", "sequential")
-    assert sfm.SfmOptions.max_features == specs["max_features"].default == 2048  # the pages read class defaults
+    assert sfm.SfmOptions.max_features == specs["max_features"].default == 4096  # the pages read class defaults
     sfm.SfmOptions(matcher="sequential", num_threads=-1).validate()
     with pytest.raises(OptionError, match=r"sequential_overlap must be in \[1, inf\]"):
         sfm.SfmOptions(sequential_overlap=0).validate()

@@ -64,7 +64,7 @@ class SfmCoreOptions:
     camera_model: CameraModel = option("SIMPLE_RADIAL", "COLMAP camera model (SIMPLE_RADIAL is COLMAP's "
                                                         "default)")
     shared_camera: bool = option(True, "one camera for all views (same device and zoom), else one per view")
-    max_features: int = option(2048, "SIFT features per image", min=256, max=16384, step=256)
+    max_features: int = option(4096, "SIFT features per image (4,096: as accurate as COLMAP's 8,192 on 30-view object scenes, with cheaper matching)", min=256, max=16384, step=256)
     seed: int = option(0, "COLMAP's random seed (reproducible runs)", advanced=True)
 
 
