@@ -216,8 +216,8 @@ def prepare_job(payload: dict, progress: Progress, store: RunStore, scratch: Pat
     goes back as ``run_dir`` and is swapped into place by the manager, ``spec["replace_folders"]``).
     The staging folder is named ``.tmp-<key>-…`` (the manager removes it when the worker dies); the
     commit is asked right before the finished scene replaces the folder, so a cancelled job writes
-    nothing. The result
-    is the ``prepare`` CLI's JSON report (``scene``: the scene folder; no crop box)."""
+    nothing. The result is the ``prepare`` CLI's JSON report (``scene``: the scene folder; no crop
+    box)."""
     import json
 
     from core import options as opts
