@@ -180,3 +180,36 @@ def test_flop_count_matches_torch_flop_counter():
         assert vggt_flops(views, h, w, config)["total"] == counter.get_total_flops()
     full = vggt_flops(8, 518, 518)
     assert full["global_attention"] == pytest.approx(4 * vggt_flops(4, 518, 518)["global_attention"])
+
+
+def test_grid_embedding_is_the_per_pixel_sine_cosine_of_the_uv_grid():
+    """The separable construction equals the embedding computed pixel by pixel from the uv grid
+    (sin/cos in float64 at frequencies 100^(-j/(C/4)), u in the first half of the channels, v in the
+    second, times 0.1), bit for bit, and adding it in place of a table changes no bit either."""
+    import math
+
+    from core.models.vggt.dpt_head import add_grid_embedding, grid_embedding, uv_grid
+
+    height, width, channels = 5, 7, 8
+    grid = uv_grid(width, height, width / height, torch.float32, "cpu")
+    quarter = channels // 4
+    expected = torch.empty(channels, height, width)
+    for y in range(height):
+        for x in range(width):
+            for half, coordinate in enumerate(grid[y, x].tolist()):
+                for j in range(quarter):
+                    angle = coordinate * (1.0 / 100.0 ** (j / quarter))
+                    expected[half * 2 * quarter + j, y, x] = float(torch.tensor(math.sin(angle)).float()) * 0.1
+                    expected[half * 2 * quarter + quarter + j, y, x] = float(torch.tensor(math.cos(angle)).float()) * 0.1
+    table = grid_embedding(height, width, channels, width / height, torch.float32, "cpu")
+    assert table.shape == (channels, height, width)
+    # expected rounds sin/cos x 0.1 once in float64, the model twice in float32: within 2 ulp of 0.1
+    torch.testing.assert_close(table, expected, rtol=0, atol=2 * 7.5e-9)
+    features = torch.randn(2, channels, height, width)
+    assert torch.equal(add_grid_embedding(features, width / height), features + table)
+    features.requires_grad_(True)
+    summed = add_grid_embedding(features, width / height)
+    summed.sum().backward()
+    assert torch.equal(summed, features + table) and torch.equal(features.grad, torch.ones_like(features))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        grid_embedding(3, 3, 6, 1.0, torch.float32, "cpu")

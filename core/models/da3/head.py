@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.models.vggt.dpt_head import grid_embedding
+from core.models.vggt.dpt_head import add_grid_embedding
 
 from .config import DA3Config
 
@@ -155,7 +155,7 @@ class DualDPT(nn.Module):
             x = self.norm(tokens.reshape(b * s, gh * gw, -1))
             x = x.permute(0, 2, 1).reshape(b * s, -1, gh, gw)
             x = self.projects[k](x)
-            x = x + grid_embedding(gh, gw, x.shape[1], aspect, x.dtype, x.device)
+            x = add_grid_embedding(x, aspect)
             levels.append(self.resize_layers[k](x))
         sc = self.scratch
         l1, l2, l3, l4 = (sc.layer1_rn(levels[0]), sc.layer2_rn(levels[1]),
@@ -170,11 +170,10 @@ class DualDPT(nn.Module):
         main, aux = fused
         main = F.interpolate(sc.output_conv1(main), size=(h, w), mode="bilinear",
                              align_corners=True)
-        main = main + grid_embedding(h, w, main.shape[1], aspect, main.dtype, main.device)
+        main = add_grid_embedding(main, aspect)
         logits = sc.output_conv2(main)
         aux = sc.output_conv1_aux[3](aux)
-        aux = aux + grid_embedding(aux.shape[2], aux.shape[3], aux.shape[1], aspect, aux.dtype,
-                                   aux.device)
+        aux = add_grid_embedding(aux, aspect)
         rays = sc.output_conv2_aux[3](aux).permute(0, 2, 3, 1)
         rh, rw = rays.shape[1:3]
         return HeadOutput(

@@ -43,9 +43,37 @@ def grid_embedding(height: int, width: int, channels: int, aspect_ratio: float,
                    dtype: torch.dtype, device: torch.device, ratio: float = 0.1) -> torch.Tensor:
     """``[channels, height, width]`` sine-cosine embedding of the uv grid, times ``ratio``
     (first half of the channels encodes u, the second v)."""
-    grid = uv_grid(width, height, aspect_ratio, dtype, device).reshape(-1, 2)
-    emb = torch.cat((_sincos(channels // 2, grid[:, 0]), _sincos(channels // 2, grid[:, 1])), -1)
-    return (emb.view(height, width, channels) * ratio).permute(2, 0, 1).to(dtype)
+    u, v = _grid_embedding_axes(height, width, channels, aspect_ratio, dtype, device, ratio)
+    return torch.cat((u.expand(-1, height, -1), v.expand(-1, -1, width)))
+
+
+def _grid_embedding_axes(height: int, width: int, channels: int, aspect_ratio: float,
+                         dtype: torch.dtype, device: torch.device, ratio: float
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two separable halves of :func:`grid_embedding`: ``u [channels/2, 1, width]`` (a
+    function of the column only) and ``v [channels/2, height, 1]`` (of the row only), each value
+    computed exactly as the full grid computes it, from ``width`` + ``height`` positions instead
+    of ``height * width``."""
+    if channels % 4:
+        raise ValueError(f"the grid embedding needs channels divisible by 4, got {channels}")
+    row = uv_grid(width, 1, aspect_ratio, dtype, device)[0, :, 0]        # u of each column
+    column = uv_grid(1, height, aspect_ratio, dtype, device)[:, 0, 1]    # v of each row
+    u = (_sincos(channels // 2, row) * ratio).to(dtype)                  # [width, C/2]
+    v = (_sincos(channels // 2, column) * ratio).to(dtype)               # [height, C/2]
+    return u.t()[:, None, :], v.t()[:, :, None]
+
+
+def add_grid_embedding(x: torch.Tensor, aspect_ratio: float, ratio: float = 0.1) -> torch.Tensor:
+    """``x [N, C, H, W] + grid_embedding(H, W, C, aspect_ratio)``, broadcast from its two
+    separable halves (no ``[C, H, W]`` table, no per-pixel sines): the same values, bit for bit."""
+    n, c, h, w = x.shape
+    u, v = _grid_embedding_axes(h, w, c, aspect_ratio, x.dtype, x.device, ratio)
+    if torch.is_grad_enabled() and x.requires_grad:   # out= has no autograd (attribution backprops here)
+        return torch.cat((x[:, : c // 2] + u, x[:, c // 2:] + v), dim=1)
+    out = torch.empty_like(x)
+    torch.add(x[:, : c // 2], u, out=out[:, : c // 2])
+    torch.add(x[:, c // 2:], v, out=out[:, c // 2:])
+    return out
 
 
 class ResidualConvUnit(nn.Module):
@@ -177,7 +205,7 @@ class DPTHead(nn.Module):
             x = self.norm(x.reshape(b * s, ph * pw, x.shape[-1]))
             x = x.permute(0, 2, 1).reshape(b * s, -1, ph, pw)
             x = self.projects[i](x)
-            x = x + grid_embedding(ph, pw, x.shape[1], w / h, x.dtype, x.device)
+            x = add_grid_embedding(x, w / h)
             feats.append(self.resize_layers[i](x))
         sc = self.scratch
         l1, l2, l3, l4 = (sc.layer1_rn(feats[0]), sc.layer2_rn(feats[1]),
@@ -191,8 +219,7 @@ class DPTHead(nn.Module):
         out = sc.output_conv1(out)
         out = F.interpolate(out, size=(ph * self.patch_size, pw * self.patch_size),
                             mode="bilinear", align_corners=True)
-        out = out + grid_embedding(out.shape[2], out.shape[3], out.shape[1], w / h, out.dtype,
-                                   out.device)
+        out = add_grid_embedding(out, w / h)
         out = sc.output_conv2(out).permute(0, 2, 3, 1)
         value, conf = out[..., :-1], out[..., -1]
         value = torch.exp(value) if self.activation == "exp" else _inverse_log(value)
