@@ -214,3 +214,45 @@ def test_jobs_page_lists_every_job_with_owner_and_state(ray_cache):
     states = dict(zip(shown["id"], shown["state"]))
     assert states == {j["id"]: j["state"] for j in jobs}
     assert "failed" in states.values() and "cli" in set(shown["owner"])
+
+
+
+def test_the_local_instance_listens_on_loopback_only(ray_cache):
+    """Every listening socket of the local instance's processes (GCS, raylet, agents, client server,
+    the job manager, workers: the session ``ray start`` opened) and of this driver is on a loopback
+    address (README: hosted set-up)."""
+    import ipaddress
+
+    import psutil
+    import ray
+
+    from core.jobs import cluster
+
+    @ray.remote(num_cpus=0)
+    def worker_pid() -> int:
+        return os.getpid()
+
+    worker = ray.get(worker_pid.remote())
+    folder = str(cluster.temp_dir(ray_cache))
+    heads = [p.pid for p in psutil.process_iter(["name", "cmdline"])
+             if p.info["name"] == "gcs_server" and folder in " ".join(p.info["cmdline"] or [])]
+    assert len(heads) == 1
+    members = [p for p in psutil.process_iter() if _session(p.pid) == os.getsid(heads[0])] + [psutil.Process()]
+    listening: dict[int, list[str]] = {}
+    for proc in members:
+        try:
+            listening[proc.pid] = [c.laddr.ip for c in proc.net_connections(kind="inet")
+                                   if c.status == psutil.CONN_LISTEN]
+        except psutil.Error:       # exited meanwhile
+            continue
+    assert listening[heads[0]] and listening[worker] and listening[os.getpid()]
+    exposed = {pid: ips for pid, ips in listening.items()
+               if any(not ipaddress.ip_address(ip.removeprefix("::ffff:")).is_loopback for ip in ips)}
+    assert exposed == {}, {pid: (psutil.Process(pid).name(), ips) for pid, ips in exposed.items()}
+
+
+def _session(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None

@@ -16,6 +16,10 @@ few MB of bytes otherwise). Its session folder lives in a short folder under the
 directory (``/tmp/rb-ray-<hash of the cache root>``), not under the cache root: Ray's Unix
 sockets live there and a socket path may not exceed 107 bytes.
 
+Every port of the local instance (GCS, raylet, object manager, workers, agents, client server)
+listens on 127.0.0.1 only: it and every process joining it run in Ray's single-machine mode
+(:func:`loopback_node`). A configured cluster listens where its administrator started it.
+
 Every ReconBench job and the job manager live in the Ray namespace ``reconbench``.
 """
 from __future__ import annotations
@@ -38,6 +42,7 @@ log = logging.getLogger(__name__)
 
 ADDRESS_ENV = "RECONBENCH_RAY_ADDRESS"
 SHARED_DISK_ENV = "RECONBENCH_RAY_SHARED_DISK"
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"   # "0": Ray's single-machine mode (see loopback_node)
 NAMESPACE = "reconbench"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OBJECT_STORE_BYTES = 256 * 2**20
@@ -94,6 +99,7 @@ def worker_env(root: Path | str | None = None) -> dict[str, str]:
     env["RECONBENCH_CACHE"] = str(_cache_root(root))
     env.setdefault("OMP_NUM_THREADS", "1")
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env[LOOPBACK_ENV] = "0"
     return env
 
 
@@ -110,6 +116,7 @@ def start_local(root: Path | str | None = None, num_cpus: int | None = None) -> 
     command = [_ray_executable(), "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
                f"--temp-dir={folder}", f"--num-cpus={num_cpus or os.cpu_count() or 1}",
                f"--object-store-memory={OBJECT_STORE_BYTES}", "--include-dashboard=false",
+               f"--ray-client-server-port={_free_port()}",   # unused; not Ray's shared default 10001
                "--disable-usage-stats"]
     done = subprocess.run(command, env=worker_env(root), capture_output=True, text=True, start_new_session=True)
     if done.returncode != 0:
@@ -191,12 +198,31 @@ def connect(root: Path | str | None = None, start: bool = True) -> str:
         return _connect(root, start)
 
 
+def loopback_node() -> None:
+    """Make this process's Ray treat the machine as a single loopback node (before it joins the local
+    instance, whose processes start so, :func:`worker_env`): Ray on Linux replaces a loopback
+    ``--node-ip-address`` by the machine's network address (its multi-node mode), and then the GCS,
+    the raylet, the workers, the client server and the agents listen on that interface too.
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (Ray's single-machine mode; the name is Ray's) keeps
+    every one of them on 127.0.0.1: set in the environment for the processes started from here, and
+    on Ray's already imported constant for this one. A process joining that instance by address
+    (``RECONBENCH_RAY_ADDRESS=127.0.0.1:port``) needs the variable set in its environment."""
+    os.environ[LOOPBACK_ENV] = "0"
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # another Ray layout: the environment variable is what it reads at import
+        return
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def _connect(root: Path | str | None, start: bool) -> str:
     import ray
 
     target = address(root, start)
     if ray.is_initialized():
         return target
+    if not os.environ.get(ADDRESS_ENV):   # the local instance; a configured cluster is joined as Ray does
+        loopback_node()
     log.info("joining Ray at %s", target)
     try:
         ray.init(address=target, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING,
