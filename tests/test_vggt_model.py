@@ -213,3 +213,35 @@ def test_grid_embedding_is_the_per_pixel_sine_cosine_of_the_uv_grid():
     assert torch.equal(summed, features + table) and torch.equal(features.grad, torch.ones_like(features))
     with pytest.raises(ValueError, match="divisible by 4"):
         grid_embedding(3, 3, 6, 1.0, torch.float32, "cpu")
+
+
+def test_rotary_table_matches_the_rotate_half_formula_with_and_without_autograd():
+    """RoPE as written in the paper's reference (t cos + rotate_half(t) sin per axis half, with
+    rotate_half pairing channel j with j + d/4) against the table's fused in-place form; the
+    autograd path is the formula itself, and the repeated table rotates each copy alike."""
+    from core.models.vggt.layers import RotaryTable
+
+    generator = torch.Generator().manual_seed(0)
+    positions = torch.randint(0, 9, (11, 2), generator=generator)
+    head_dim = 16
+    table = RotaryTable(positions, head_dim, 100.0)
+    t = torch.randn(2, 3, 11, head_dim, generator=generator)
+    inv_freq = 1.0 / (100.0 ** (torch.arange(0, head_dim // 2, 2).float() / (head_dim // 2)))
+
+    def rotate(x, pos):
+        angles = pos[:, None].float() * inv_freq[None]
+        cos, sin = torch.cat((angles, angles), -1).cos(), torch.cat((angles, angles), -1).sin()
+        first, second = x.chunk(2, dim=-1)
+        return x * cos + torch.cat((-second, first), dim=-1) * sin
+
+    expected = torch.cat((rotate(t[..., : head_dim // 2], positions[:, 0]),
+                          rotate(t[..., head_dim // 2:], positions[:, 1])), dim=-1)
+    # one product rounded once (fused multiply-add) instead of twice: |t| |sin| ulp at most
+    tolerance = 2 * float(t.abs().max()) * torch.finfo(torch.float32).eps
+    torch.testing.assert_close(table.apply(t), expected, rtol=0, atol=tolerance)
+    with torch.enable_grad():
+        leaf = t.clone().requires_grad_(True)
+        torch.testing.assert_close(table.apply(leaf), expected, rtol=0, atol=tolerance)
+    doubled = table.repeat(2)
+    twice = torch.cat((t, t), dim=2)
+    torch.testing.assert_close(doubled.apply(twice), torch.cat((expected, expected), dim=2), rtol=0, atol=tolerance)
