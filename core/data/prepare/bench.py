@@ -155,7 +155,11 @@ def _run(command: list[str]) -> tuple[float, dict]:
 
 def against_plain(views: int = 30, scenes: list[str] = ("rendered", "toy"), size: tuple[int, int] = (640, 480),
                   repeat: int = 1) -> list[dict]:
-    """``prepare --no-dense`` against plain pycolmap on the same JPEG files, one row per run.
+    """``prepare --inline --no-dense`` against plain pycolmap on the same JPEG files, one row per run.
+
+    ``--inline`` computes in the launched process, as plain does; without it the command submits a
+    job to the local Ray instance and the pipeline runs in a Ray worker (the same code, plus the
+    submission and a worker's imports).
 
     Each side runs as its own ``python`` process, timed from launch to exit (``seconds_total``); its
     stage seconds are what it reports (ReconBench: start-up and imports, image decode, PNG writing, SIFT
@@ -179,7 +183,9 @@ def against_plain(views: int = 30, scenes: list[str] = ("rendered", "toy"), size
                     work = tmp / f"{side}-{run}"
                     load_before = _load()
                     if side == "reconbench":
-                        seconds, report = _run([sys.executable, "-m", "core", "prepare", "--images",
+                        # --inline: the SfM pipeline itself, in the launched process like plain's
+                        # (as a job it would run in a Ray worker; see the docstring)
+                        seconds, report = _run([sys.executable, "-m", "core", "prepare", "--inline", "--images",
                                                 str(tmp / "input"), "--no-dense", "--out", str(work)])
                         model = work / "sparse" / "0"
                     else:
