@@ -116,8 +116,9 @@ def known_sim3(seed: int = 3):
 # Scheduling hint for pytest-xdist (run.sh: --dist loadfile hands whole files to idle workers in
 # collection order): the slowest files go first, so no worker is left alone with a long file at
 # the end. Order only; no effect on what any test does. The job files (each a local Ray instance; the
-# longest files of the suite) lead, longest first: measured single-thread at load 3-5, test_jobs.py and
-# test_jobs_batch.py ~100 s each, test_jobs_studies.py and test_jobs_server.py ~63 s, test_jobs_prepare.py 56 s.
+# longest files of the suite) lead, longest first: measured single-thread at load 3-5, test_jobs.py
+# and test_jobs_batch.py ~100 s each, test_jobs_studies.py and test_jobs_server.py ~63 s,
+# test_jobs_prepare.py 56 s.
 SLOW_FILES_FIRST = ("test_jobs.py", "test_jobs_batch.py", "test_jobs_studies.py", "test_jobs_server.py",
                     "test_jobs_prepare.py", "test_sfm.py", "test_page_dataset.py", "test_pages_methods.py",
                     "test_combined.py", "test_pi3_method.py", "test_benchmarks.py", "test_scaling.py", "test_evaluate_cli.py",
