@@ -151,12 +151,12 @@ def test_scaling_eta_starts_from_the_cost_model_then_follows_measured_times():
     assert left == pytest.approx(2.0 * (3 + 5) + 7.0)
 
 
-def test_two_stored_alignments_give_both_alignment_rates(toy, tmp_path):
+def test_stored_alignments_of_other_iteration_counts_give_both_alignment_rates(toy, tmp_path):
     method = registry.get("dust3r")
     h, w = toy.images[0].shape[:2]
     store = RunStore(tmp_path)
     per_iteration, per_unit = 0.02, 3e-8          # the truth the stored runs were made with
-    for n, iterations in ((3, 100), (4, 50)):
+    for n, iterations in ((3, 100), (4, 50), (8, 200)):
         options = {"weights": "random-tiny", "ga_iterations": iterations}
         its, units = method.alignment_work(method.parse_options(options), n, h, w)
         _store_run(store, toy, "dust3r", options, n, 9.0, 1e8,
@@ -165,3 +165,34 @@ def test_two_stored_alignments_give_both_alignment_rates(toy, tmp_path):
     its, units = method.alignment_work(options, 6, h, w)
     found = cost.estimate("dust3r", options, 6, toy, store, device="cpu", rate=RATE)
     assert found.parts["alignment"] == pytest.approx(per_iteration * its + per_unit * units, rel=1e-6)
+
+
+def test_dust3r_alignment_rates_are_fitted_only_from_runs_that_span_the_work(toy, tmp_path):
+    """Two close runs (3 and 4 views) scale the default rates by their median ratio; three runs
+    spanning >= ALIGNMENT_FIT_SPREAD in units give both rates from the runs themselves."""
+    method = registry.get("dust3r")
+    h, w = toy.images[0].shape[:2]
+    options = method.parse_options({"weights": "random-tiny", "ga_iterations": 100})
+    net_h, net_w = method.network_hw(options, h, w)
+    per_iteration, per_unit = cost.ALIGNMENT_DEFAULTS
+
+    def priced(n, a, b):
+        iterations, units = method.alignment_work(options, n, h, w)
+        return a * iterations + b * units
+
+    close = RunStore(tmp_path / "close")
+    for n, factor in ((3, 1.0), (4, 1.6)):     # jitter that a two-rate fit would blow up at 20 views
+        _store_run(close, toy, "dust3r", {"weights": "random-tiny", "ga_iterations": 100}, n, 9.0, 1e8,
+                   {"network_seconds": 1.0, "alignment_seconds": factor * priced(n, per_iteration, per_unit)})
+    found = cost.estimate("dust3r", options, 20, toy, close, device="cpu", rate=RATE)
+    assert found.parts["alignment"] == pytest.approx(1.3 * priced(20, per_iteration, per_unit), rel=1e-9)
+
+    spread = RunStore(tmp_path / "spread")
+    true_rates = (0.002, 3e-7)
+    for n in (3, 5, 8):                         # 3, 10 and 28 edges
+        _store_run(spread, toy, "dust3r", {"weights": "random-tiny", "ga_iterations": 100}, n, 9.0, 1e8,
+                   {"network_seconds": 1.0, "alignment_seconds": priced(n, *true_rates)})
+    assert method.alignment_work(options, 8, h, w)[1] / method.alignment_work(options, 3, h, w)[1] \
+        >= cost.ALIGNMENT_FIT_SPREAD
+    found = cost.estimate("dust3r", options, 20, toy, spread, device="cpu", rate=RATE)
+    assert found.parts["alignment"] == pytest.approx(priced(20, *true_rates), rel=1e-6)

@@ -16,8 +16,9 @@ The time model of one run (the runner's ``seconds``: the method's ``predict``, m
 - ``alignment``: iterative work after the network (DUSt3R's global alignment,
   :meth:`Method.alignment_work`): ``iterations x per-iteration overhead + units x seconds per
   unit`` (units = iterations x edges x pixels): both rates fitted (non-negative least squares) to
-  the stored runs' ``alignment_seconds`` when two or more runs tell them apart, else the defaults
-  :data:`ALIGNMENT_DEFAULTS` scaled by one stored run against what they predict for it.
+  the stored runs' ``alignment_seconds`` when three or more runs span :data:`ALIGNMENT_FIT_SPREAD`
+  in units, else the defaults :data:`ALIGNMENT_DEFAULTS` scaled by the stored runs' median ratio to
+  what they predict (or unscaled without a stored run).
 
 A method without a FLOP model is estimated from a fit of its stored runs' seconds against the
 view count (linear; proportional with one stored count). Peak memory (bytes, the process's peak
@@ -65,6 +66,11 @@ REFERENCE_MEMORY: dict[str, tuple[float, float]] = {
 # (random-tiny 4 views at 64x48, 300 iterations: 1.97 s; random-full 5 views at 512x384, 100
 # iterations: 20.78 s; `python -m core bench cost|dust3r`, 2026-11-29). Stored runs rescale both.
 ALIGNMENT_DEFAULTS = (0.0047, 1.03e-7)
+# Both alignment rates are fitted to the stored runs only when three or more runs span this factor in
+# work units; otherwise one scale on the defaults. Two small runs (3 and 4 views: 3 and 6 edges) put
+# a 1-s timing jitter on the per-unit rate and multiplied it by 60 at 20 views (estimate 81 s for a
+# 34 s run, 2026-11-29); the one-scale fit of the same runs gave 36 s.
+ALIGNMENT_FIT_SPREAD = 4.0
 
 
 @dataclass(frozen=True)
@@ -316,7 +322,9 @@ def estimate(method_name: str, options, n_views: int, scene, store=None, device:
         timed = [o for o in seen if o.alignment_iterations > 0 and o.alignment_seconds > 0]
         scale = 1.0
         design = np.array([[o.alignment_iterations, o.alignment_units] for o in timed], dtype=np.float64)
-        if len(timed) >= 2 and np.linalg.matrix_rank(design / np.maximum(design.max(axis=0), 1e-30)) == 2:
+        spread = (design[:, 1].max() / max(design[:, 1].min(), 1e-30)) if len(timed) else 0.0
+        if (len(timed) >= 3 and spread >= ALIGNMENT_FIT_SPREAD
+                and np.linalg.matrix_rank(design / np.maximum(design.max(axis=0), 1e-30)) == 2):
             # both rates from the stored runs (non-negative least squares over the two terms)
             from scipy.optimize import nnls
 
