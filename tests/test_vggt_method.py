@@ -270,6 +270,9 @@ def test_against_authors_alternates_and_compares_outputs(tmp_path, monkeypatch):
     (row,) = rows
     assert len(row["ours_seconds"]) == len(row["authors_seconds"]) == 2
     assert row["ratio_to_authors"] == pytest.approx(min(row["ours_seconds"]) / min(row["authors_seconds"]))
+    paired = [o / t for o, t in zip(row["ours_seconds"], row["authors_seconds"])]
+    assert row["round_ratios"] == pytest.approx(paired)
+    assert row["median_round_ratio"] == pytest.approx(sum(paired) / 2)     # the median of two rounds
     assert row["identical_outputs"] and set(row["max_abs_difference"].values()) == {0.0}
     for name in [m for m in sys.modules if m == "vggt" or m.startswith("vggt.")]:
         monkeypatch.delitem(sys.modules, name)

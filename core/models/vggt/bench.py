@@ -18,6 +18,7 @@ import argparse
 import logging
 import time
 
+import numpy as np
 import psutil
 import torch
 
@@ -96,7 +97,9 @@ def against_authors(model: torch.nn.Module, theirs: torch.nn.Module, images: tor
                     repeats: int) -> dict:
     """Alternate forward passes of ``model`` (ours, camera/depth/point heads) and ``theirs`` on
     ``images [S,3,H,W]``, ``repeats`` rounds (the order swaps every round); the best seconds of
-    each, their ratio (ours / authors') and the largest absolute difference of every output."""
+    each, their ratio (ours / authors'), each round's ratio and their median (the paired
+    statistic, steadier where the machine's speed drifts between rounds) and the largest
+    absolute difference of every output."""
     from core.models.feedforward_bench import time_forward
 
     ours_s, theirs_s = [], []
@@ -120,8 +123,10 @@ def against_authors(model: torch.nn.Module, theirs: torch.nn.Module, images: tor
         a = getattr(outputs["ours"], field).float()
         b = outputs["theirs"][field].float()
         differences[field] = float((a - b.reshape(a.shape)).abs().max())
+    round_ratios = [o / t for o, t in zip(ours_s, theirs_s)]
     return {"ours_seconds": ours_s, "authors_seconds": theirs_s,
             "ratio_to_authors": min(ours_s) / min(theirs_s),
+            "round_ratios": round_ratios, "median_round_ratio": float(np.median(round_ratios)),
             "max_abs_difference": differences,
             "identical_outputs": all(d == 0.0 for d in differences.values())}
 
