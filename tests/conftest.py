@@ -42,6 +42,41 @@ def ray_cache(request, tmp_path_factory):
         cluster.stop_local(root)
 
 
+def submit_concurrently(spec: dict, times: int) -> list[tuple[str, bool]]:
+    """Submit ``spec`` from ``times`` threads at once; each thread's ``(job id, attached)``."""
+    import threading
+
+    from core.jobs import client
+
+    answers: list = [None] * times
+
+    def submit(i: int) -> None:
+        answers[i] = client.submit(spec)
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(times)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
+def wait_state(job_id: str, states: tuple[str, ...], timeout: float = 60.0) -> dict:
+    """Poll the job table until ``job_id`` is in one of ``states``; its record (AssertionError after
+    ``timeout`` seconds)."""
+    import time
+
+    from core.jobs import client
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(job_id)
+        if job["state"] in states:
+            return job
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} never reached {states}: {client.get(job_id)}")
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op torch thread for the module, restored afterwards. Tiny models and problems run

@@ -8,11 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import submit_concurrently, wait_state
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data" / "toy"
@@ -32,16 +32,6 @@ def spec_for(scene, views, **kwargs):
     return client.run_spec(scene, SAMPLE, "vggt", views, TINY, **kwargs)
 
 
-def wait_state(job_id, states, timeout=60.0):
-    from core.jobs import client
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(job_id)
-        if job["state"] in states:
-            return job
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} never reached {states}: {client.get(job_id)}")
 
 
 def run_folders(root: Path) -> list[Path]:
@@ -52,16 +42,7 @@ def test_same_key_submitted_concurrently_computes_once(ray_cache, scene):
     from core.jobs import client
 
     spec = spec_for(scene, [0, 8])
-    answers = [None] * 5
-
-    def submit(i):
-        answers[i] = client.submit(spec)
-
-    threads = [threading.Thread(target=submit, args=(i,)) for i in range(5)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    answers = submit_concurrently(spec, 5)
     ids = {job_id for job_id, _ in answers}
     assert len(ids) == 1
     assert sorted(attached for _, attached in answers) == [False, True, True, True, True]

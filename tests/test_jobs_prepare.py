@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, SAMPLE
+from tests.conftest import ROOT, SAMPLE, wait_state
 
 RAY_CPUS = 2
 OPTIONS = {"dense": False, "num_threads": 1, "max_features": 256, "max_image_size": 320}
@@ -52,18 +52,6 @@ def leftovers(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.glob(".tmp-*"))
 
 
-def wait_state(job_id, states, timeout=60.0):
-    import time
-
-    from core.jobs import client
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(job_id)
-        if job["state"] in states:
-            return job
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} never reached {states}: {client.get(job_id)}")
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,12 @@ keeps its last complete checkpoint, a score job stores its evaluation. One local
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import submit_concurrently
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data" / "toy"
@@ -60,16 +61,7 @@ def test_study_as_a_job_matches_inline_and_a_second_request_attaches(ray_cache, 
     from core.studies import scaling
 
     spec = client.scaling_spec(scene, SAMPLE, {"vggt": TINY}, COUNTS, repeats=1)
-    answers = [None, None]
-
-    def submit(i):
-        answers[i] = client.submit(spec)
-
-    threads = [threading.Thread(target=submit, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    answers = submit_concurrently(spec, 2)
     assert answers[0][0] == answers[1][0] and sorted(a for _, a in answers) == [False, True]
     job = client.wait(answers[0][0], timeout=180)
     assert job["kind"] == "scaling" and job["attached"] == 1
