@@ -1,16 +1,19 @@
 """Attention viewer: click a pixel, see where it lands in every view (depth, tracking head, ground truth),
 the global attention it gives and the gradient attribution of its prediction."""
 import typing
+from pathlib import Path
 
 import streamlit as st
 
 from core.app import figures as viz
+from core.app import jobs as app_jobs
 from core.app.access import submit_allowed
-from core.app.widgets import StreamlitProgress, checkpoint_choice, current_scene, require_app_navigation
+from core.app.widgets import StreamlitProgress, checkpoint_choice, current_scene, require_app_navigation, store
 from core.errors import UserError
+from core.jobs.client import attention_spec, attribution_spec, tracks_spec
 from core.models import registry
 from core.models.vggt.method import Weights
-from core.studies import attribution
+from core.studies import attention_store, attribution
 from core.studies.attention import MAX_TRACK_QUERIES, capture_session, track_summary
 
 require_app_navigation()
@@ -42,7 +45,19 @@ with st.form("attention.form"):
 
 view_ids = scene.uniform_views(count)
 session_key = (scene.name, tuple(view_ids), weights, checkpoint, half)
-if submitted:
+as_job = not app_jobs.inline()
+if submitted and as_job:
+    # The capture is a job on Ray (no model in this server process); a stored capture is read, not recomputed.
+    try:
+        spec = attention_spec(scene, view_ids, weights=weights, checkpoint_path=checkpoint, half=half, store=store())
+        found = attention_store.find(store().root, spec["key"])
+        if found is not None:
+            st.session_state["attention.session"] = ((scene.name, found.key), found)
+        else:
+            app_jobs.submit(spec, "attention.job")
+    except UserError as error:
+        st.error(f"Cannot run VGGT: {error}")
+elif submitted:
     bar = StreamlitProgress("Capturing global attention")
     try:
         st.session_state["attention.session"] = (session_key, capture_session(
@@ -53,6 +68,15 @@ if submitted:
         bar.clear()
         st.error(f"Cannot run VGGT: {error}")
 
+if as_job:
+    finished = app_jobs.follow("attention.job")
+    if finished is not None and finished["kind"] == "attention" and app_jobs.show_outcome(finished, "Attention capture"):
+        done = finished["result"]
+        loaded = attention_store.find(Path(finished["store"]), done["key"])
+        if loaded is None:
+            st.error("The capture's files are no longer in the cache: run the capture again.")
+        else:
+            st.session_state["attention.session"] = ((done["scene"], loaded.key), loaded)
 stored = st.session_state.get("attention.session")
 if stored is None or stored[0][0] != scene.name:
     st.info("Choose the views and run the capture.")
@@ -145,7 +169,12 @@ if c2.button("Clear the points", key="attention.track_clear"):
 track_now = c3.button(f"Track {len(tracked)} point(s)", key="attention.track_run", type="primary",
                       disabled=not tracked)
 st.caption("Points: " + (", ".join(f"{i}: ({x}, {y})" for i, (x, y) in enumerate(tracked)) or "none yet"))
-if track_now:
+if track_now and as_job:
+    try:
+        app_jobs.submit(tracks_spec(session, source, tracked, store()), "attention.track_job", url=False)
+    except UserError as error:
+        st.error(f"Cannot track: {error}")
+elif track_now:
     bar = StreamlitProgress("Tracking")
     try:
         st.session_state["attention.tracks"] = (tracked_key, tuple(tracked),
@@ -154,6 +183,13 @@ if track_now:
     except UserError as error:
         bar.clear()
         st.error(f"Cannot track: {error}")
+if as_job:
+    done = app_jobs.follow("attention.track_job", url=False)
+    # (a job that ends after another capture was loaded tracked that capture: not shown with this one)
+    if done is not None and app_jobs.show_outcome(done, "Tracking") and done["result"]["capture"] == session.key:
+        tracks = attention_store.tracks_from_json(done["result"]["tracks"])
+        st.session_state["attention.tracks"] = ((stored[0], tracks.source),
+                                                tuple(tuple(map(int, q)) for q in tracks.queries), tracks)
 shown = st.session_state.get("attention.tracks")
 if shown is not None and shown[0] == tracked_key:
     tracks = shown[2]
@@ -184,13 +220,35 @@ except UserError as error:
 st.caption(f"This attribution needs {estimate.describe()}; "
            f"{attribution.format_bytes(attribution.available_memory_bytes())} is available now.")
 attr_key = (stored[0], source, u, v, target, attr_layer, checkpointed)
-if st.button("Compute the attribution", key="attention.attr_run", type="primary"):
+attr_clicked = st.button("Compute the attribution", key="attention.attr_run", type="primary")
+if attr_clicked and as_job:
+    try:
+        spec = attribution_spec(session, source, (u, v), target, attr_layer, checkpointed, store())
+        found = attention_store.read_attribution(store().root / attention_store.attribution_file(session.key, spec["key"]))
+        if found is not None:
+            st.session_state["attention.attribution"] = (attr_key, found)
+        else:
+            app_jobs.submit(spec, "attention.attr_job", url=False)
+    except UserError as error:
+        st.error(f"Cannot attribute: {error}")
+elif attr_clicked:
     try:
         with st.spinner("forward and backward pass"):
             st.session_state["attention.attribution"] = (attr_key, attribution.session_attribution(
                 session, source, (u, v), target, attr_layer, checkpointed))
     except UserError as error:
         st.error(f"Cannot attribute: {error}")
+if as_job:
+    done = app_jobs.follow("attention.attr_job", url=False)
+    if done is not None and app_jobs.show_outcome(done, "Attribution") and done["result"]["capture"] == session.key:
+        made = done["result"]
+        found = attention_store.read_attribution(Path(done["store"]) / made["file"])
+        if found is None:
+            st.error("The attribution's file is no longer in the cache: compute it again.")
+        else:
+            st.session_state["attention.attribution"] = (
+                (stored[0], made["frame"], made["pixel"][0], made["pixel"][1], made["target"], made["layer"],
+                 made["checkpointing"]), found)
 held = st.session_state.get("attention.attribution")
 if held is not None and held[0] == attr_key:
     result = held[1]

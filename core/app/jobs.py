@@ -36,8 +36,10 @@ def owner() -> str:
     return user.id if user is not None else "anonymous"
 
 
-def submit(spec: dict, slot: str) -> str:
+def submit(spec: dict, slot: str, url: bool = True) -> str:
     """Submit ``spec`` (or attach to the job computing its key) for this session; returns the job id.
+    ``url=False`` keeps the job out of the URL (a page's second kind of job, tied to what the
+    session shows: only the page's main job is found again after a reload).
 
     Raises :class:`~core.errors.UserError` when the user's queued-job quota is full."""
     from core.hosted.quotas import check_queue
@@ -50,7 +52,8 @@ def submit(spec: dict, slot: str) -> str:
     spec = {**spec, "owner": owner()}
     job_id, attached = client.submit(spec)
     st.session_state[slot] = job_id
-    st.query_params[URL_PARAM] = job_id
+    if url:
+        st.query_params[URL_PARAM] = job_id
     if attached:
         st.toast("Already computing: following that job.")
     return job_id
@@ -61,38 +64,39 @@ def _eta(job: dict) -> str:
     return f" · about {eta:,.0f} s left" if eta is not None else ""
 
 
-def _forget(slot: str) -> None:
+def _forget(slot: str, url: bool = True) -> None:
     st.session_state.pop(slot, None)
-    if URL_PARAM in st.query_params:
+    if url and URL_PARAM in st.query_params:
         del st.query_params[URL_PARAM]
 
 
-def follow(slot: str) -> dict | None:
+def follow(slot: str, url: bool = True) -> dict | None:
     """Show this session's job in ``slot`` while it runs; returns its final record once, when it
-    has ended (then forgets it), else None."""
+    has ended (then forgets it), else None. ``url=False``: a job submitted with ``url=False`` (the
+    URL's job is not looked at)."""
     final = st.session_state.pop(f"{slot}.final", None)
     if final is not None:
         return final
-    job_id = st.session_state.get(slot) or st.query_params.get(URL_PARAM)
+    job_id = st.session_state.get(slot) or (st.query_params.get(URL_PARAM) if url else None)
     if not job_id:
         return None
     st.session_state[slot] = job_id
-    _follow_fragment(slot, job_id)
+    _follow_fragment(slot, job_id, url)
     return None
 
 
 @st.fragment(run_every=REFRESH_S)
-def _follow_fragment(slot: str, job_id: str) -> None:
+def _follow_fragment(slot: str, job_id: str, url: bool = True) -> None:
     from core.jobs import client
     from core.jobs.manager import ACTIVE
 
     try:
         job = client.get(job_id)
     except UserError:
-        _forget(slot)
+        _forget(slot, url)
         return
     if job["state"] not in ACTIVE:
-        _forget(slot)
+        _forget(slot, url)
         st.session_state[f"{slot}.final"] = job
         st.rerun()
     left, right = st.columns([5, 1])

@@ -3,15 +3,17 @@
 Every function joins the cluster (:func:`core.jobs.cluster.connect`) and talks to the one job
 manager (:class:`core.jobs.manager.JobManager`), creating it on first use. A spec is a dict::
 
-    {"kind": "run" | "evaluate" | "scaling" | "score" | "lmnet-train" | ..., "key": str,
+    {"kind": "run" | "evaluate" | "scaling" | "score" | "lmnet-train" | "prepare" | "attention" |
+     "attribution" | "tracks", "key": str,
      "label": str, "owner": str, "store": str (the store root), "shared_disk": bool,
      "resources": {"num_cpus", "num_gpus", "memory"}, "staging_dirs": [folders relative to the
      store], "staging_keys": [keys whose ``.tmp-<key>*`` staging a failure removes; default: the
      job's key], "payload": {...}}
 
 :func:`run_spec`, :func:`evaluate_spec`, :func:`scaling_spec`, :func:`score_spec`,
-:func:`lmnet_train_spec` and :func:`prepare_spec` (its ``replace_folders``: the returned scene
-folder replaces an earlier one) build them (the key is the run key, so a second
+:func:`lmnet_train_spec`, :func:`prepare_spec` (its ``replace_folders``: the returned scene
+folder replaces an earlier one), and the attention viewer's :func:`attention_spec`,
+:func:`attribution_spec` and :func:`tracks_spec` build them (the key is the run key, so a second
 request for a running key attaches to it); :func:`submit` returns ``(job id, attached)``;
 :func:`wait` follows a job until it ends.
 """
@@ -292,6 +294,117 @@ def prepare_spec(images: list, names: list[str], out: Path | str, scene_name: st
                         "names": list(names), "out": str(out), "folder": out.name,
                         "scene_name": name, "options": opts.as_dict(parsed), "is_video": bool(is_video),
                         "provenance": provenance or {}, "key": key}}
+
+
+def attention_spec(scene, view_ids: list[int], weights: str = "pretrained", checkpoint: str = "vggt-1b",
+                   checkpoint_path: str = "", preprocess: str = "crop", layers: list[int] | None = None,
+                   half: bool = False, store=None, owner: str | None = None, shared_disk: bool | None = None) -> dict:
+    """The spec of the attention viewer's capture (kind ``attention``,
+    :func:`core.jobs.tasks.attention_job`) of ``scene.images[v]`` for ``v`` in ``view_ids``.
+
+    Checked here, before anything is queued: a checkpoint path in hosted mode, no or out-of-range
+    views, layers outside the model's trunk, options and weights availability (like a run's). The
+    key is :func:`core.studies.attention_store.capture_key` (two requests for one capture attach to
+    one job; a page looks for the stored folder first, :func:`core.studies.attention_store.find`).
+    The views' pixels travel in the payload (a scene folder is not needed on the worker); the
+    capture comes back as a folder (``attention/<key>``) where the worker does not share the disk.
+    """
+    from core.models.vggt import VGGTConfig
+    from core.options import refuse_paths_when_hosted
+    from core.store.cache import RunStore
+    from core.studies import attention_store
+    from core.studies.attention import vggt_options
+
+    refuse_paths_when_hosted({"checkpoint_path": checkpoint_path})
+    views = [int(v) for v in view_ids]
+    if not views:
+        raise UserError("choose at least one view")
+    outside = [v for v in views if not 0 <= v < scene.num_views]
+    if outside:
+        raise UserError(f"view {outside[0]} is out of range: the scene has views 0..{scene.num_views - 1}")
+    options = vggt_options(weights, checkpoint, checkpoint_path)
+    depth = (VGGTConfig.tiny() if options.weights == "random-tiny" else VGGTConfig()).depth
+    if layers is not None and not all(0 <= int(l) < depth for l in layers):
+        raise UserError(f"capture layers must be in 0..{depth - 1}; got {list(layers)}")
+    store = store or RunStore()
+    key = attention_store.capture_key(scene, views, weights, checkpoint, checkpoint_path, preprocess, layers, half)
+    shared = cluster.shared_disk() if shared_disk is None else shared_disk
+    return {"kind": "attention", "key": key,
+            "label": f"attention capture: VGGT ({weights}) on {scene.name} ({len(views)} views)",
+            "owner": owner or default_owner(), "store": str(Path(store.root).resolve()), "shared_disk": shared,
+            "resources": {"num_cpus": 1}, "staging_dirs": [attention_store.FOLDER],
+            "payload": {"key": key, "scene_name": scene.name, "view_ids": views,
+                        "images": [scene.images[v] for v in views], "weights": weights, "checkpoint": checkpoint,
+                        "checkpoint_path": checkpoint_path, "preprocess": preprocess,
+                        "layers": None if layers is None else [int(l) for l in layers], "half": bool(half)}}
+
+
+def _capture_payload(session, store, shared: bool) -> dict:
+    """What an attribution or tracking job needs of a stored capture: its key, the model's options,
+    and (without a shared disk) its network inputs."""
+    import numpy as np
+
+    from core.studies import attention_store
+
+    if not session.key or not attention_store.is_complete(Path(store.root) / attention_store.relative_folder(session.key)):
+        raise UserError("this attention session is not stored in the cache; run the capture as a job first")
+    return {"capture": session.key, "weights": session.weights, "checkpoint": session.checkpoint,
+            "checkpoint_path": session.checkpoint_path,
+            "inputs": None if shared else np.array(session.inputs, np.float32)}
+
+
+def attribution_spec(session, frame: int, pixel: tuple[int, int], target: str = "point-distance",
+                     layer: int | None = None, checkpointing: bool = True, store=None, owner: str | None = None,
+                     shared_disk: bool | None = None) -> dict:
+    """The spec of a clicked pixel's gradient attribution (kind ``attribution``,
+    :func:`core.jobs.tasks.attribution_job`) on a stored capture (``session`` from
+    :func:`core.studies.attention_store.find`). Checked here: the pixel, target, frame and layer
+    (:func:`core.studies.attribution.validate`). Key:
+    :func:`core.studies.attention_store.attribution_key`; the maps are stored beside the capture."""
+    from core.store.cache import RunStore
+    from core.studies import attention_store
+    from core.studies.attribution import validate
+
+    store = store or RunStore()
+    config = session.config()
+    layer = config.depth - 1 if layer is None else int(layer)
+    s, _, h, w = session.inputs.shape
+    validate(config, s, h, w, int(frame), pixel, target, layer)
+    shared = cluster.shared_disk() if shared_disk is None else shared_disk
+    payload = _capture_payload(session, store, shared)
+    key = attention_store.attribution_key(session.key, frame, pixel, target, layer, checkpointing)
+    return {"kind": "attribution", "key": key,
+            "label": f"attribution of {target} at ({int(pixel[0])}, {int(pixel[1])}) of view "
+                     f"{session.view_ids[int(frame)]} (capture {session.key[:8]})",
+            "owner": owner or default_owner(), "store": str(Path(store.root).resolve()), "shared_disk": shared,
+            "resources": {"num_cpus": 1}, "staging_dirs": [],
+            "payload": {**payload, "key": key, "frame": int(frame), "pixel": [int(pixel[0]), int(pixel[1])],
+                        "target": target, "layer": layer, "checkpointing": bool(checkpointing)}}
+
+
+def tracks_spec(session, frame: int, points, store=None, owner: str | None = None,
+                shared_disk: bool | None = None) -> dict:
+    """The spec of tracking clicked pixels ``points [N,2]`` (network x, y of view ``frame``) with
+    VGGT's tracking head (kind ``tracks``, :func:`core.jobs.tasks.tracks_job`) on a stored capture.
+    Checked here: the frame and the points (:func:`core.studies.attention.validate_queries`). Key:
+    the capture key, the frame and the points; the tracks come back in the job's result."""
+    from core.store.cache import RunStore
+    from core.studies.attention import validate_queries
+
+    store = store or RunStore()
+    s, _, h, w = session.inputs.shape
+    if not 0 <= int(frame) < s:
+        raise UserError(f"view {frame} is out of range: {s} view(s) were captured")
+    queries = validate_queries(points, h, w)
+    shared = cluster.shared_disk() if shared_disk is None else shared_disk
+    payload = _capture_payload(session, store, shared)
+    key = hashlib.sha256(json.dumps(["tracks", session.key, int(frame), queries.tolist()]).encode()).hexdigest()[:20]
+    return {"kind": "tracks", "key": key,
+            "label": f"track {len(queries)} point(s) of view {session.view_ids[int(frame)]} "
+                     f"(capture {session.key[:8]})",
+            "owner": owner or default_owner(), "store": str(Path(store.root).resolve()), "shared_disk": shared,
+            "resources": {"num_cpus": 1}, "staging_dirs": [],
+            "payload": {**payload, "key": key, "frame": int(frame), "points": queries.tolist()}}
 
 
 def submit(spec: dict) -> tuple[str, bool]:

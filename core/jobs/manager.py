@@ -101,9 +101,10 @@ def write_folders(store_root: Path | str, folders: dict[str, dict[str, bytes]], 
 
 def write_files(store_root: Path | str, files: dict[str, bytes]) -> list[str]:
     """Store single files returned by a worker that does not share the store's disk (an
-    evaluation added to a run folder that is already stored): ``{path relative to the store:
-    bytes}``, each written atomically, only inside an existing complete run folder (its
-    ``meta.json`` present). Returns the files written."""
+    evaluation added to a run folder that is already stored, an attribution added to a stored
+    attention capture): ``{path relative to the store: bytes}``, each written atomically, only
+    inside an existing complete run or capture folder (its ``meta.json`` present; the file in it or
+    in its ``evaluations/`` or ``attributions/``). Returns the files written."""
     from core.data.scene import atomic_write_bytes
 
     root = Path(store_root).resolve()
@@ -112,7 +113,7 @@ def write_files(store_root: Path | str, files: dict[str, bytes]) -> list[str]:
         target = (root / relative).resolve()
         if root not in target.parents:
             raise ValueError(f"result file {relative!r} leaves the store")
-        run = target.parent.parent if target.parent.name == "evaluations" else target.parent
+        run = target.parent.parent if target.parent.name in ("evaluations", "attributions") else target.parent
         if not (run / "meta.json").is_file():
             raise ValueError(f"result file {relative!r} is not in a stored run")
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -256,8 +256,90 @@ def decode_views(payload: dict) -> list:
     return images
 
 
+def attention_job(payload: dict, progress: Progress, store: RunStore, scratch: Path) -> dict:
+    """The attention viewer's capture (:func:`core.studies.attention.capture_session`, one VGGT
+    forward keeping every captured global layer's queries and keys) on the payload's view pixels,
+    stored as ``attention/<key>`` (:func:`core.studies.attention_store.store_session`: staged as
+    ``.tmp-<key>-*``, the commit asked first, so a cancelled job stores nothing). A capture already
+    stored under the key is not computed again (``cached``)."""
+    from types import SimpleNamespace
+
+    from core.studies import attention_store
+    from core.studies.attention import capture_session
+
+    key, views = payload["key"], [int(v) for v in payload["view_ids"]]
+    relative = attention_store.relative_folder(key)
+    result = {"key": key, "scene": payload["scene_name"], "views": views, "weights": payload["weights"],
+              "run_dir": relative}
+    if attention_store.is_complete(Path(store.root) / relative):
+        return {**result, "cached": True}
+    session = capture_session(SimpleNamespace(images=dict(zip(views, payload["images"]))), views,
+                              weights=payload["weights"], checkpoint_path=payload["checkpoint_path"],
+                              preprocess=payload["preprocess"], layers=payload["layers"],
+                              half_precision_keys=payload["half"], progress=progress,
+                              checkpoint=payload["checkpoint"])
+    attention_store.store_session(session, store.root, key, payload["scene_name"], before_write=store.begin_write)
+    return {**result, "cached": False, "layers": session.layers, "heads": session.heads,
+            "seconds": session.seconds, "capture_bytes": session.capture_bytes}
+
+
+def _capture_inputs(payload: dict, store: RunStore):
+    """``float32 [S,3,H',W']`` network inputs of a stored capture: the payload's (no shared disk)
+    or the capture folder's ``inputs.npy``; UserError when the capture is no longer stored."""
+    import numpy as np
+
+    from core.studies import attention_store
+
+    if payload.get("inputs") is not None:
+        return payload["inputs"]
+    path = Path(store.root) / attention_store.relative_folder(payload["capture"]) / "inputs.npy"
+    if not path.is_file():
+        raise UserError(f"the attention capture {payload['capture']} is no longer stored: run the capture again")
+    return np.load(path)
+
+
+def attribution_job(payload: dict, progress: Progress, store: RunStore, scratch: Path) -> dict:
+    """The gradient attribution of a clicked pixel (:func:`core.studies.attribution.attribute`) on a
+    stored capture's inputs, written beside the capture
+    (``attention/<capture>/attributions/<key>.npz``, :func:`core.studies.attention_store.write_attribution`;
+    without a shared disk the file comes back in ``files``). The result names the file and the
+    attribution's choices; the maps are in the file."""
+    from core.studies import attention_store
+    from core.studies.attention import vggt_model
+    from core.studies.attribution import attribute
+
+    inputs = _capture_inputs(payload, store)
+    progress(0.05, "loading VGGT")
+    model = vggt_model(payload["weights"], payload["checkpoint"], payload["checkpoint_path"])
+    progress(0.2, "forward and backward pass")
+    pixel = (int(payload["pixel"][0]), int(payload["pixel"][1]))
+    result = attribute(model, inputs, int(payload["frame"]), pixel, payload["target"], int(payload["layer"]),
+                       bool(payload["checkpointing"]))
+    progress(0.95, "storing the maps")
+    relative = attention_store.attribution_file(payload["capture"], payload["key"])
+    store.begin_write()
+    attention_store.write_attribution(result, Path(store.root) / relative)
+    return {"capture": payload["capture"], "key": payload["key"], "frame": result.frame, "pixel": list(pixel),
+            "target": result.target, "layer": result.layer, "checkpointing": bool(payload["checkpointing"]),
+            "value": result.value, "seconds": result.seconds, "file": relative, "files": [relative]}
+
+
+def tracks_job(payload: dict, progress: Progress, store: RunStore, scratch: Path) -> dict:
+    """The tracking head's tracks of clicked pixels (:func:`core.studies.attention.track_points`) on
+    a stored capture's inputs; the tracks (small) are the result (nothing is stored)."""
+    from core.studies import attention_store
+    from core.studies.attention import track_points, tracking_model
+
+    inputs = _capture_inputs(payload, store)
+    progress(0.05, "loading VGGT with its tracking head")
+    model = tracking_model(payload["weights"], payload["checkpoint"], payload["checkpoint_path"])
+    tracks = track_points(model, inputs, int(payload["frame"]), payload["points"], progress=progress)
+    return {"capture": payload["capture"], "key": payload["key"], "tracks": attention_store.tracks_to_json(tracks)}
+
+
 HANDLERS = {"run": run_job, "evaluate": evaluate_job, "scaling": scaling_job, "score": score_job,
-            "lmnet-train": lmnet_train_job, "prepare": prepare_job}
+            "lmnet-train": lmnet_train_job, "prepare": prepare_job, "attention": attention_job,
+            "attribution": attribution_job, "tracks": tracks_job}
 # Kinds that store one result per step, each asking whether the job was cancelled meanwhile.
 GATE_EVERY_WRITE = {"scaling"}
 # What the manager does, besides removing ``.tmp-<key>*`` staging, after a kind's job failed.

@@ -44,6 +44,11 @@ class AttentionSession:
         random_weights: True when the model had random weights (attention then means nothing).
         inputs: ``float32 [S,3,H',W']`` the network input in [0, 1] (tracking and attribution rerun
             the model on it); weights, checkpoint, checkpoint_path: the model's options.
+        model_config: the model's :meth:`core.models.vggt.VGGTConfig.to_dict` (sizes for memory
+            estimates without loading the model).
+        key: the capture key when the session is stored in the cache
+            (:mod:`core.studies.attention_store`; its queries and keys are then memory-mapped
+            files), else "".
     """
 
     view_ids: list[int]
@@ -67,6 +72,8 @@ class AttentionSession:
     checkpoint: str = "vggt-1b"
     checkpoint_path: str = ""
     tracks: dict = field(default_factory=dict, repr=False)
+    model_config: dict | None = field(default=None, repr=False)
+    key: str = ""
 
     MAX_KEPT_ROLLOUTS = 64
     MAX_KEPT_TRACKS = 16
@@ -79,6 +86,15 @@ class AttentionSession:
     @property
     def num_frames(self) -> int:
         return len(self.view_ids)
+
+    def config(self):
+        """The :class:`core.models.vggt.VGGTConfig` of the captured model (from ``model_config``;
+        loads the model only for a session made without it)."""
+        from core.models.vggt import VGGTConfig
+
+        if self.model_config is not None:
+            return VGGTConfig.from_dict(self.model_config)
+        return vggt_model(self.weights, self.checkpoint, self.checkpoint_path).config
 
     def token_for_pixel(self, frame: int, u: float, v: float) -> int:
         """Global token index of the patch holding network pixel (u, v) of ``frame``."""
@@ -311,11 +327,10 @@ def track_points(model, inputs, frame: int, points, progress=None) -> Tracks:
                   confidence=out.conf[0].float().numpy()[back], seconds=measured.seconds)
 
 
-def vggt_model(weights: str = "pretrained", checkpoint: str = "vggt-1b", checkpoint_path: str = ""):
-    """The CPU VGGT for these weights from the runner's model cache (options validated and
-    availability checked like a run's; raises UserError otherwise)."""
+def vggt_options(weights: str = "pretrained", checkpoint: str = "vggt-1b", checkpoint_path: str = ""):
+    """The CPU VGGT options for these weights, validated and with their availability checked like
+    a run's (raises UserError otherwise); nothing is loaded."""
     from core.models import registry
-    from core.runner import load_model
 
     method = registry.get("vggt")
     options = method.parse_options({"weights": weights, "checkpoint": checkpoint,
@@ -323,7 +338,15 @@ def vggt_model(weights: str = "pretrained", checkpoint: str = "vggt-1b", checkpo
     available = method.availability(options)
     if not available.ok:
         raise registry.CannotRun(f"VGGT cannot run: {available.message()}")
-    return load_model(method, options, "cpu")[0]
+    return options
+
+
+def vggt_model(weights: str = "pretrained", checkpoint: str = "vggt-1b", checkpoint_path: str = ""):
+    """The CPU VGGT for these weights from the runner's model cache (:func:`vggt_options`)."""
+    from core.models import registry
+    from core.runner import load_model
+
+    return load_model(registry.get("vggt"), vggt_options(weights, checkpoint, checkpoint_path), "cpu")[0]
 
 
 _TRACKERS: dict = {}
@@ -423,7 +446,7 @@ def capture_session(scene, view_ids: list[int], weights: str = "pretrained", che
         intrinsics=k_net.double().numpy(), capture=capture, layers=captured, heads=heads,
         random_weights=weights in RANDOM_WEIGHTS, seconds=measured.seconds,
         peak_memory_bytes=measured.peak_memory_bytes, inputs=tensor.numpy(), weights=weights,
-        checkpoint=checkpoint, checkpoint_path=checkpoint_path)
+        checkpoint=checkpoint, checkpoint_path=checkpoint_path, model_config=model.config.to_dict())
 
 
 def bench(argv: list[str] | None = None) -> list[dict]:

@@ -373,12 +373,10 @@ def session_attribution(session, frame: int, pixel: tuple[int, int], target: str
 
 
 def session_estimate(session, checkpoint: bool = True) -> MemoryEstimate:
-    """The memory an attribution on this session's views will need (stated before it runs)."""
-    from core.studies.attention import vggt_model
-
-    model = vggt_model(session.weights, session.checkpoint, session.checkpoint_path)
+    """The memory an attribution on this session's views will need (stated before it runs; from
+    the session's model configuration, without loading the model)."""
     s, _, h, w = session.inputs.shape
-    return memory_estimate(model.config, s, h, w, checkpoint)
+    return memory_estimate(session.config(), s, h, w, checkpoint)
 
 
 def compare_with_rollout(session, attribution: Attribution, first_layer: int, last_layer: int,
