@@ -6,12 +6,12 @@ Ray instance (1 CPU) for the module; random-tiny VGGT on views of the bundled sa
 from __future__ import annotations
 
 import json
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.conftest import submit_concurrently, wait_state
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data" / "toy"
@@ -32,18 +32,6 @@ def scene():
     from core.data.scene import Scene
 
     return Scene.load(SAMPLE)
-
-
-def wait_for(job_id: str, condition, timeout: float = 120.0) -> dict:
-    from core.jobs import client
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(job_id)
-        if condition(job):
-            return job
-        time.sleep(0.02)
-    raise AssertionError(f"job {job_id} never reached the condition: {client.get(job_id)}")
 
 
 def close(a, b, name: str = "") -> None:
@@ -105,7 +93,7 @@ def test_a_cancelled_capture_stores_nothing(ray_cache, scene):
 
     spec = client.attention_spec(scene, scene.uniform_views(6), weights=TINY)
     job_id, _ = client.submit(spec)
-    wait_for(job_id, lambda j: j["state"] != "queued")
+    wait_state(job_id, ("running", "done", "failed", "cancelled"))
     client.cancel(job_id)
     with pytest.raises(client.JobError, match="cancelled; nothing was stored"):
         client.wait(job_id, timeout=120)
@@ -134,16 +122,7 @@ def test_capture_job_gives_the_in_process_session_and_two_requests_share_it(ray_
 
     spec = client.attention_spec(scene, VIEWS, weights=TINY)
     assert spec["kind"] == "attention" and spec["key"] == attention_store.capture_key(scene, VIEWS, TINY)
-    answers = [None, None]
-
-    def submit(i):
-        answers[i] = client.submit(spec)
-
-    threads = [threading.Thread(target=submit, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    answers = submit_concurrently(spec, 2)
     assert answers[0][0] == answers[1][0] and sorted(a for _, a in answers) == [False, True]
     job = client.wait(answers[0][0], timeout=180)
     assert job["attached"] == 1 and job["result"]["key"] == spec["key"] and not job["result"]["cached"]
