@@ -153,9 +153,9 @@ def known_sim3(seed: int = 3):
 # the end. Order only; no effect on what any test does. The job files (each a local Ray instance; the
 # longest files of the suite) lead, longest first: measured single-thread at load 3-5, test_jobs.py
 # and test_jobs_batch.py ~100 s each, test_jobs_studies.py and test_jobs_server.py ~63 s,
-# test_jobs_prepare.py 56 s.
+# test_jobs_prepare.py 56 s; test_jobs_attention.py 44-50 s at load 1 (8-11 s of it Ray's start).
 SLOW_FILES_FIRST = ("test_jobs.py", "test_jobs_batch.py", "test_jobs_studies.py", "test_jobs_server.py",
-                    "test_jobs_prepare.py", "test_sfm.py", "test_page_dataset.py", "test_pages_methods.py",
+                    "test_jobs_prepare.py", "test_jobs_attention.py", "test_sfm.py", "test_page_dataset.py", "test_pages_methods.py",
                     "test_combined.py", "test_pi3_method.py", "test_benchmarks.py", "test_scaling.py", "test_evaluate_cli.py",
                     "test_da3_method.py", "test_method_contract.py", "test_mvs.py", "test_pages_metrics.py",
                     "test_dust3r_model.py", "test_pointe_method.py", "test_metrics.py", "test_page_attention.py")
