@@ -251,3 +251,23 @@ def test_attention_page_runs_the_capture_and_the_attribution_as_jobs(ray_cache):
     assert any(d.value.equals(rho) for d in page.dataframe)
     # neither the capture nor the attribution loaded a model in this (the server's) process
     assert not [key for key in model_cache.held() if key[0] == "vggt"]
+
+
+def test_a_capture_whose_worker_dies_fails_and_its_staging_is_removed(ray_cache, scene):
+    """Last of the module (its worker is killed): 30 views keep the capture running long after the kill."""
+    import os
+    import signal
+
+    from core.jobs import client
+
+    spec = client.attention_spec(scene, scene.uniform_views(30), weights=TINY)
+    job_id, _ = client.submit(spec)
+    job = wait_state(job_id, ("running", "done", "failed", "cancelled"))
+    assert job["state"] == "running", job
+    leftover = ray_cache / "attention" / f".tmp-{spec['key']}-deadbeef"   # what a worker killed while storing leaves
+    leftover.mkdir(parents=True)
+    (leftover / "q-0.npy").write_bytes(b"half")
+    os.kill(job["worker"]["pid"], signal.SIGKILL)
+    with pytest.raises(client.JobError, match="worker running this job died"):
+        client.wait(job_id, timeout=120)
+    assert not leftover.exists() and not (ray_cache / "attention" / spec["key"]).exists()
