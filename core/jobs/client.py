@@ -54,8 +54,6 @@ def default_owner() -> str:
 
 def manager():
     """The cluster's job manager (created, detached, on first use)."""
-    import ray
-
     from core.jobs.manager import ACTOR_NAME, JobManager
     from core.store.cache import cache_root
 
