@@ -79,7 +79,8 @@ if as_job:
             st.session_state["attention.session"] = ((done["scene"], loaded.key), loaded)
 stored = st.session_state.get("attention.session")
 if stored is None or stored[0][0] != scene.name:
-    st.info("Choose the views and run the capture.")
+    if not (as_job and st.session_state.get("attention.job")):     # a capture job is on its way: its bar shows
+        st.info("Choose the views and run the capture.")
     st.stop()
 session = stored[1]
 if session.random_weights:
