@@ -3,6 +3,7 @@ import streamlit as st
 
 from core.app.access import submit_allowed
 from core.app import figures
+from core.app import jobs as app_jobs
 from core.eval.scores import Scores
 from core.models.combined import method as combined
 from core.models.combined import panels as panel_images
@@ -35,10 +36,20 @@ with st.container(border=True):
     available = method.availability(options)
     weights_notice(method, options, available)
     confirmed = cost_notice("combined", options, len(views), scene, "combined") if available.ok and views else True
-    submitted = st.button("Run", type="primary", key="combined.run", disabled=not available.ok)
+    submitted = st.button("Run", type="primary", key="combined.run", disabled=not (available.ok and submit_allowed()))
 
 if submitted and not confirmed:
     st.warning("Tick “Run anyway” to start this long run.")
+elif submitted and views and not app_jobs.inline():
+    # A job on Ray like every method run: it outlives this session; follow() below shows it (also after a
+    # reload). A stage failure is the job's one-line error; the in-process path below also shows its partial panels.
+    try:
+        from core.jobs.client import run_spec
+
+        app_jobs.submit(run_spec(scene, scene.path, "combined", views, options, store(), score_random_weights=False),
+                        "combined.job")
+    except UserError as error:
+        st.error(f"The combined pipeline cannot run: {error}")
 elif submitted:
     if not views:
         st.error("Choose at least one view.")
@@ -58,9 +69,18 @@ elif submitted:
             bar.clear()
             st.session_state[STATE] = {"scene": scene.name, "error": str(error), "stage": None}
 
+if not app_jobs.inline():
+    final = app_jobs.follow("combined.job")
+    if final is not None and app_jobs.show_outcome(final, "Combined pipeline"):
+        done = final["result"]
+        recon, evaluation = store().load_run(scene.name, "combined", done["key"])
+        st.session_state[STATE] = {"scene": scene.name, "recon": recon, "key": done["key"],
+                                   "cached": done["cached"], "evaluation": evaluation}
 state = st.session_state.get(STATE)
 if not state or state.get("scene") != scene.name:
-    st.info("Choose the views and options, then press Run. Runs are cached and appear in the Metrics leaderboard.")
+    if app_jobs.inline() or not st.session_state.get("combined.job"):   # else the job's progress bar shows
+        st.info("Choose the views and options, then press Run. Runs are cached and appear in the Metrics "
+                "leaderboard.")
     st.stop()
 
 recon = state.get("recon")

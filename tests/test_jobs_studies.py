@@ -338,3 +338,31 @@ def test_metrics_page_score_this_run_submits_a_score_job(ray_cache, unscored_run
     assert page.query_params["job"] == job_id
     # The default scoring of a whole run takes ~30 s here; what it stores is tested above.
     client.cancel(job_id)
+
+
+def test_combined_page_runs_the_pipeline_as_a_job_and_shows_its_panels(ray_cache):
+    """The Combined page submits its run like the other method pages (it computed in the server
+    process before), follows the job and shows the stored run's panels."""
+    from streamlit.testing.v1 import AppTest
+
+    from core.jobs import client
+
+    page = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    page.run()
+    page.switch_page("pages/combined.py")
+    page.run()
+    page.selectbox(key="combined.weights").select("random-tiny")
+    page.number_input(key="combined.box_threshold").set_value(0.0)
+    page.number_input(key="combined.text_threshold").set_value(0.0)
+    page.run()
+    page.button(key="combined.run").click()
+    page.run()
+    assert not page.exception and not page.error
+    job_id = page.session_state["combined.job"]
+    job = client.wait(job_id, timeout=180)
+    assert job["kind"] == "run" and job["result"]["method"] == "combined"
+    page.run()
+    assert not page.exception and any("finished" in s.value for s in page.success)
+    captions = [c.value for c in page.caption]
+    assert any(c.startswith(f"Run {job['result']['key'][:8]} (computed now)") for c in captions), captions
+    assert any(c.startswith("Detection: box score") for c in captions)
