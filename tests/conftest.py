@@ -77,6 +77,23 @@ def wait_state(job_id: str, states: tuple[str, ...], timeout: float = 60.0) -> d
     raise AssertionError(f"job {job_id} never reached {states}: {client.get(job_id)}")
 
 
+def run_page_job(page, button: str, slot: str, timeout: float = 180.0) -> dict:
+    """Press a page's submit ``button`` (an AppTest past its inputs) and check the page submitted a
+    job into session-state ``slot`` with the job's id in the URL (so a reload follows it); wait for
+    the job, rerun the page (its follower sees the end) and return the job's final record."""
+    from core.jobs import client
+
+    page.button(key=button).click()
+    page.run()
+    assert not page.exception and not page.error, [e.value for e in page.error]
+    job_id = page.session_state[slot]
+    assert page.query_params["job"] == job_id
+    job = client.wait(job_id, timeout=timeout)
+    page.run()
+    assert not page.exception
+    return job
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op torch thread for the module, restored afterwards. Tiny models and problems run

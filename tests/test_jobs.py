@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import submit_concurrently, wait_state
+from tests.conftest import run_page_job, submit_concurrently, wait_state
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data" / "toy"
@@ -161,23 +161,15 @@ def test_unknown_job_is_a_user_error(ray_cache):
 def test_method_page_submits_a_job_follows_it_and_shows_the_run(ray_cache):
     from streamlit.testing.v1 import AppTest
 
-    from core.jobs import client
-
     page = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     page.run()
     page.switch_page("pages/discriminative.py")
     page.run()
     page.slider(key="discriminative.vggt.count").set_value(2)
     page.run()
-    page.button(key="discriminative.run").click()
-    page.run()
-    assert not page.exception and not page.error
-    job_id = page.session_state["discriminative.job"]
-    assert page.query_params["job"] == job_id             # a reload of this URL finds the job again
-    job = client.wait(job_id, timeout=180)
+    job = run_page_job(page, "discriminative.run", "discriminative.job")
     assert job["owner"] == "local" and job["result"]["views"] == [0, 21]
-    page.run()                                              # the follower sees the end and shows the run
-    assert not page.exception and any("finished" in s.value for s in page.success)
+    assert any("finished" in s.value for s in page.success)
     assert page.session_state["discriminative.shown"][2] == job["result"]["key"]
     assert "discriminative.job" not in page.session_state
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, SAMPLE, wait_state
+from tests.conftest import ROOT, SAMPLE, run_page_job, wait_state
 
 RAY_CPUS = 2
 OPTIONS = {"dense": False, "num_threads": 1, "max_features": 256, "max_image_size": 320}
@@ -232,7 +232,6 @@ def test_dataset_page_submits_the_preparation_and_shows_the_scene(ray_cache):
     from streamlit.testing.v1 import AppTest
 
     from core.data.scene import Scene
-    from core.jobs import client
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()
@@ -248,14 +247,9 @@ def test_dataset_page_submits_the_preparation_and_shows_the_scene(ray_cache):
     at.file_uploader(key="dataset.images").set_value(
         [(f"v{v}.jpg", (SAMPLE / "images" / f"view_{v:03d}.jpg").read_bytes(), "image/jpeg") for v in range(30, 34)])
     at.run()
-    at.button(key="dataset.prepare").click().run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
-    job_id = at.session_state["dataset.job"]
-    assert at.query_params["job"] == job_id            # a reload of this URL follows the same job
-    job = client.wait(job_id, timeout=180)
+    job = run_page_job(at, "dataset.prepare", "dataset.job")
     assert job["kind"] == "prepare" and job["owner"] == "local"
-    at.run()                                             # the follower sees the end and shows the scene
-    assert not at.exception and any("Preparation" in s.value for s in at.success)
+    assert any("Preparation" in s.value for s in at.success)
     assert {m.label: m.value for m in at.metric}["Registered views"] == "4/4"
     folder = ray_cache / "scenes" / "paged"
     assert Scene.load(folder).image_names == [f"v{v}.jpg" for v in range(30, 34)]

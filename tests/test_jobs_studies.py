@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import submit_concurrently
+from tests.conftest import run_page_job, submit_concurrently
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data" / "toy"
@@ -271,7 +271,6 @@ def test_score_job_stores_the_evaluation(ray_cache, scene, unscored_run, shared)
 def test_scaling_page_submits_the_study_follows_it_and_shows_its_table(ray_cache):
     from streamlit.testing.v1 import AppTest
 
-    from core.jobs import client
     from core.studies import scaling
 
     page = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
@@ -281,15 +280,9 @@ def test_scaling_page_submits_the_study_follows_it_and_shows_its_table(ray_cache
     page.selectbox(key="scaling.vggt.options.weights").set_value("random-tiny")
     page.multiselect(key="scaling.counts").set_value(COUNTS)
     page.run()
-    page.button(key="scaling.run").click()
-    page.run()
-    assert not page.exception and not page.error
-    job_id = page.session_state["scaling.job"]
-    assert page.query_params["job"] == job_id             # a reload of this URL follows the same job
-    job = client.wait(job_id, timeout=180)
+    job = run_page_job(page, "scaling.run", "scaling.job")
     assert job["kind"] == "scaling" and job["owner"] == "local"
-    page.run()                                              # the follower sees the end and shows the study
-    assert not page.exception and any("finished" in s.value for s in page.success)
+    assert any("finished" in s.value for s in page.success)
     results, used = page.session_state["scaling.result"]
     assert [p.views for p in results["vggt"].points] == COUNTS and used["vggt"].weights == "random-tiny"
     shown = page.dataframe[0].value
@@ -345,8 +338,6 @@ def test_combined_page_runs_the_pipeline_as_a_job_and_shows_its_panels(ray_cache
     process before), follows the job and shows the stored run's panels."""
     from streamlit.testing.v1 import AppTest
 
-    from core.jobs import client
-
     page = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     page.run()
     page.switch_page("pages/combined.py")
@@ -355,14 +346,9 @@ def test_combined_page_runs_the_pipeline_as_a_job_and_shows_its_panels(ray_cache
     page.number_input(key="combined.box_threshold").set_value(0.0)
     page.number_input(key="combined.text_threshold").set_value(0.0)
     page.run()
-    page.button(key="combined.run").click()
-    page.run()
-    assert not page.exception and not page.error
-    job_id = page.session_state["combined.job"]
-    job = client.wait(job_id, timeout=180)
+    job = run_page_job(page, "combined.run", "combined.job")
     assert job["kind"] == "run" and job["result"]["method"] == "combined"
-    page.run()
-    assert not page.exception and any("finished" in s.value for s in page.success)
+    assert any("finished" in s.value for s in page.success)
     captions = [c.value for c in page.caption]
     assert any(c.startswith(f"Run {job['result']['key'][:8]} (computed now)") for c in captions), captions
     assert any(c.startswith("Detection: box score") for c in captions)
